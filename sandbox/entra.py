@@ -1,0 +1,380 @@
+"""Entra ID v2.0 stand-in: discovery, JWKS, client-credentials token endpoint, token checks."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from sandbox.certs import key_id
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+WRITE_ROLES = frozenset({"Application.ReadWrite.OwnedBy", "Synchronization.ReadWrite.All"})
+READ_ROLES = WRITE_ROLES | {"Synchronization.Read.All"}
+
+
+@dataclass(frozen=True)
+class Application:
+    client_id: str
+    display_name: str
+    secret: str | None
+    certificate: x509.Certificate | None
+    roles: tuple[str, ...]
+
+
+class AadError(Exception):
+    """An AADSTS answer from the token endpoint."""
+
+    def __init__(self, status: int, error: str, code: int, description: str) -> None:
+        super().__init__(f"AADSTS{code}: {description}")
+        self.status = status
+        self.error = error
+        self.code = code
+        self.description = description
+
+    def body(self, correlation_id: str) -> dict[str, Any]:
+        trace = str(uuid.uuid4())
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        return {
+            "error": self.error,
+            "error_description": f"AADSTS{self.code}: {self.description}\r\nTrace ID: {trace}"
+            f"\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {stamp}",
+            "error_codes": [self.code],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation_id,
+            "error_uri": f"https://login.microsoftonline.com/error?code={self.code}",
+        }
+
+
+class InvalidToken(Exception):
+    """An access token Graph must refuse (401 InvalidAuthenticationToken)."""
+
+
+def _b64url_sha(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:
+    return base64.urlsafe_b64encode(cert.fingerprint(algorithm)).rstrip(b"=").decode()
+
+
+class TokenService:
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        applications: Mapping[str, Application],
+        signing_key: rsa.RSAPrivateKey,
+        lifetime_s: int,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.applications = dict(applications)
+        self._key = signing_key
+        self._kid = key_id(signing_key)
+        self.lifetime_s = lifetime_s
+        self._now = wall_clock
+
+    # -- documents --------------------------------------------------------------------------
+    def discovery(self, origin: str) -> dict[str, Any]:
+        base = f"{origin}/{self.tenant_id}"
+        return {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{base}/v2.0",
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": f"{origin}/oidc/userinfo",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "tid", "roles", "appid"],
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "sandbox.local",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": origin.removeprefix("https://"),
+        }
+
+    def jwks(self) -> dict[str, Any]:
+        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
+        return {"keys": [{**jwk, "kid": self._kid, "use": "sig", "alg": "RS256"}]}
+
+    # -- token endpoint ---------------------------------------------------------------------
+    def issue(
+        self, tenant: str, form: Mapping[str, str], origin: str, authorization: str | None
+    ) -> dict[str, Any]:
+        if tenant.lower() != self.tenant_id:
+            raise AadError(
+                400,
+                "invalid_tenant",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure "
+                "you have the correct tenant ID and are signing into the correct cloud.",
+            )
+        form = dict(form)
+        if authorization and authorization.lower().startswith("basic "):
+            form.update(_basic_credentials(authorization))
+        if form.get("grant_type") != "client_credentials":
+            raise AadError(
+                400,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an "
+                "unsupported grant type. Only client_credentials is supported.",
+            )
+        client_id = form.get("client_id", "").lower()
+        if not client_id:
+            raise _missing("client_id")
+        app = self.applications.get(client_id)
+        if app is None:
+            raise AadError(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier "
+                f"'{client_id}' was not found in the directory '{self.tenant_id}'.",
+            )
+        token_endpoint = f"{origin}/{self.tenant_id}/oauth2/v2.0/token"
+        method = self._authenticate(app, form, token_endpoint)
+        resource = _resource(form.get("scope"))
+        return self._mint(app, resource, origin, method)
+
+    def _authenticate(self, app: Application, form: Mapping[str, str], endpoint: str) -> str:
+        if "client_assertion" in form:
+            self._check_assertion(app, form, endpoint)
+            return "2"
+        secret = form.get("client_secret")
+        if secret is None:
+            raise AadError(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the "
+                "following parameter: 'client_assertion' or 'client_secret'.",
+            )
+        if app.secret is None or not hmac.compare_digest(secret, app.secret):
+            raise AadError(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. "
+                "Ensure the secret being sent in the request is the client secret "
+                f"value, not the client secret ID, for a secret added to app "
+                f"'{app.client_id}'.",
+            )
+        return "1"
+
+    def _check_assertion(self, app: Application, form: Mapping[str, str], endpoint: str) -> None:
+        def bad(reason: str) -> AadError:
+            return AadError(
+                401,
+                "invalid_client",
+                700027,
+                f"Client assertion failed signature validation. [Reason - {reason}]",
+            )
+
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise bad("client_assertion_type must be " + ASSERTION_TYPE)
+        assertion = form["client_assertion"]
+        cert = app.certificate
+        if cert is None:
+            raise bad("The key was not found. No certificate is registered for this app.")
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError as exc:
+            raise bad(f"The assertion is not a JWT: {exc}") from exc
+        alg = header.get("alg")
+        if alg not in ("RS256", "PS256"):
+            raise bad(f"Unsupported algorithm {alg!r}; use RS256 or PS256.")
+        x5t, x5t256 = (str(header.get(k) or "").rstrip("=") for k in ("x5t", "x5t#S256"))
+        if (x5t and x5t != _b64url_sha(cert, hashes.SHA1())) or (  # noqa: S303
+            x5t256 and x5t256 != _b64url_sha(cert, hashes.SHA256())
+        ):
+            raise bad("The key was not found. The thumbprint does not match the registered key.")
+        try:
+            claims = jwt.decode(
+                assertion,
+                cert.public_key(),  # type: ignore[arg-type]
+                algorithms=[alg],
+                audience=endpoint,
+                options={"require": ["exp", "aud", "iss", "sub"]},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AadError(
+                401,
+                "invalid_client",
+                700024,
+                "Client assertion is not within its valid time range.",
+            ) from exc
+        except jwt.PyJWTError as exc:
+            raise bad(str(exc)) from exc
+        if not (claims["iss"].lower() == claims["sub"].lower() == app.client_id):
+            raise bad("iss and sub must both be the client id.")
+
+    def _mint(self, app: Application, resource: str, origin: str, method: str) -> dict[str, Any]:
+        now = int(self._now())
+        oid = str(uuid.uuid5(uuid.UUID(app.client_id), "servicePrincipal"))
+        claims = {
+            "aud": resource,
+            "iss": f"{origin}/{self.tenant_id}/v2.0",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime_s,
+            "app_displayname": app.display_name,
+            "appid": app.client_id,
+            "azp": app.client_id,
+            "appidacr": method,
+            "idtyp": "app",
+            "oid": oid,
+            "sub": oid,
+            "roles": list(app.roles),
+            "tid": self.tenant_id,
+            "uti": uuid.uuid4().hex[:22],
+            "ver": "1.0",
+        }
+        token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self._kid})
+        return {
+            "token_type": "Bearer",
+            "expires_in": self.lifetime_s,
+            "ext_expires_in": self.lifetime_s,
+            "access_token": token,
+        }
+
+    # -- Graph side -------------------------------------------------------------------------
+    def verify(self, authorization: str | None) -> dict[str, Any]:
+        """Claims of a valid bearer token, else InvalidToken with Graph's message."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise InvalidToken("Access token is empty.")
+        token = authorization[7:].strip()
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key.public_key(),
+                algorithms=["RS256"],
+                options={"verify_aud": False, "require": ["exp", "tid"]},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("Lifetime validation failed, the token is expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("Access token validation failure. Invalid signature.") from exc
+        if str(claims["tid"]).lower() != self.tenant_id:
+            raise InvalidToken("Access token validation failure. Invalid tenant.")
+        return claims
+
+
+def has_role(claims: Mapping[str, Any], *, write: bool) -> bool:
+    roles = set(claims.get("roles") or ())
+    return bool(roles & (WRITE_ROLES if write else READ_ROLES))
+
+
+def _missing(name: str) -> AadError:
+    return AadError(
+        400,
+        "invalid_request",
+        900144,
+        f"The request body must contain the following parameter: '{name}'.",
+    )
+
+
+def _resource(scope: str | None) -> str:
+    if not scope:
+        raise _missing("scope")
+    scopes = scope.split()
+    if len(scopes) != 1 or not scopes[0].endswith("/.default"):
+        raise AadError(
+            400,
+            "invalid_scope",
+            1002012,
+            f"The provided value for scope {scope} is "
+            "not valid. Client credential flows must have a scope value with "
+            "/.default suffixed to the resource identifier (application ID URI).",
+        )
+    return scopes[0].removesuffix("/.default")
+
+
+def _basic_credentials(header: str) -> dict[str, str]:
+    try:
+        raw = base64.b64decode(header.split(None, 1)[1]).decode()
+    except (binascii.Error, UnicodeDecodeError, IndexError):
+        return {}
+    client_id, _, secret = raw.partition(":")
+    return {"client_id": client_id, "client_secret": secret}
+
+
+TOKENS_KEY = web.AppKey("sandbox_tokens", TokenService)
+
+
+def _origin(request: web.Request) -> str:
+    return f"https://{request.host}"
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store, no-cache"})
+
+
+def _aad_error(request: web.Request, err: AadError) -> web.Response:
+    correlation = request.headers.get("client-request-id") or str(uuid.uuid4())
+    return _json(err.body(correlation), status=err.status)
+
+
+async def discovery_handler(request: web.Request) -> web.Response:
+    tokens = request.app[TOKENS_KEY]
+    tenant = request.match_info["tenant"]
+    if tenant.lower() != tokens.tenant_id:
+        return _aad_error(
+            request, AadError(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
+        )
+    return _json(tokens.discovery(_origin(request)))
+
+
+async def jwks_handler(request: web.Request) -> web.Response:
+    return _json(request.app[TOKENS_KEY].jwks())
+
+
+async def token_handler(request: web.Request) -> web.Response:
+    tokens = request.app[TOKENS_KEY]
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    try:
+        body = tokens.issue(
+            request.match_info["tenant"],
+            form,
+            _origin(request),
+            request.headers.get("Authorization"),
+        )
+    except AadError as err:
+        return _aad_error(request, err)
+    return _json(body)
+
+
+def token_fault_response(request: web.Request, status: int) -> web.Response:
+    """An injected token-endpoint failure, AADSTS-shaped."""
+    error = "temporarily_unavailable" if status in (429, 503, 504) else "server_error"
+    err = AadError(
+        status,
+        error,
+        50196 if status == 429 else 90033,
+        "The service is temporarily unavailable (injected by the sandbox).",
+    )
+    return _aad_error(request, err)

@@ -1,0 +1,128 @@
+"""Seed model: the tenant, its applications (credentials, roles) and service principals."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+KNOWN_ROLES = (
+    "Synchronization.ReadWrite.All",
+    "Synchronization.Read.All",
+    "Application.ReadWrite.OwnedBy",
+    "Application.ReadWrite.All",
+    "Directory.ReadWrite.All",
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeedTemplate(_Model):
+    id: str = Field(min_length=1)
+    default: bool = False
+    factoryTag: str | None = None
+    description: str | None = None
+    discoverable: bool = True
+
+
+class SeedApplication(_Model):
+    clientId: str
+    displayName: str | None = None
+    clientSecret: str | None = None
+    # "generated": the sandbox creates the certificate in its state dir; otherwise a PEM path.
+    certificate: Literal["generated"] | str | None = None
+    roles: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_credential(self) -> SeedApplication:
+        uuid.UUID(self.clientId)
+        if self.clientSecret is None and self.certificate is None:
+            raise ValueError(f"application {self.clientId} needs clientSecret or certificate")
+        return self
+
+
+class SeedPrincipal(_Model):
+    id: str
+    displayName: str | None = None
+    appId: str | None = None
+    templates: list[SeedTemplate] = Field(default_factory=list)
+    newForMs: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> SeedPrincipal:
+        uuid.UUID(self.id)
+        if sum(1 for t in self.templates if t.default) > 1:
+            raise ValueError(f"service principal {self.id}: more than one default template")
+        return self
+
+
+class SeedGenerate(_Model):
+    count: int = Field(default=0, ge=0, le=100_000)
+    templates: list[SeedTemplate] = Field(
+        default_factory=lambda: [SeedTemplate(id="scim", default=True, factoryTag="CustomSCIM")]
+    )
+    newForMs: float = Field(default=0, ge=0)
+
+
+class Seed(_Model):
+    tenantId: str
+    applications: list[SeedApplication] = Field(default_factory=list)
+    servicePrincipals: list[SeedPrincipal] = Field(default_factory=list)
+    generate: SeedGenerate = Field(default_factory=SeedGenerate)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Seed:
+        uuid.UUID(self.tenantId)
+        ids = [p.id.lower() for p in self.all_principals()]
+        if len(ids) != len(set(ids)):
+            raise ValueError("duplicate service principal ids")
+        apps = [a.clientId.lower() for a in self.applications]
+        if len(apps) != len(set(apps)):
+            raise ValueError("duplicate application client ids")
+        return self
+
+    def all_principals(self) -> list[SeedPrincipal]:
+        """Listed principals followed by the generated ones."""
+        return [*self.servicePrincipals, *generated_principals(self)]
+
+
+def generated_principal_id(tenant_id: str, index: int) -> str:
+    """Id of generated principal ``index``: uuid5(tenantId, "generated-principal-{index}")."""
+    return str(uuid.uuid5(uuid.UUID(tenant_id), f"generated-principal-{index}"))
+
+
+def generated_principals(seed: Seed) -> list[SeedPrincipal]:
+    gen = seed.generate
+    return [
+        SeedPrincipal(
+            id=generated_principal_id(seed.tenantId, i),
+            displayName=f"Generated app {i}",
+            templates=list(gen.templates),
+            newForMs=gen.newForMs,
+        )
+        for i in range(gen.count)
+    ]
+
+
+def parse_document(text: str) -> Any:
+    """JSON or YAML (YAML is a superset of JSON, but JSON errors read better)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return yaml.safe_load(text)
+
+
+def load_seed(source: Path | dict[str, Any] | None = None) -> Seed:
+    if source is None:
+        text = resources.files("sandbox").joinpath("default_seed.yaml").read_text("utf-8")
+        return Seed.model_validate(parse_document(text))
+    if isinstance(source, dict):
+        return Seed.model_validate(source)
+    return Seed.model_validate(parse_document(source.read_text("utf-8")))

@@ -1,0 +1,160 @@
+"""The project's exceptions.
+
+::
+
+    ProvisionerError
+     ├── ConfigError              settings missing or invalid at start-up
+     ├── StoreUnavailable         Redis cannot be reached (the API answers 503 + Retry-After)
+     ├── TokenError               Entra ID refused or could not issue a token
+     ├── GraphTransportError      no HTTP answer from Graph (timeout, reset, DNS, TLS)
+     ├── GraphError               Graph answered with a non-2xx status
+     └── WorkflowFailed           a provisioning request ends ``failed``; ``code`` names why
+          ├── TemplateNotFound     the requested templateId is not among the principal's templates
+          ├── TemplateAmbiguous    several templates, none ``default``, and no templateId given
+          ├── CredentialsRejected  validateCredentials answered 400
+          ├── JobQuarantined       the started job went to Quarantine
+          ├── JobNotStarted        the job did not become Active within the verify window
+          ├── RetryBudgetExhausted transient errors outlasted the request's retry budget
+          └── GraphRequestFailed   Graph answered a non-retryable error (its code is kept)
+
+Secrets never go into an exception's message: messages are shown to API callers and logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ProvisionerError(Exception):
+    """Base class of every error raised on purpose by this project."""
+
+
+class ConfigError(ProvisionerError):
+    """Raised at start-up when a setting is missing or invalid; the message names the variable."""
+
+
+class StoreUnavailable(ProvisionerError):
+    """Raised when Redis cannot be reached or answers with a connection-level error."""
+
+
+class TokenError(ProvisionerError):
+    """Raised when msal returns no access token (bad secret, unknown client, network failure)."""
+
+    def __init__(self, error: str, description: str, codes: list[int] | None = None) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.codes = codes or []
+
+
+class GraphTransportError(ProvisionerError):
+    """Raised when a Graph call gets no HTTP answer: timeout, reset connection, TLS failure."""
+
+    def __init__(self, method: str, url: str, reason: str, client_request_id: str) -> None:
+        super().__init__(f"{method} {url}: {reason}")
+        self.method = method
+        self.url = url
+        self.reason = reason
+        self.client_request_id = client_request_id
+
+
+class GraphError(ProvisionerError):
+    """Raised for every non-2xx answer from Graph, carrying what support needs to quote."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        *,
+        client_request_id: str | None = None,
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        super().__init__(f"{method} {url} -> {status} {code}: {message}".strip())
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.client_request_id = client_request_id
+        self.method = method
+        self.url = url
+
+
+class WorkflowFailed(ProvisionerError):
+    """Raised by a workflow step when the request cannot succeed; ends the request ``failed``."""
+
+    code = "WorkflowFailed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        graph_status: int | None = None,
+        graph_request_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.graph_status = graph_status
+        self.graph_request_id = graph_request_id
+        self.details = details or {}
+        if code is not None:
+            self.code = code
+
+    @classmethod
+    def from_graph(cls, error: GraphError, message: str | None = None) -> WorkflowFailed:
+        """Build the failure from Graph's answer, keeping its status and request-id."""
+        if message is None:
+            message = f"{error.code}: {error.message}" if error.message else error.code
+        return cls(
+            message,
+            graph_status=error.status,
+            graph_request_id=error.request_id,
+        )
+
+
+class TemplateNotFound(WorkflowFailed):
+    """Raised when the requested templateId is not in the principal's (fully paged) templates."""
+
+    code = "TemplateNotFound"
+
+
+class TemplateAmbiguous(WorkflowFailed):
+    """Raised when no templateId is given and several templates exist with none ``default``."""
+
+    code = "TemplateAmbiguous"
+
+
+class CredentialsRejected(WorkflowFailed):
+    """Raised when Graph's validateCredentials answers 400: the caller's credentials are wrong."""
+
+    code = "CredentialsRejected"
+
+
+class JobQuarantined(WorkflowFailed):
+    """Raised when the started job reports ``status.code == Quarantine``."""
+
+    code = "JobQuarantined"
+
+
+class JobNotStarted(WorkflowFailed):
+    """Raised when the job is not Active once the verify window has passed."""
+
+    code = "JobNotStarted"
+
+
+class RetryBudgetExhausted(WorkflowFailed):
+    """Raised when throttling, 5xx or replication lag outlast the request's retry budget."""
+
+    code = "RetryBudgetExhausted"
+
+
+class GraphRequestFailed(WorkflowFailed):
+    """Raised for a non-retryable Graph error; ``code`` is Graph's own error code."""
+
+    code = "GraphRequestFailed"

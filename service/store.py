@@ -1,0 +1,325 @@
+"""Request records in Redis: durable intake, reads, listing, credentials and idempotency keys.
+
+Keys (``{p}`` is the queue name, so two deployments can share one Redis)::
+
+    {p}:req:{id}            the record, JSON                      (expires after record_ttl_s)
+    {p}:creds:{id}          the credentials, one Fernet token     (deleted once saved to Graph)
+    {p}:inflight:{sp}:{t}   id of the queued/running request for a (principal, template)
+    {p}:cancel:{id}         set by the API; the worker stops at the next step boundary
+    {p}:idem:{caller}:{h}   Idempotency-Key entry: body fingerprint, status and request id
+    {p}:index / :state:{s} / :sp:{sp}   sorted sets (score = creation ms) for listing
+
+:meth:`Store.accept` writes the record, its credentials, its index entries and the arq job in
+one MULTI/EXEC, so a 202 never means "stored but not queued" or the reverse.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from service.crypto import CredentialCipher
+from service.errors import StoreUnavailable
+from service.models import Credential, Record, State
+from service.queue import JOB_EXPIRES_MS, encoded_job, job_key
+
+T = TypeVar("T")
+
+# Deletes KEYS[1] only while it still names ARGV[1]: a finished request releases its own
+# in-flight claim, never a newer request's.
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyEntry:
+    """What an Idempotency-Key already stands for."""
+
+    fingerprint: str
+    status: int | None  # None while the first request is still being accepted
+    request_id: str | None
+
+
+async def guarded(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis call, turning connection-level failures into :class:`StoreUnavailable`."""
+    try:
+        return await call()
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        raise StoreUnavailable(f"Redis is unreachable: {type(e).__name__}") from e
+
+
+class Store:
+    """Reads and writes provisioning records; shared by the API and the workers."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        queue_name: str,
+        record_ttl_s: int,
+        cipher: CredentialCipher | None = None,
+    ) -> None:
+        self.redis = redis
+        self.queue_name = queue_name
+        self.record_ttl_s = record_ttl_s
+        self.cipher = cipher
+        self._p = queue_name
+
+    # keys -------------------------------------------------------------------------------
+    def record_key(self, request_id: str) -> str:
+        """The Redis key of a record."""
+        return f"{self._p}:req:{request_id}"
+
+    def _creds_key(self, request_id: str) -> str:
+        return f"{self._p}:creds:{request_id}"
+
+    def _cancel_key(self, request_id: str) -> str:
+        return f"{self._p}:cancel:{request_id}"
+
+    def _inflight_key(self, record: Record) -> str:
+        template = record.requested_template_id or "*"
+        return f"{self._p}:inflight:{record.service_principal_id}:{template}"
+
+    def _index_keys(self, record: Record) -> tuple[str, str]:
+        return f"{self._p}:index", f"{self._p}:sp:{record.service_principal_id}"
+
+    def _state_key(self, state: State) -> str:
+        return f"{self._p}:state:{state.value}"
+
+    # intake -----------------------------------------------------------------------------
+    async def accept(
+        self, record: Record, credentials: list[Credential] | None = None
+    ) -> tuple[Record, bool]:
+        """Store and enqueue a new request atomically, unless one for the same principal and
+        template is still queued or running: then return that one and ``False``."""
+        creds_token = None
+        if credentials:
+            if self.cipher is None:
+                raise ValueError("credentials given but no encryption key is configured")
+            creds_token = self.cipher.encrypt(credentials)
+        inflight = self._inflight_key(record)
+        return await guarded(lambda: self._accept(record, inflight, creds_token))
+
+    async def _accept(
+        self, record: Record, inflight: str, creds_token: bytes | None
+    ) -> tuple[Record, bool]:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(inflight)
+                    existing_id = await pipe.get(inflight)
+                    if existing_id:
+                        raw = await pipe.get(self.record_key(existing_id.decode()))
+                        if raw is not None:
+                            existing = Record.from_json(raw)
+                            if not existing.state.terminal:
+                                await pipe.reset()  # type: ignore[no-untyped-call]
+                                return existing, False
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(inflight, record.id, ex=self.record_ttl_s)
+                    if creds_token is not None:
+                        pipe.set(self._creds_key(record.id), creds_token, ex=self.record_ttl_s)
+                    self._write(pipe, record)
+                    job, now_ms = encoded_job(record.id)
+                    pipe.psetex(job_key(record.id), JOB_EXPIRES_MS, job)
+                    pipe.zadd(self.queue_name, {record.id: now_ms})
+                    await pipe.execute()
+                    return record, True
+                except WatchError:
+                    continue
+
+    def _write(self, pipe: Any, record: Record) -> None:
+        score = record.created_at.timestamp() * 1000
+        pipe.set(self.record_key(record.id), record.to_json(), ex=self.record_ttl_s)
+        for key in self._index_keys(record):
+            pipe.zadd(key, {record.id: score})
+        for state in State:
+            if state is record.state:
+                pipe.zadd(self._state_key(state), {record.id: score})
+            else:
+                pipe.zrem(self._state_key(state), record.id)
+
+    # reads and updates ------------------------------------------------------------------
+    async def get(self, request_id: str) -> Record | None:
+        """The record, or None when unknown or expired."""
+        raw = await guarded(lambda: self.redis.get(self.record_key(request_id)))
+        return None if raw is None else Record.from_json(raw)
+
+    async def save(self, record: Record) -> None:
+        """Write a record back (the worker is its only writer while it runs); a terminal state
+        releases the in-flight claim so a new request for the same app can start."""
+
+        async def run() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                self._write(pipe, record)
+                if record.state.terminal:
+                    pipe.eval(_RELEASE, 1, self._inflight_key(record), record.id)
+                    pipe.delete(self._creds_key(record.id), self._cancel_key(record.id))
+                await pipe.execute()
+
+        await guarded(run)
+
+    async def enqueue(self, request_id: str, *, defer_ms: int = 0) -> bool:
+        """Put a request's job back on the queue unless arq already holds one for it."""
+
+        async def run() -> bool:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                key = job_key(request_id)
+                await pipe.watch(key)
+                if await pipe.exists(key):
+                    await pipe.reset()  # type: ignore[no-untyped-call]
+                    return False
+                job, now_ms = encoded_job(request_id)
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.psetex(key, JOB_EXPIRES_MS + defer_ms, job)
+                pipe.zadd(self.queue_name, {request_id: now_ms + defer_ms})
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    return False
+                return True
+
+        return await guarded(run)
+
+    async def list(
+        self,
+        *,
+        state: State | None = None,
+        service_principal_id: str | None = None,
+        caller: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[builtins.list[Record], str | None]:
+        """A page of records, newest first, and the cursor of the next page (None at the end)."""
+        if service_principal_id is not None:
+            key = f"{self._p}:sp:{service_principal_id}"
+        elif state is not None:
+            key = self._state_key(state)
+        else:
+            key = f"{self._p}:index"
+        max_score: float | str = "+inf"
+        after_id = ""
+        if cursor:
+            max_score, after_id = _decode_cursor(cursor)
+        found: builtins.list[Record] = []
+        while len(found) < limit:
+            top = max_score
+            batch = await guarded(
+                lambda: self.redis.zrevrangebyscore(
+                    key,
+                    top,  # noqa: B023 - awaited before the loop moves on
+                    "-inf",
+                    start=0,
+                    num=limit * 2 + 1,
+                    withscores=True,
+                )
+            )
+            if not batch:
+                return found, None
+            keys = [self.record_key(member.decode()) for member, _ in batch]
+            raws = await guarded(lambda: self.redis.mget(keys))  # noqa: B023
+            for (member, score), raw in zip(batch, raws, strict=True):
+                rid = member.decode()
+                if after_id and score == max_score and rid >= after_id:
+                    continue
+                if raw is None:
+                    continue  # expired record; its index entry is trimmed lazily
+                rec = Record.from_json(raw)
+                if state is not None and rec.state is not state:
+                    continue
+                if caller is not None and rec.caller != caller:
+                    continue
+                found.append(rec)
+                if len(found) == limit:
+                    return found, _encode_cursor(score, rid)
+            last_score = batch[-1][1]
+            if len(batch) < limit * 2 + 1:
+                return found, None
+            max_score, after_id = last_score, batch[-1][0].decode()
+        return found, None
+
+    # credentials and cancellation -------------------------------------------------------
+    async def credentials(self, request_id: str) -> builtins.list[Credential] | None:
+        """The decrypted credentials of a request, or None when there are none (left)."""
+        token = await guarded(lambda: self.redis.get(self._creds_key(request_id)))
+        if token is None:
+            return None
+        if self.cipher is None:
+            raise StoreUnavailable("credentials are stored but no encryption key is configured")
+        return self.cipher.decrypt(token)
+
+    async def forget_credentials(self, request_id: str) -> None:
+        """Delete the stored credentials (called once Graph has them)."""
+        await guarded(lambda: self.redis.delete(self._creds_key(request_id)))
+
+    async def request_cancel(self, request_id: str) -> None:
+        """Flag a request for cancellation at the worker's next step boundary."""
+        await guarded(lambda: self.redis.set(self._cancel_key(request_id), 1, ex=86400))
+
+    async def cancel_requested(self, request_id: str) -> bool:
+        """True when the API asked for this request to stop."""
+        return bool(await guarded(lambda: self.redis.exists(self._cancel_key(request_id))))
+
+    # idempotency keys -------------------------------------------------------------------
+    def _idem_key(self, caller: str, key: str) -> str:
+        return f"{self._p}:idem:{caller}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    async def claim_idempotency_key(
+        self, caller: str, key: str, fingerprint: str, ttl_s: int
+    ) -> IdempotencyEntry | None:
+        """Claim an Idempotency-Key for a body; None when claimed now, else what it holds."""
+        redis_key = self._idem_key(caller, key)
+        pending = json.dumps({"fp": fingerprint, "status": None, "id": None})
+        # The pending claim is short-lived: a crashed API must not block the key for a day.
+        if await guarded(lambda: self.redis.set(redis_key, pending, nx=True, ex=30)):
+            return None
+        raw = await guarded(lambda: self.redis.get(redis_key))
+        if raw is None:
+            return await self.claim_idempotency_key(caller, key, fingerprint, ttl_s)
+        data = json.loads(raw)
+        return IdempotencyEntry(data["fp"], data["status"], data["id"])
+
+    async def complete_idempotency_key(
+        self, caller: str, key: str, fingerprint: str, status: int, request_id: str, ttl_s: int
+    ) -> None:
+        """Record the first response's status and request id for replays."""
+        value = json.dumps({"fp": fingerprint, "status": status, "id": request_id})
+        await guarded(lambda: self.redis.set(self._idem_key(caller, key), value, ex=ttl_s))
+
+    async def release_idempotency_key(self, caller: str, key: str) -> None:
+        """Drop a pending claim whose request was rejected, so the caller may try again."""
+        await guarded(lambda: self.redis.delete(self._idem_key(caller, key)))
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless Redis answers."""
+        await guarded(self.redis.ping)
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """A stable hash of a request body (credential values included, never stored in clear)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _encode_cursor(score: float, request_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score!r}|{request_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        score, _, request_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+        return float(score), request_id
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError("cursor is not one this API returned") from e

@@ -1,0 +1,1 @@
+"""Shared test helpers (see tests/helpers/sandbox.py)."""
