@@ -80,6 +80,7 @@ KNOWN_PATHS = tuple(
     for r in GRAPH_ROUTES
 )
 Kind = Literal["graph", "token", "other"]
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def _kind(request: web.Request) -> Kind:
@@ -100,10 +101,10 @@ def graph_error(request: web.Request, err: GraphError) -> web.Response:
 
 
 def _ids(request: web.Request) -> tuple[str, str]:
-    request_id = request.get("request_id")
-    if not isinstance(request_id, str):
+    request_id = request.get(REQUEST_ID)
+    if request_id is None:
         request_id = str(uuid.uuid4())
-        request["request_id"] = request_id
+        request[REQUEST_ID] = request_id
     return request_id, request.headers.get("client-request-id") or request_id
 
 

@@ -13,6 +13,7 @@ import json
 import sys
 from functools import cache
 from typing import Any
+from uuid import UUID
 
 from pydantic.json_schema import models_json_schema
 
@@ -105,7 +106,9 @@ def _schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = copy.deepcopy(top["$defs"])
     _strip_titles(schemas)
     record = schemas["Record"]
-    record["properties"].pop("retryUntil", None)
+    # Only what Record.public() returns (it drops worker-internal fields).
+    public = Record(id="0" * 32, service_principal_id=str(UUID(int=0))).public()
+    record["properties"] = {k: v for k, v in record["properties"].items() if k in public}
     # public() always writes every field, so every field is present in a response.
     record["required"] = list(record["properties"])
     record["properties"]["id"]["pattern"] = "^[0-9a-f]{32}$"

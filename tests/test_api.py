@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,10 +34,11 @@ SECRET = "Sup3r-S3cret-Value-Never-Echo"
 
 def make_settings(redis_url: str, *, encryption: bool = True, **overrides: Any) -> Settings:
     """Settings with two callers (alpha, beta) and, by default, an encryption key."""
-    keys = f"alpha:{hash_api_key(API_KEY)},beta:{hash_api_key(OTHER_KEY)}"
+    overrides.setdefault("api_keys", f"alpha:{hash_api_key(API_KEY)},beta:{hash_api_key(OTHER_KEY)}")
     if encryption:
+        # The field's env alias; ``encryption_keys=`` would be silently ignored.
         overrides["PROVISIONER_ENCRYPTION_KEY"] = ENCRYPTION_KEY
-    return load_settings(redis_url=redis_url, api_keys=keys, **overrides)
+    return load_settings(redis_url=redis_url, **overrides)
 
 
 @asynccontextmanager
@@ -509,4 +512,22 @@ async def test_redis_down_gives_fast_503(redis_url: str, tmp_path: Path) -> None
             resp = await c.get("/healthz")
             assert resp.status == 200
     finally:
+        server.stop()
+
+
+async def test_hung_redis_gives_503_within_3s(redis_url: str, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "hung-redis")
+    server.start()
+    assert server.proc is not None
+    try:
+        async with api_client(make_settings(server.url)) as c:
+            assert (await c.get("/readyz")).status == 200
+            os.kill(server.proc.pid, signal.SIGSTOP)  # accepts connections, never answers
+            started = time.monotonic()
+            resp = await c.get("/readyz")
+            assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+            assert time.monotonic() - started < 3.0
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()

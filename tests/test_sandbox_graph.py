@@ -85,7 +85,8 @@ async def test_full_route_contract(sb: InProcessSandbox) -> None:
     status, headers, body = await call(
         sb, "GET", sb.sp_url(SCIM, "/templates"), token=token, headers=h
     )
-    assert status == 200 and headers["Content-Type"] == ODATA_JSON
+    assert status == 200
+    assert headers["Content-Type"] == ODATA_JSON
     assert headers["client-request-id"] == crid
     uuid.UUID(headers["request-id"])
     assert "Date" in headers
@@ -98,16 +99,18 @@ async def test_full_route_contract(sb: InProcessSandbox) -> None:
     )
     assert status == 201
     assert job["@odata.context"].endswith("/synchronization/jobs/$entity")
-    assert JOB_KEYS <= set(job)
+    assert set(job) >= JOB_KEYS
     assert set(job["status"]) == STATUS_KEYS
     assert job["schedule"] == {"expiration": None, "interval": "PT40M", "state": "Disabled"}
     assert job["status"]["code"] == "NotConfigured"
     assert job["status"]["steadyStateFirstAchievedTime"] == "0001-01-01T00:00:00Z"
-    assert job["id"].startswith("scimV2.") and len(job["id"].split(".")) == 3
+    assert job["id"].startswith("scimV2.")
+    assert len(job["id"].split(".")) == 3
     job_url = sb.sp_url(SCIM, f"/jobs/{job['id']}")
 
     status, _, listed = await call(sb, "GET", sb.sp_url(SCIM, "/jobs"), token=token)
-    assert status == 200 and [j["id"] for j in listed["value"]] == [job["id"]]
+    assert status == 200
+    assert [j["id"] for j in listed["value"]] == [job["id"]]
     assert "@odata.nextLink" not in listed
 
     secrets = {
@@ -133,9 +136,7 @@ async def test_full_route_contract(sb: InProcessSandbox) -> None:
     }
 
     creds = {"useSavedCredentials": False, "credentials": [{"key": "SecretToken", "value": "x"}]}
-    status, _, _ = await call(
-        sb, "POST", f"{job_url}/validateCredentials", token=token, json=creds
-    )
+    status, _, _ = await call(sb, "POST", f"{job_url}/validateCredentials", token=token, json=creds)
     assert status == 204
     collection = {**creds, "templateId": "scimV2"}
     status, _, _ = await call(
@@ -211,7 +212,8 @@ async def test_quarantine_and_reject_magic_values(sb: InProcessSandbox) -> None:
     assert got["schedule"]["state"] == "Active"
     assert got["status"]["code"] == "Quarantine"
     q = got["status"]["quarantine"]
-    assert q["error"]["tenantActionable"] is True and q["error"]["code"]
+    assert q["error"]["tenantActionable"] is True
+    assert q["error"]["code"]
     assert q["reason"] in {
         "EncounteredBaseEscrowThreshold",
         "EncounteredTotalEscrowThreshold",
@@ -238,9 +240,9 @@ async def test_quarantine_and_reject_magic_values(sb: InProcessSandbox) -> None:
     )
     assert status == 400
     reject_saved = {"value": [{"key": "SecretToken", "value": "sandbox:reject"}]}
-    assert (
-        await call(sb, "PUT", sb.sp_url(SCIM, "/secrets"), token=token, json=reject_saved)
-    )[0] == 204
+    assert (await call(sb, "PUT", sb.sp_url(SCIM, "/secrets"), token=token, json=reject_saved))[
+        0
+    ] == 204
     status, _, _ = await call(sb, "POST", f"{url}/validateCredentials", token=token, json=saved)
     assert status == 400
 
@@ -275,9 +277,7 @@ async def test_expired_token(certs_dir: Path) -> None:
     async with in_process_sandbox(certs_dir, token_lifetime_s=1) as sb:
         token = await sb.token()
         await asyncio.sleep(2.05)
-        status, headers, body = await call(
-            sb, "GET", sb.sp_url(SALESFORCE, "/jobs"), token=token
-        )
+        status, headers, body = await call(sb, "GET", sb.sp_url(SALESFORCE, "/jobs"), token=token)
         assert status == 401
         assert_graph_error(status, headers, body, "InvalidAuthenticationToken")
         assert "expired" in body["error"]["message"]
@@ -320,7 +320,8 @@ async def test_beta_and_trailing_slash(sb: InProcessSandbox) -> None:
     status, _, body = await call(
         sb, "GET", sb.sp_url(SALESFORCE, "/templates/", version="beta"), token=token
     )
-    assert status == 200 and body["@odata.context"].startswith(f"{sb.base_url}/beta/")
+    assert status == 200
+    assert body["@odata.context"].startswith(f"{sb.base_url}/beta/")
     status, _, job = await call(
         sb,
         "POST",
@@ -330,7 +331,8 @@ async def test_beta_and_trailing_slash(sb: InProcessSandbox) -> None:
     )
     assert status == 201
     status, _, got = await call(sb, "GET", sb.sp_url(SALESFORCE, f"/jobs/{job['id']}"), token=token)
-    assert status == 200 and got["id"] == job["id"]
+    assert status == 200
+    assert got["id"] == job["id"]
 
 
 async def test_paging_returns_every_item_once(certs_dir: Path) -> None:
@@ -353,7 +355,9 @@ async def test_paging_returns_every_item_once(certs_dir: Path) -> None:
     async with in_process_sandbox(certs_dir, seed=seed, faults={"page_size": 3}) as sb:
         token = await sb.token()
         for i in range(8):
-            await call(sb, "POST", sb.sp_url(SCIM, "/jobs"), token=token, json={"templateId": f"t{i % 7}"})
+            await call(
+                sb, "POST", sb.sp_url(SCIM, "/jobs"), token=token, json={"templateId": f"t{i % 7}"}
+            )
         for suffix, expected in (("/templates", 7), ("/jobs", 8)):
             url: str | None = sb.sp_url(SCIM, suffix)
             seen: list[str] = []

@@ -69,7 +69,10 @@ def test_seed_rejects_bad_input() -> None:
             {
                 "tenantId": TENANT,
                 "servicePrincipals": [
-                    {"id": SCIM, "templates": [{"id": "a", "default": True}, {"id": "b", "default": True}]}
+                    {
+                        "id": SCIM,
+                        "templates": [{"id": "a", "default": True}, {"id": "b", "default": True}],
+                    }
                 ],
             }
         )
@@ -80,7 +83,8 @@ def test_job_lifecycle_and_activation_delay() -> None:
     state = TenantState(load_seed(), clock=clock)
     job = state.create_job(SALESFORCE, "salesforce", initial_status="NotConfigured")
     template, middle, guid = job.id.split(".")
-    assert template == "salesforce" and middle == uuid.UUID(TENANT).hex
+    assert template == "salesforce"
+    assert middle == uuid.UUID(TENANT).hex
     uuid.UUID(guid)
     assert (job.schedule_state, job.status_code) == ("Disabled", "NotConfigured")
     state.start_job(SALESFORCE, job.id, activation_delay_s=1.0)
@@ -101,7 +105,9 @@ def test_job_lifecycle_and_activation_delay() -> None:
 def test_quarantine_after_bad_secrets() -> None:
     clock = Clock()
     state = TenantState(load_seed(), clock=clock)
-    state.save_secrets(SCIM, [("BaseAddress", "https://x"), ("SecretToken", "t sandbox:quarantine")])
+    state.save_secrets(
+        SCIM, [("BaseAddress", "https://x"), ("SecretToken", "t sandbox:quarantine")]
+    )
     state.validate_credentials(SCIM, [], use_saved=True)  # validates fine
     job = state.create_job(SCIM, "scimV2", initial_status="Paused")
     state.start_job(SCIM, job.id, activation_delay_s=0.5)
@@ -169,13 +175,14 @@ def test_engine_rate_limit_window_and_mixed_styles() -> None:
     clock.t += 0.5
     assert engine.rate_limited("t") is None
     styles = [engine.retry_after(1.0) for _ in range(4)]
-    assert styles[0] == "1" and styles[1] == "1.000" and styles[3] is None
-    assert styles[2] is not None and styles[2].endswith("GMT")
+    assert styles[0] == "1"
+    assert styles[1] == "1.000"
+    assert styles[3] is None
+    assert styles[2] is not None
+    assert styles[2].endswith("GMT")
 
 
 def test_engine_start_conflicts_per_job() -> None:
-    engine = FaultEngine(
-        FaultProfile(start_conflicts=2), clock=Clock(), wall_clock=lambda: 0.0
-    )
+    engine = FaultEngine(FaultProfile(start_conflicts=2), clock=Clock(), wall_clock=lambda: 0.0)
     assert [engine.start_conflict("a") for _ in range(3)] == [True, True, False]
     assert engine.start_conflict("b") is True

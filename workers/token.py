@@ -110,7 +110,8 @@ class TokenProvider:
         def drop() -> None:
             with self._lock:
                 cache = self._app.token_cache
-                for entry in cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN):
+                entries = list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN))
+                for entry in entries:
                     if entry.get("secret") == token:
                         cache.remove_at(entry)
 

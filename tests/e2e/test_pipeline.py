@@ -1,0 +1,148 @@
+"""End to end, as separate processes: Redis, the sandbox, the API and two workers.
+
+50 requests for 50 principals with the sandbox at 10% random 429 (mixed Retry-After styles),
+5% 5xx, 10% lost create responses, 500 ms replication lag and two-page template lists: every
+request must succeed with exactly one job per principal, started exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.config import hash_api_key
+from service.crypto import new_encryption_key
+from tests.helpers.processes import Child, start_api, start_worker
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.sandbox import SandboxProcess, start_sandbox
+
+pytestmark = pytest.mark.e2e
+
+API_KEY = "pk_e2e-test-key-0123456789abcdef"
+N = 50
+SEED = {
+    "tenantId": "7c1f0a52-2f6a-4d33-9b1e-5a4c3d2e1f00",
+    "applications": [
+        {
+            "clientId": "3d9e8f7a-6b5c-4d3e-2f1a-0b9c8d7e6f5a",
+            "clientSecret": "e2e-client-secret-Qm8vT2xR5pLk",
+            "roles": ["Synchronization.ReadWrite.All"],
+        }
+    ],
+    "servicePrincipals": [],
+    "generate": {
+        "count": N,
+        "templates": [{"id": "scim", "default": False}, {"id": "scimV2", "default": True}],
+    },
+}
+FAULTS = {
+    "errors": {"*": {"429": 0.10, "500": 0.0125, "502": 0.0125, "503": 0.0125, "504": 0.0125}},
+    "retry_after_style": "mixed",
+    "retry_after_s": 1.0,
+    "lost_create_rate": 0.10,
+    "replication_lag_ms": 500,
+    "page_size": 1,
+    "activation_delay_ms": 300,
+}
+
+
+class Stack:
+    def __init__(self, sandbox: SandboxProcess, api: Child, base: str, workers: list[Child]):
+        self.sandbox = sandbox
+        self.api = api
+        self.base = base
+        self.workers = workers
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    redis = RedisServer(tmp_path / "redis", appendonly=True)
+    redis.start()
+    sandbox = start_sandbox(tmp_path / "sandbox", seed=SEED, faults=FAULTS)
+    env = {
+        **sandbox.env(),
+        "PROVISIONER_REDIS_URL": redis.url,
+        "PROVISIONER_API_KEYS": f"e2e:{hash_api_key(API_KEY)}",
+        "PROVISIONER_ENCRYPTION_KEY": new_encryption_key(),
+        "PROVISIONER_QUEUE_NAME": "e2e",
+        "PROVISIONER_VERIFY_POLL_S": "0.2",
+        "PROVISIONER_BACKOFF_BASE_S": "0.2",
+        "PROVISIONER_BACKOFF_CAP_S": "2",
+        "PROVISIONER_LOG_FORMAT": "json",
+    }
+    api, base = start_api(env, tmp_path)
+    workers = [start_worker(env, tmp_path, name=f"worker-{i}") for i in range(2)]
+    yield Stack(sandbox, api, base, workers)
+    for child in [*workers, api]:
+        child.stop()
+    sandbox.stop()
+    redis.stop()
+
+
+async def _submit(session: aiohttp.ClientSession, base: str, sp: str) -> str:
+    async with session.post(
+        f"{base}/v1/provisioning-requests", json={"servicePrincipalId": sp}
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+        assert resp.headers["Location"].startswith("/v1/provisioning-requests/")
+        body: dict[str, Any] = await resp.json()
+        return str(body["id"])
+
+
+async def _wait_terminal(
+    session: aiohttp.ClientSession, base: str, ids: list[str], timeout_s: float
+) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    done: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline and len(done) < len(ids):
+        for rid in ids:
+            if rid in done:
+                continue
+            async with session.get(f"{base}/v1/provisioning-requests/{rid}") as resp:
+                record = await resp.json()
+            if record["state"] in {"succeeded", "failed", "cancelled"}:
+                done[rid] = record
+        await asyncio.sleep(0.5)
+    return done
+
+
+async def test_fifty_requests_under_faults_each_get_one_started_job(stack: Stack) -> None:
+    principals = [p["id"] for p in stack.sandbox.principals()]
+    assert len(principals) == N
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    began = time.monotonic()
+    async with aiohttp.ClientSession(headers=headers) as session:
+        ids = await asyncio.gather(*(_submit(session, stack.base, sp) for sp in principals))
+        done = await _wait_terminal(session, stack.base, list(ids), timeout_s=180)
+    elapsed = time.monotonic() - began
+    failed = {rid: r["error"] for rid, r in done.items() if r["state"] != "succeeded"}
+    assert len(done) == N, f"{N - len(done)} requests did not finish"
+    assert not failed
+
+    stats = stack.sandbox.stats()
+    for sp in principals:
+        jobs = stats["jobs"].get(sp, [])
+        assert len(jobs) == 1, (sp, jobs)
+        assert stats["starts"][jobs[0]["id"]] == 1, (sp, jobs)
+    by_record = {r["servicePrincipalId"]: r["jobId"] for r in done.values()}
+    assert by_record == {sp: stats["jobs"][sp][0]["id"] for sp in principals}
+
+    calls = stats["total_calls"]
+    throttled = sum(route.get("429", 0) for route in stats["calls"].values())
+    summary = {
+        "requests": N,
+        "elapsed_s": round(elapsed, 1),
+        "graph_calls": calls,
+        "throttled_429": throttled,
+        "faults": stats["faults"],
+    }
+    print("\nE2E SUMMARY " + json.dumps(summary))
+    for worker in stack.workers:
+        assert worker.alive(), worker.log()[-2000:]
