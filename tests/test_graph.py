@@ -10,6 +10,7 @@ import pytest
 from service.config import Settings, load_settings
 from service.errors import GraphError, GraphTransportError
 from tests.helpers.harness import SALESFORCE, SCIM
+from tests.helpers.proxy import ConnectProxy
 from tests.helpers.sandbox import SandboxProcess
 from workers.graph import GraphClient, new_session
 from workers.token import TokenProvider
@@ -136,3 +137,31 @@ async def test_beta_endpoint_works_too(fresh_sandbox: SandboxProcess) -> None:
     finally:
         await session.close()
     assert [t["id"] for t in templates] == ["salesforce"]
+
+
+@pytest.mark.parametrize("no_proxy", [False, True])
+async def test_https_proxy_and_no_proxy_are_honoured_by_msal_and_graph(
+    fresh_sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch, no_proxy: bool
+) -> None:
+    proxy = ConnectProxy()
+    await proxy.start()
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1" if no_proxy else "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = _settings(fresh_sandbox)
+    session = new_session(settings)
+    try:
+        tokens = await TokenProvider.create(settings)
+        client = GraphClient(session, settings.graph_url, tokens)
+        templates, _ = await client.list_templates(SALESFORCE, "crid")
+    finally:
+        await session.close()
+        await proxy.stop()
+    assert [t["id"] for t in templates] == ["salesforce"]
+    port = fresh_sandbox.info["port"]
+    if no_proxy:
+        assert proxy.seen == []
+    else:
+        # msal (discovery + token) and the Graph call all went through the proxy.
+        assert len(proxy.seen) >= 2
+        assert set(proxy.seen) == {f"127.0.0.1:{port}"}
