@@ -16,7 +16,7 @@ from sandbox import control, entra, graph
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext, build_context
 from sandbox.entra import TOKENS_KEY, InvalidToken, has_role
 from sandbox.faults import TOKEN_ROUTE
-from sandbox.state import GraphError, not_found
+from sandbox.models import GraphError, not_found
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GRAPH_VERSIONS = ("v1.0", "beta")

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.context import CTX_KEY, SandboxContext
-from sandbox.state import GraphError, bad_request
+from sandbox.models import GraphError, bad_request
 
 ODATA_JSON = (
     "application/json;odata.metadata=minimal;odata.streaming=true;"

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
+from service import redis_conn
 from service.auth import ApiKeyAuthenticator, auth_middleware
 from service.config import Settings
 from service.crypto import CredentialCipher
@@ -36,13 +37,12 @@ log = structlog.get_logger(__name__)
 
 def redis_client(settings: Settings) -> Redis:
     """A Redis client with short timeouts (the API prefers a fast 503 to a hung request)."""
-    client: Redis = Redis.from_url(
+    return redis_conn.redis_client(
         settings.redis_url,
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
         health_check_interval=REDIS_HEALTH_CHECK_S,
     )
-    return client
 
 
 def _store_context(

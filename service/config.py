@@ -9,6 +9,8 @@ traceback.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
+from service.redis_conn import SCHEMES, SENTINEL_SCHEMES, parse_sentinel_url
 
 ENV_PREFIX = "PROVISIONER_"
 _MICROSOFT_AUTHORITY_HOSTS = frozenset(
@@ -123,6 +126,18 @@ class Settings(BaseSettings):
     verify_timeout_s: float = Field(default=120.0, gt=0)
     verify_poll_s: float = Field(default=2.0, gt=0)
 
+    tenant_rate_limit: float = Field(default=0.0, ge=0)
+    tenant_rate_burst: int = Field(default=10, ge=1)
+    throttle_coordination: bool = True
+    worker_name: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        max_length=200,
+    )
+    health_check_interval_s: int = Field(default=10, ge=1, le=3600)
+    reconcile_interval_s: int = Field(default=30, ge=5, le=3600)
+    stuck_grace_s: float = Field(default=900.0, gt=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -149,8 +164,14 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        scheme = urlsplit(value).scheme
+        if scheme not in SCHEMES:
+            raise ValueError(
+                "must start with redis://, rediss://, unix://, redis+sentinel:// or "
+                "rediss+sentinel://"
+            )
+        if scheme in SENTINEL_SCHEMES:
+            parse_sentinel_url(value)
         return value
 
     @field_validator("ca_bundle", "client_certificate_path")
@@ -213,7 +234,9 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         first = e.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
+        if not first["loc"]:  # a rule across fields names its variables in the message
+            raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from e
+        field = str(first["loc"][0])
         name = field if field.startswith(ENV_PREFIX) else f"{ENV_PREFIX}{field.upper()}"
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{name}: {message}") from e

@@ -176,7 +176,8 @@ def _paths() -> dict[str, Any]:
                     "202 when stored and queued; 200 with the existing record while a request for "
                     "the same (servicePrincipalId, templateId) is queued or running. With "
                     "`Idempotency-Key`, the same key and body replay the first response, another "
-                    "body gives 422 and a still-running first request 409."
+                    "body gives 422 and a still-running first request 409. A request for the same "
+                    "app that is in flight for another caller also gives 409."
                 ),
                 "parameters": [
                     {

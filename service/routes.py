@@ -23,6 +23,7 @@ from service.auth import CALLER
 from service.config import Settings
 from service.metrics import ApiMetrics, metrics_response
 from service.models import HistoryEntry, Outcome, ProvisionRequest, Record, State, utcnow
+from service.openapi import build_openapi
 from service.problems import FieldError, Problem, validation_problem
 from service.store import IdempotencyEntry, Store, fingerprint
 
@@ -168,6 +169,14 @@ async def create_request(request: web.Request) -> web.Response:
             with contextlib.suppress(Exception):
                 await store.release_idempotency_key(caller, key)
         raise
+    if record.caller != caller:
+        # Another caller's request holds the app; its record is not this caller's to see.
+        if key is not None:
+            await store.release_idempotency_key(caller, key)
+        raise _conflict(
+            "A request for this service principal and template is already queued or running "
+            "for another caller; try again once it has finished."
+        )
     status = 202 if created else 200
     metrics = request.app[METRICS]
     (metrics.requests_accepted if created else metrics.requests_deduplicated).inc()
@@ -263,9 +272,14 @@ async def retry_request(request: web.Request) -> web.Response:
     record.state = State.QUEUED
     record.error = None
     record.retry_until = None
+    record.lag_since = None
     record.add(HistoryEntry(step=None, outcome=Outcome.REQUEUED, at=utcnow(), message="retry"))
-    await store.save(record)
-    await store.enqueue(record.id)
+    holder, requeued = await store.redrive(record)
+    if not requeued:
+        raise _conflict(
+            f"Request {holder.id} for the same service principal and template is in flight; "
+            "it must finish before this one can be retried."
+        )
     return _json(record.public(), 202)
 
 
@@ -292,6 +306,4 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this API."""
-    from service.openapi import build_openapi
-
     return _json(build_openapi())

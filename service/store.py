@@ -19,6 +19,7 @@ import base64
 import builtins
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -170,6 +171,39 @@ class Store:
 
         await guarded(run)
 
+    async def redrive(self, record: Record) -> tuple[Record, bool]:
+        """Put a failed request back to ``queued`` with a fresh retry budget, re-claiming its
+        in-flight slot and enqueuing it in one transaction. Returns the request now in flight
+        for the same principal and template and False when another one holds the slot."""
+        inflight = self._inflight_key(record)
+
+        async def run() -> tuple[Record, bool]:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(inflight, job_key(record.id))
+                        holder = await pipe.get(inflight)
+                        if holder and holder.decode() != record.id:
+                            raw = await pipe.get(self.record_key(holder.decode()))
+                            other = Record.from_json(raw) if raw is not None else None
+                            if other is not None and not other.state.terminal:
+                                await pipe.reset()  # type: ignore[no-untyped-call]
+                                return other, False
+                        job_exists = await pipe.exists(job_key(record.id))
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.set(inflight, record.id, ex=self.record_ttl_s)
+                        self._write(pipe, record)
+                        if not job_exists:
+                            job, now_ms = encoded_job(record.id)
+                            pipe.psetex(job_key(record.id), JOB_EXPIRES_MS, job)
+                            pipe.zadd(self.queue_name, {record.id: now_ms})
+                        await pipe.execute()
+                        return record, True
+                    except WatchError:
+                        continue
+
+        return await guarded(run)
+
     async def enqueue(self, request_id: str, *, defer_ms: int = 0) -> bool:
         """Put a request's job back on the queue unless arq already holds one for it."""
 
@@ -213,14 +247,15 @@ class Store:
         if cursor:
             max_score, after_id = _decode_cursor(cursor)
         found: builtins.list[Record] = []
+        offset = 0  # members already read at max_score (a run of equal scores)
         while len(found) < limit:
-            top = max_score
+            top, skip = max_score, offset
             batch = await guarded(
                 lambda: self.redis.zrevrangebyscore(
                     key,
                     top,  # noqa: B023 - awaited before the loop moves on
                     "-inf",
-                    start=0,
+                    start=skip,  # noqa: B023
                     num=limit * 2 + 1,
                     withscores=True,
                 )
@@ -246,7 +281,10 @@ class Store:
             last_score = batch[-1][1]
             if len(batch) < limit * 2 + 1:
                 return found, None
-            max_score, after_id = last_score, batch[-1][0].decode()
+            if last_score == max_score:
+                offset += len(batch)  # all ties: read on past them, not the same batch again
+            else:
+                max_score, after_id, offset = last_score, batch[-1][0].decode(), 0
         return found, None
 
     # credentials and cancellation -------------------------------------------------------
@@ -264,8 +302,21 @@ class Store:
         await guarded(lambda: self.redis.delete(self._creds_key(request_id)))
 
     async def request_cancel(self, request_id: str) -> None:
-        """Flag a request for cancellation at the worker's next step boundary."""
-        await guarded(lambda: self.redis.set(self._cancel_key(request_id), 1, ex=86400))
+        """Flag a request for cancellation at the worker's next step boundary, and bring a
+        job that is waiting out a deferral forward so the flag is seen now, not later."""
+
+        async def run() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._cancel_key(request_id), 1, ex=86400)
+                pipe.zadd(self.queue_name, {request_id: time.time() * 1000}, xx=True)
+                await pipe.execute()
+
+        await guarded(run)
+
+    async def ids_in_state(self, state: State, limit: int = 10_000) -> builtins.list[str]:
+        """Ids of the records in a state, oldest first (for the reconciler)."""
+        members = await guarded(lambda: self.redis.zrange(self._state_key(state), 0, limit - 1))
+        return [m.decode() for m in members]
 
     async def cancel_requested(self, request_id: str) -> bool:
         """True when the API asked for this request to stop."""

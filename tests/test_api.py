@@ -34,7 +34,9 @@ SECRET = "Sup3r-S3cret-Value-Never-Echo"
 
 def make_settings(redis_url: str, *, encryption: bool = True, **overrides: Any) -> Settings:
     """Settings with two callers (alpha, beta) and, by default, an encryption key."""
-    overrides.setdefault("api_keys", f"alpha:{hash_api_key(API_KEY)},beta:{hash_api_key(OTHER_KEY)}")
+    overrides.setdefault(
+        "api_keys", f"alpha:{hash_api_key(API_KEY)},beta:{hash_api_key(OTHER_KEY)}"
+    )
     if encryption:
         # The field's env alias; ``encryption_keys=`` would be silently ignored.
         overrides["PROVISIONER_ENCRYPTION_KEY"] = ENCRYPTION_KEY
@@ -82,13 +84,19 @@ async def test_post_returns_202_location_and_record(client: TestClient[Any, Any]
     assert resp.status == 202
     data = await resp.json()
     assert resp.headers["Location"] == f"{BASE}/{data['id']}"
-    assert len(data["id"]) == 32 and int(data["id"], 16) >= 0
+    assert len(data["id"]) == 32
+    assert int(data["id"], 16) >= 0
     assert data["state"] == "queued"
     assert data["servicePrincipalId"] == SP  # normalised GUID
-    assert data["templateId"] == "scim" and data["requestedTemplateId"] == "scim"
-    assert data["caller"] == "alpha" and data["start"] is False
-    assert data["externalReference"] == "CHG0001" and data["metadata"] == {"team": "iam"}
-    assert data["hasCredentials"] is False and data["history"] == [] and data["error"] is None
+    assert data["templateId"] == "scim"
+    assert data["requestedTemplateId"] == "scim"
+    assert data["caller"] == "alpha"
+    assert data["start"] is False
+    assert data["externalReference"] == "CHG0001"
+    assert data["metadata"] == {"team": "iam"}
+    assert data["hasCredentials"] is False
+    assert data["history"] == []
+    assert data["error"] is None
     assert "retryUntil" not in data
     assert resp.headers["X-Request-Id"]
 
@@ -118,7 +126,33 @@ async def test_in_flight_duplicate_returns_200_with_same_record(
     assert resp.headers["Location"] == f"{BASE}/{first['id']}"
     # Another template for the same principal is a new request.
     status3, third = await post(client, {"servicePrincipalId": SP, "templateId": "t2"})
-    assert status3 == 202 and third["id"] != first["id"]
+    assert status3 == 202
+    assert third["id"] != first["id"]
+
+
+async def test_in_flight_request_of_another_caller_is_409_without_details(
+    client: TestClient[Any, Any],
+) -> None:
+    body = {"servicePrincipalId": SP, "externalReference": "ALPHA-ONLY"}
+    status, first = await post(client, body)
+    assert status == 202
+    resp = await client.post(
+        BASE,
+        json={"servicePrincipalId": SP},
+        headers={**OTHER_AUTH, "Idempotency-Key": "b-1"},
+    )
+    text = await resp.text()
+    assert resp.status == 409
+    assert first["id"] not in text
+    assert "ALPHA-ONLY" not in text
+    # The key was released: once alpha's request is done, beta's retry with it goes through.
+    await _set_state(client, first["id"], State.SUCCEEDED)
+    resp = await client.post(
+        BASE,
+        json={"servicePrincipalId": SP},
+        headers={**OTHER_AUTH, "Idempotency-Key": "b-1"},
+    )
+    assert resp.status == 202
 
 
 async def test_credentials_accepted_never_echoed_nor_stored_in_clear(
@@ -136,10 +170,12 @@ async def test_credentials_accepted_never_echoed_nor_stored_in_clear(
     # A rejected body with the secret is not echoed either.
     bad = {"servicePrincipalId": "nope", "credentials": [{"key": "1bad", "value": SECRET}]}
     resp = await client.post(BASE, json=bad, headers=AUTH)
-    assert resp.status == 422 and SECRET not in await resp.text()
+    assert resp.status == 422
+    assert SECRET not in await resp.text()
     too_long = {"servicePrincipalId": SP, "credentials": [{"key": "k", "value": SECRET * 400}]}
     resp = await client.post(BASE, json=too_long, headers=AUTH)
-    assert resp.status == 422 and SECRET not in await resp.text()
+    assert resp.status == 422
+    assert SECRET not in await resp.text()
     # Nothing in Redis holds the plaintext.
     async for key in redis.scan_iter():
         kind = (await redis.type(key)).decode()
@@ -211,7 +247,8 @@ async def test_schema_violations_are_422_problems(
     assert resp.status == 422
     assert resp.content_type == "application/problem+json"
     problem = await resp.json(content_type=None)
-    assert problem["status"] == 422 and problem["type"].endswith("validation-error")
+    assert problem["status"] == 422
+    assert problem["type"].endswith("validation-error")
     matching = [e for e in problem["errors"] if e["field"] == field]
     assert matching, problem["errors"]
     assert reason_part in matching[0]["reason"]
@@ -224,9 +261,7 @@ async def test_unknown_fields_are_all_named(client: TestClient[Any, Any]) -> Non
 
 @pytest.mark.parametrize("raw", [b"{", b"", b"\xff\xfe", b'{"servicePrincipalId": }', b"nul"])
 async def test_malformed_json_is_400(client: TestClient[Any, Any], raw: bytes) -> None:
-    resp = await client.post(
-        BASE, data=raw, headers={**AUTH, "Content-Type": "application/json"}
-    )
+    resp = await client.post(BASE, data=raw, headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status == 400
     assert resp.content_type == "application/problem+json"
     assert (await resp.json(content_type=None))["title"] == "Malformed JSON"
@@ -253,15 +288,20 @@ async def test_oversize_body_is_413_problem(client: TestClient[Any, Any]) -> Non
 
 async def test_unknown_route_and_method_are_problems(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/v2/nothing", headers=AUTH)
-    assert resp.status == 404 and resp.content_type == "application/problem+json"
+    assert resp.status == 404
+    assert resp.content_type == "application/problem+json"
     resp = await client.delete(BASE, headers=AUTH)
-    assert resp.status == 405 and resp.content_type == "application/problem+json"
+    assert resp.status == 405
+    assert resp.content_type == "application/problem+json"
     assert "POST" in resp.headers["Allow"]
 
 
 async def test_bad_idempotency_key_header(client: TestClient[Any, Any]) -> None:
-    status, problem = await post(client, {"servicePrincipalId": SP}, **{"Idempotency-Key": "k" * 256})
-    assert status == 400 and problem["errors"][0]["field"] == "Idempotency-Key"
+    status, problem = await post(
+        client, {"servicePrincipalId": SP}, **{"Idempotency-Key": "k" * 256}
+    )
+    assert status == 400
+    assert problem["errors"][0]["field"] == "Idempotency-Key"
 
 
 # reads -----------------------------------------------------------------------------------------
@@ -307,7 +347,8 @@ async def test_list_filters_and_pages_every_record_once(client: TestClient[Any, 
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) == 26  # 25 + the sp(99) one, each exactly once
-    assert created <= set(seen) and foreign not in seen
+    assert created <= set(seen)
+    assert foreign not in seen
     assert pages == 3
 
     resp = await client.get(BASE, params={"servicePrincipalId": sp(3)}, headers=AUTH)
@@ -350,7 +391,8 @@ async def test_idempotency_key_replays_and_rejects_other_body(
     assert (status1, status2) == (202, 202)
     assert first["id"] == second["id"]
     status3, problem = await post(client, {"servicePrincipalId": sp(1)}, **key)
-    assert status3 == 422 and problem["type"].endswith("idempotency-key-reused")
+    assert status3 == 422
+    assert problem["type"].endswith("idempotency-key-reused")
     # Keys are per caller: beta may use the same key for its own request.
     resp = await client.post(
         BASE, json={"servicePrincipalId": sp(2)}, headers={**OTHER_AUTH, **key}
@@ -403,12 +445,14 @@ async def test_cancel_queued_then_idempotent(client: TestClient[Any, Any], redis
     resp = await client.post(f"{BASE}/{rec['id']}/cancel", headers=AUTH)
     assert resp.status == 202
     data = await resp.json()
-    assert data["state"] == "cancelled" and data["history"][-1]["outcome"] == "cancelled"
+    assert data["state"] == "cancelled"
+    assert data["history"][-1]["outcome"] == "cancelled"
     resp = await client.post(f"{BASE}/{rec['id']}/cancel", headers=AUTH)
     assert resp.status == 200
     # The in-flight claim is released: a new request for the app starts.
     status, again = await post(client, {"servicePrincipalId": SP})
-    assert status == 202 and again["id"] != rec["id"]
+    assert status == 202
+    assert again["id"] != rec["id"]
     resp = await client.post(f"{BASE}/{rec['id']}/retry", headers=AUTH)
     assert resp.status == 409
 
@@ -417,7 +461,8 @@ async def test_cancel_running_sets_flag(client: TestClient[Any, Any]) -> None:
     _, rec = await post(client, {"servicePrincipalId": SP})
     await _set_state(client, rec["id"], State.RUNNING)
     resp = await client.post(f"{BASE}/{rec['id']}/cancel", headers=AUTH)
-    assert resp.status == 202 and (await resp.json())["state"] == "running"
+    assert resp.status == 202
+    assert (await resp.json())["state"] == "running"
     assert client.app is not None
     assert await client.app[STORE].cancel_requested(rec["id"])
 
@@ -426,7 +471,8 @@ async def test_cancel_finished_is_409(client: TestClient[Any, Any]) -> None:
     _, rec = await post(client, {"servicePrincipalId": SP})
     await _set_state(client, rec["id"], State.SUCCEEDED)
     resp = await client.post(f"{BASE}/{rec['id']}/cancel", headers=AUTH)
-    assert resp.status == 409 and resp.content_type == "application/problem+json"
+    assert resp.status == 409
+    assert resp.content_type == "application/problem+json"
 
 
 async def test_retry_failed_requeues(client: TestClient[Any, Any], redis: Redis) -> None:
@@ -438,7 +484,8 @@ async def test_retry_failed_requeues(client: TestClient[Any, Any], redis: Redis)
     resp = await client.post(f"{BASE}/{rec['id']}/retry", headers=AUTH)
     assert resp.status == 202
     data = await resp.json()
-    assert data["state"] == "queued" and data["error"] is None
+    assert data["state"] == "queued"
+    assert data["error"] is None
     assert data["history"][-1]["outcome"] == "requeued"
     assert await redis.exists(f"arq:job:{rec['id']}")
     await _set_state(client, rec["id"], State.SUCCEEDED)
@@ -448,14 +495,16 @@ async def test_retry_failed_requeues(client: TestClient[Any, Any], redis: Redis)
 # operations ------------------------------------------------------------------------------------
 async def test_health_ready_metrics_need_no_auth(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/healthz")
-    assert resp.status == 200 and await resp.json() == {"status": "ok"}
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok"}
     resp = await client.get("/readyz")
     assert resp.status == 200
     await post(client, {"servicePrincipalId": SP})
     await client.get(f"{BASE}/{'a' * 32}", headers=AUTH)
     resp = await client.get("/metrics")
     text = await resp.text()
-    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
     assert "provisioner_requests_accepted_total 1" in text
     assert (
         'provisioner_http_requests_total{method="POST",route="/v1/provisioning-requests",'
@@ -479,11 +528,13 @@ async def test_unexpected_error_is_generic_500(client: TestClient[Any, Any]) -> 
     async def broken(request_id: str) -> None:
         raise RuntimeError("internal detail that must not leak")
 
-    store.get = broken  # type: ignore[assignment,method-assign]
+    store.get = broken
     resp = await client.get(f"{BASE}/{'b' * 32}", headers={**AUTH, "X-Request-Id": "rid-500"})
     text = await resp.text()
-    assert resp.status == 500 and resp.content_type == "application/problem+json"
-    assert "internal detail" not in text and "Traceback" not in text
+    assert resp.status == 500
+    assert resp.content_type == "application/problem+json"
+    assert "internal detail" not in text
+    assert "Traceback" not in text
     assert "rid-500" in json.loads(text)["detail"]
 
 
@@ -525,7 +576,8 @@ async def test_hung_redis_gives_503_within_3s(redis_url: str, tmp_path: Path) ->
             os.kill(server.proc.pid, signal.SIGSTOP)  # accepts connections, never answers
             started = time.monotonic()
             resp = await c.get("/readyz")
-            assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "5"
             assert time.monotonic() - started < 3.0
     finally:
         if server.proc is not None and server.proc.poll() is None:

@@ -30,12 +30,15 @@ async def test_missing_or_wrong_key_is_401(
 ) -> None:
     async with api_client(make_settings(redis_url)) as client:
         for method, path in [("POST", BASE), ("GET", BASE), ("GET", f"{BASE}/{'a' * 32}")]:
-            resp = await client.request(method, path, json={"servicePrincipalId": SP}, headers=headers)
+            resp = await client.request(
+                method, path, json={"servicePrincipalId": SP}, headers=headers
+            )
             assert resp.status == 401
             assert resp.content_type == "application/problem+json"
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")
             problem = await resp.json(content_type=None)
-            assert problem["status"] == 401 and API_KEY not in await resp.text()
+            assert problem["status"] == 401
+            assert API_KEY not in await resp.text()
 
 
 async def test_valid_keys_name_the_caller(redis: Redis, redis_url: str) -> None:

@@ -26,7 +26,8 @@ def test_defaults() -> None:
     settings = load_settings()
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.max_body_bytes == 64 * 1024
-    assert settings.api_keys == () and settings.encryption_keys == ()
+    assert settings.api_keys == ()
+    assert settings.encryption_keys == ()
     assert settings.graph_url == "https://graph.microsoft.com/v1.0"
     assert not settings.tenant_configured
 

@@ -38,10 +38,15 @@ def test_json_lines_with_level_timestamp_and_context(capsys: pytest.CaptureFixtu
     structlog.get_logger("t").info("hello", n=1)
     logging.getLogger("arq.worker").warning("stdlib %s", "too")
     lines = _lines(capsys.readouterr().out)
-    assert lines[0]["event"] == "hello" and lines[0]["n"] == 1 and lines[0]["job_id"] == "j1"
-    assert lines[0]["level"] == "info" and lines[0]["timestamp"].endswith("Z")
-    assert lines[1]["event"] == "stdlib too" and lines[1]["level"] == "warning"
-    assert lines[1]["job_id"] == "j1" and lines[1]["logger"] == "arq.worker"
+    assert lines[0]["event"] == "hello"
+    assert lines[0]["n"] == 1
+    assert lines[0]["job_id"] == "j1"
+    assert lines[0]["level"] == "info"
+    assert lines[0]["timestamp"].endswith("Z")
+    assert lines[1]["event"] == "stdlib too"
+    assert lines[1]["level"] == "warning"
+    assert lines[1]["job_id"] == "j1"
+    assert lines[1]["logger"] == "arq.worker"
 
 
 def test_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,14 +64,16 @@ def test_exceptions_are_structured(capsys: pytest.CaptureFixture[str]) -> None:
     except ValueError:
         structlog.get_logger().exception("failed")
     line = _lines(capsys.readouterr().out)[0]
-    assert line["event"] == "failed" and line["exception"][0]["exc_type"] == "ValueError"
+    assert line["event"] == "failed"
+    assert line["exception"][0]["exc_type"] == "ValueError"
 
 
 def test_console_format_and_auto_on_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(load_settings(log_format="console"))
     structlog.get_logger().info("pretty", a=1)
     out = capsys.readouterr().out
-    assert "pretty" in out and not out.lstrip().startswith("{")
+    assert "pretty" in out
+    assert not out.lstrip().startswith("{")
     configure_logging(load_settings(log_format="auto"))  # captured stdout is not a TTY
     structlog.get_logger().info("machine")
     assert _lines(capsys.readouterr().out)[0]["event"] == "machine"
@@ -76,7 +83,8 @@ def test_request_id_from() -> None:
     assert request_id_from("abc-123:x.y_z") == "abc-123:x.y_z"
     for bad in (None, "", "a b", "x" * 129, "é", "a\nb"):
         generated = request_id_from(bad)
-        assert generated != bad and len(generated) == 32
+        assert generated != bad
+        assert len(generated) == 32
 
 
 async def test_one_line_per_request_without_secrets(
@@ -86,23 +94,31 @@ async def test_one_line_per_request_without_secrets(
     async with api_client(make_settings(redis_url, log_format="json")) as client:
         body = {"servicePrincipalId": SP, "credentials": [{"key": "tok", "value": SECRET}]}
         resp = await client.post(BASE, json=body, headers={**AUTH, "X-Request-Id": "rq-42"})
-        assert resp.status == 202 and resp.headers["X-Request-Id"] == "rq-42"
+        assert resp.status == 202
+        assert resp.headers["X-Request-Id"] == "rq-42"
         rid = (await resp.json())["id"]
         await client.get(f"{BASE}/{rid}", headers=AUTH)
         bad = {"servicePrincipalId": SP, "credentials": [{"key": "!", "value": SECRET}]}
         await client.post(BASE, json=bad, headers=AUTH)
         await client.get(BASE, headers={"Authorization": "Bearer nope"})
     out = capsys.readouterr().out
-    assert SECRET not in out and API_KEY not in out and "nope" not in out
+    assert SECRET not in out
+    assert API_KEY not in out
+    assert "nope" not in out
     lines = [line for line in _lines(out) if line["event"] == "http_request"]
     assert len(lines) == 4
     first = lines[0]
-    assert first["request_id"] == "rq-42" and first["method"] == "POST"
-    assert first["path"] == BASE and first["status"] == 202 and first["caller"] == "alpha"
+    assert first["request_id"] == "rq-42"
+    assert first["method"] == "POST"
+    assert first["path"] == BASE
+    assert first["status"] == 202
+    assert first["caller"] == "alpha"
     assert isinstance(first["duration_ms"], float)
-    assert lines[1]["path"] == BASE + "/{id}" and lines[1]["status"] == 200
+    assert lines[1]["path"] == BASE + "/{id}"
+    assert lines[1]["status"] == 200
     assert lines[2]["status"] == 422
-    assert lines[3]["status"] == 401 and lines[3]["caller"] is None
+    assert lines[3]["status"] == 401
+    assert lines[3]["caller"] is None
 
 
 async def test_request_id_is_bound_for_handler_logs(

@@ -28,7 +28,9 @@ def parse(**body: object) -> ProvisionRequest:
 def test_defaults_and_guid_normalisation() -> None:
     req = parse()
     assert req.service_principal_id == SP.lower()
-    assert req.start is True and req.template_id is None and req.credentials is None
+    assert req.start is True
+    assert req.template_id is None
+    assert req.credentials is None
     assert req.metadata == {}
 
 
@@ -71,12 +73,14 @@ def test_accepted_limits() -> None:
         credentials=[{"key": f"k{i}", "value": "v"} for i in range(20)],
         metadata={f"k{i}": "v" * 256 for i in range(20)},
     )
-    assert req.credentials is not None and len(req.credentials) == 20
+    assert req.credentials is not None
+    assert len(req.credentials) == 20
 
 
 def test_secret_values_stay_hidden_but_fingerprint_sees_them() -> None:
     req = parse(credentials=[{"key": "token", "value": "s3cret"}])
-    assert "s3cret" not in repr(req) and "s3cret" not in req.model_dump_json()
+    assert "s3cret" not in repr(req)
+    assert "s3cret" not in req.model_dump_json()
     assert req.fingerprint_payload()["credentials"] == [{"key": "token", "value": "s3cret"}]
     other = parse(credentials=[{"key": "token", "value": "other"}])
     assert req.fingerprint_payload() != other.fingerprint_payload()
@@ -91,8 +95,10 @@ def test_record_public_json_and_roundtrip() -> None:
     record = Record(id="a" * 32, service_principal_id=SP.lower(), caller="alpha")
     record.retry_until = datetime(2030, 1, 1, tzinfo=UTC)
     public = record.public()
-    assert "retryUntil" not in public and "lagSince" not in public
-    assert public["servicePrincipalId"] == SP.lower() and public["state"] == "queued"
+    assert "retryUntil" not in public
+    assert "lagSince" not in public
+    assert public["servicePrincipalId"] == SP.lower()
+    assert public["state"] == "queued"
     assert json.loads(json.dumps(public)) == public
     again = Record.from_json(record.to_json())
     assert again == record
@@ -104,7 +110,8 @@ def test_history_and_done() -> None:
     record.add(HistoryEntry(step=Step.CREATE_JOB, outcome=Outcome.RETRYING, at=at))
     assert not record.done(Step.CREATE_JOB)
     record.add(HistoryEntry(step=Step.CREATE_JOB, outcome=Outcome.ADOPTED, at=at))
-    assert record.done(Step.CREATE_JOB) and record.updated_at == at
+    assert record.done(Step.CREATE_JOB)
+    assert record.updated_at == at
     assert record.public()["history"][1]["outcome"] == "adopted"
 
 

@@ -13,7 +13,13 @@ from pydantic import ValidationError
 from service.errors import StoreUnavailable
 from service.logs import logging_middleware
 from service.models import ProvisionRequest
-from service.problems import Problem, field_path, problem_middleware, problem_response, validation_problem
+from service.problems import (
+    Problem,
+    field_path,
+    problem_middleware,
+    problem_response,
+    validation_problem,
+)
 
 SECRET = "hunter2-do-not-echo"
 
@@ -82,7 +88,8 @@ def test_malformed_json_is_400() -> None:
     with pytest.raises(ValidationError) as info:
         ProvisionRequest.model_validate_json(b'{"a": ' + SECRET.encode())
     problem = validation_problem(info.value)
-    assert problem.status == 400 and SECRET not in problem.detail
+    assert problem.status == 400
+    assert SECRET not in problem.detail
 
 
 def test_duplicate_credential_keys_reason() -> None:
@@ -123,7 +130,8 @@ async def test_middleware_turns_errors_into_problems(
         assert resp.status == status
         assert resp.content_type == "application/problem+json"
         assert json.loads(text)["status"] == status
-        assert SECRET not in text and "Traceback" not in text
+        assert SECRET not in text
+        assert "Traceback" not in text
         if header:
             assert resp.headers[header]
         if status == 500:
@@ -139,6 +147,7 @@ async def test_redirects_pass_through() -> None:
     client = await _client(handler)
     try:
         resp = await client.get("/x", allow_redirects=False)
-        assert resp.status == 302 and resp.headers["Location"] == "/elsewhere"
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/elsewhere"
     finally:
         await client.close()

@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from sandbox.faults import FaultEngine, FaultProfile, format_retry_after
+from sandbox.models import GraphError
 from sandbox.seed import generated_principal_id, load_seed
-from sandbox.state import GraphError, TenantState
+from sandbox.state import TenantState
 
 TENANT = "5f0c1e8a-7d2b-4e6f-9a1c-3b8d5e2f4a60"
 SALESFORCE = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"

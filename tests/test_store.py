@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -22,9 +21,9 @@ QUEUE = "provisioner:queue"
 
 
 @pytest.fixture
-async def store(redis: Redis) -> AsyncIterator[Store]:
+async def store(redis: Redis) -> Store:
     cipher = CredentialCipher((Fernet.generate_key().decode(),))
-    yield Store(redis, queue_name=QUEUE, record_ttl_s=3600, cipher=cipher)
+    return Store(redis, queue_name=QUEUE, record_ttl_s=3600, cipher=cipher)
 
 
 def rec(sp: str = SP, template: str | None = None, **kw: object) -> Record:
@@ -49,7 +48,8 @@ async def test_accept_stores_and_enqueues_atomically(store: Store, redis: Redis)
 async def test_in_flight_rule(store: Store) -> None:
     first, _ = await store.accept(rec(template="t"))
     dup, created = await store.accept(rec(template="t"))
-    assert not created and dup.id == first.id
+    assert not created
+    assert dup.id == first.id
     _, created = await store.accept(rec(template="other"))
     assert created
     _, created = await store.accept(rec())  # no template is its own slot
@@ -57,18 +57,19 @@ async def test_in_flight_rule(store: Store) -> None:
     first.state = State.FAILED
     await store.save(first)
     fresh, created = await store.accept(rec(template="t"))
-    assert created and fresh.id != first.id
+    assert created
+    assert fresh.id != first.id
 
 
-async def test_credentials_encrypted_and_deleted_when_terminal(
-    store: Store, redis: Redis
-) -> None:
+async def test_credentials_encrypted_and_deleted_when_terminal(store: Store, redis: Redis) -> None:
     creds = [Credential(key="token", value="plain-secret")]  # type: ignore[arg-type]
     record, _ = await store.accept(rec(), creds)
     raw = await redis.get(f"{QUEUE}:creds:{record.id}")
-    assert raw is not None and b"plain-secret" not in raw
+    assert raw is not None
+    assert b"plain-secret" not in raw
     got = await store.credentials(record.id)
-    assert got is not None and got[0].value.get_secret_value() == "plain-secret"
+    assert got is not None
+    assert got[0].value.get_secret_value() == "plain-secret"
     record.state = State.SUCCEEDED
     await store.save(record)
     assert await store.credentials(record.id) is None
@@ -96,7 +97,8 @@ async def test_list_pages_with_tied_scores(store: Store) -> None:
         seen += [r.id for r in page]
         if cursor is None:
             break
-    assert len(seen) == len(set(seen)) == 23 and set(seen) == ids
+    assert len(seen) == len(set(seen)) == 23
+    assert set(seen) == ids
 
 
 async def test_list_filters(store: Store) -> None:
@@ -115,11 +117,13 @@ async def test_list_filters(store: Store) -> None:
 async def test_idempotency_keys(store: Store) -> None:
     assert await store.claim_idempotency_key("a", "k", "fp1", 60) is None
     pending = await store.claim_idempotency_key("a", "k", "fp1", 60)
-    assert pending is not None and pending.status is None
+    assert pending is not None
+    assert pending.status is None
     assert await store.claim_idempotency_key("b", "k", "fp1", 60) is None  # per caller
     await store.complete_idempotency_key("a", "k", "fp1", 202, "rid", 60)
     done = await store.claim_idempotency_key("a", "k", "fp2", 60)
-    assert done is not None and (done.fingerprint, done.status, done.request_id) == (
+    assert done is not None
+    assert (done.fingerprint, done.status, done.request_id) == (
         "fp1",
         202,
         "rid",

@@ -50,10 +50,20 @@ class Ambiguous(Exception):
 class CallRunner:
     """Makes Graph calls for one run of one request, retrying per the policy."""
 
-    def __init__(self, settings: Settings, record: Record, throttle: Throttle) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        record: Record,
+        throttle: Throttle,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._settings = settings
         self._record = record
         self._throttle = throttle
+        self._stopping = stopping
+        # A run yields its worker slot after half the job timeout, well before arq's own
+        # timeout could fail it: the request resumes from its record in a fresh run.
+        self._run_ends = time.monotonic() + settings.step_timeout_s / 2
         self._backoff = Backoff(
             settings.backoff_base_s, settings.backoff_cap_s, settings.max_retry_after_s
         )
@@ -68,9 +78,21 @@ class CallRunner:
         name = f"{self._record.id}/{step.value}/{self._record.attempts}/{self._seq}"
         return str(uuid.uuid5(_CRID_NAMESPACE, name))
 
+    def checkpoint(self) -> None:
+        """End the run (:class:`Defer` 0) at a step boundary when the worker is shutting down
+        or the run has used its share of the job timeout."""
+        if self._stopping():
+            raise Defer(0, "worker shutting down")
+        if time.monotonic() > self._run_ends:
+            raise Defer(0, "run time slice used")
+
     async def wait(self, seconds: float, reason: str) -> None:
         """Sleep in-process when the run's budget allows, else end the run with :class:`Defer`."""
-        if self._waited_s + seconds > self._settings.inprocess_wait_s:
+        if (
+            self._waited_s + seconds > self._settings.inprocess_wait_s
+            or time.monotonic() + seconds > self._run_ends
+            or self._stopping()
+        ):
             raise Defer(seconds, reason)
         self._waited_s += seconds
         await asyncio.sleep(seconds)
@@ -83,9 +105,9 @@ class CallRunner:
         :class:`RetryBudgetExhausted` when the request's budget is spent."""
         failures = 0
         while True:
-            cooldown = await self._throttle.remaining_s()
-            if cooldown > 0:
-                await self.wait(cooldown, "tenant cool-down")
+            hold = await self._throttle.delay_s()
+            if hold > 0:
+                await self.wait(hold, "tenant throttle")
             try:
                 result = await fn(self.client_request_id(step))
             except (GraphError, GraphTransportError) as e:

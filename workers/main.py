@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 from arq import Retry
-from arq.connections import RedisSettings
+from arq.cron import cron
 from arq.worker import Worker, func
 
 from service.config import Settings
@@ -22,9 +22,11 @@ from service.crypto import CredentialCipher
 from service.errors import StoreUnavailable
 from service.logs import configure_logging
 from service.queue import FUNCTION, job_deserializer, job_serializer
+from service.redis_conn import arq_redis_settings, redis_client
 from service.store import Store
 from workers.calls import Defer
 from workers.graph import GraphClient, close_quietly, new_session
+from workers.reconcile import reconcile_once
 from workers.throttle import Throttle
 from workers.token import TokenProvider
 from workers.workflow import Deps, run_request
@@ -74,7 +76,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         settings=settings,
         store=store,
         graph=GraphClient(session, settings.graph_url, tokens),
-        throttle=Throttle(ctx["redis"], settings.queue_name, settings.tenant_id or "default"),
+        throttle=Throttle(
+            ctx["redis"],
+            settings.queue_name,
+            settings.tenant_id or "default",
+            rate_per_s=settings.tenant_rate_limit,
+            burst=settings.tenant_rate_burst,
+            coordinate=settings.throttle_coordination,
+        ),
+        stopping=ctx.get("stopping", lambda: False),
     )
     log.info("worker_started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
 
@@ -84,6 +94,21 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     session = ctx.get("session")
     if session is not None:
         await close_quietly(session)
+
+
+async def reconcile(ctx: dict[str, Any]) -> None:
+    """arq cron job: re-enqueue orphaned requests, fail stuck ones (see workers.reconcile)."""
+    deps: Deps = ctx["deps"]
+    result = await reconcile_once(deps.store, deps.settings)
+    if result.requeued or result.failed:
+        log.info(
+            "reconciled", checked=result.checked, requeued=result.requeued, failed=result.failed
+        )
+
+
+def health_key(settings: Settings, worker_name: str | None = None) -> str:
+    """The arq health-check key of one worker (``*`` for all), refreshed while it lives."""
+    return f"{settings.queue_name}:health-check:{worker_name or settings.worker_name}"
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -98,7 +123,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
                 keep_result=0,
             )
         ],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": arq_redis_settings(settings.redis_url),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_concurrency,
         "job_timeout": settings.step_timeout_s,
@@ -110,13 +135,30 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
         "allow_abort_jobs": True,
-        "health_check_interval": 10,
+        "health_check_interval": settings.health_check_interval_s,
+        "health_check_key": health_key(settings),
+        "cron_jobs": [
+            cron(
+                reconcile,
+                name="reconcile",
+                second=set(range(0, 60, min(60, settings.reconcile_interval_s)))
+                if settings.reconcile_interval_s < 60
+                else {0},
+                unique=True,
+                run_at_startup=True,
+                timeout=settings.step_timeout_s,
+                keep_result=0,
+            )
+        ],
         "handle_signals": True,
         "job_completion_wait": settings.step_timeout_s,
         "poll_delay": 0.2,
     }
     options.update(overrides)
-    return Worker(**options)
+    worker = Worker(**options)
+    # Runs stop at their next step boundary once arq stops picking jobs on SIGTERM/SIGINT.
+    worker.ctx["stopping"] = lambda: not worker.allow_pick_jobs
+    return worker
 
 
 def run_worker(settings: Settings) -> None:
@@ -127,11 +169,17 @@ def run_worker(settings: Settings) -> None:
     worker.run()
 
 
-async def check_health(settings: Settings) -> int:
-    """0 when a worker on the queue refreshed its health key in the last interval, else 1."""
-    from arq.worker import async_check_health
-
-    result: int = await async_check_health(
-        RedisSettings.from_dsn(settings.redis_url), None, settings.queue_name
-    )
-    return result
+async def check_health(settings: Settings, worker_name: str | None = None) -> int:
+    """0 when the named worker (or, without a name, any worker on the queue) refreshed its
+    health key within the last health-check interval; else 1. Prints each live worker."""
+    redis = redis_client(settings.redis_url)
+    try:
+        pattern = health_key(settings, worker_name or "*")
+        keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
+        for key in sorted(keys):
+            info = await redis.get(key)
+            name = key.decode().rsplit(":", 1)[-1]
+            print(f"{name}: {info.decode() if info else 'gone'}")
+        return 0 if keys else 1
+    finally:
+        await redis.aclose()

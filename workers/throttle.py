@@ -1,8 +1,17 @@
-"""Tenant-wide throttle coordination: one worker's 429 makes every worker wait.
+"""Tenant-wide throttle coordination, shared by every worker through Redis.
 
-Graph throttles per app and tenant, so when one worker is told ``Retry-After: N`` the others
-would only collect their own 429s by carrying on. The first to hear it sets a cool-down key in
-Redis that lives N seconds; every worker checks it before each call to that tenant.
+Graph throttles per app and tenant, so what one worker learns applies to all of them:
+
+- **Cool-down.** When a worker is told ``429 Retry-After: N``, it sets a key that lives N
+  seconds; every worker checks it before each call to that tenant and waits it out, instead of
+  each collecting its own 429.
+- **Rate limit.** A token bucket (``PROVISIONER_TENANT_RATE_LIMIT`` calls per second, bursts of
+  ``PROVISIONER_TENANT_RATE_BURST``) kept in Redis and updated by one Lua script, so the limit
+  holds for the sum of all workers on all machines. A caller reserves a slot and is told how
+  long to wait for it.
+
+``PROVISIONER_THROTTLE_COORDINATION=false`` turns both off (each worker then only honours the
+Retry-After of its own calls), which is how the benchmark measures what coordination buys.
 """
 
 from __future__ import annotations
@@ -21,21 +30,72 @@ end
 return 0
 """
 
+# Reserves one call: returns 0 when a token is free now, else the ms until the reserved one is.
+# The bucket may go negative: that is the queue of reservations already handed out.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate = tonumber(ARGV[1]) / 1000
+local burst = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - ts) * rate) - 1
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
+if tokens >= 0 then return 0 end
+return math.ceil(-tokens / rate)
+"""
+
 
 class Throttle:
-    """The cool-down of one tenant, shared by every worker on the same Redis."""
+    """The cool-down and rate limit of one tenant, shared by every worker on the same Redis."""
 
-    def __init__(self, redis: Redis, prefix: str, tenant: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        tenant: str,
+        *,
+        rate_per_s: float = 0.0,
+        burst: int = 10,
+        coordinate: bool = True,
+    ) -> None:
         self._redis = redis
-        self._key = f"{prefix}:cooldown:{tenant}"
+        self._cooldown_key = f"{prefix}:cooldown:{tenant}"
+        self._bucket_key = f"{prefix}:ratelimit:{tenant}"
+        self._rate = rate_per_s
+        self._burst = burst
+        self._coordinate = coordinate
+        self.waits = 0  # how often a call had to wait, and for how long in total
+        self.waited_s = 0.0
 
-    async def remaining_s(self) -> float:
-        """Seconds left in the tenant's cool-down (0 when none)."""
-        ms = await guarded(lambda: self._redis.pttl(self._key))
-        return max(0, int(ms)) / 1000
+    async def delay_s(self) -> float:
+        """Seconds to wait before the next call: the cool-down, else the reserved slot's delay."""
+        if not self._coordinate:
+            return 0.0
+        cooldown_ms = int(await guarded(lambda: self._redis.pttl(self._cooldown_key)))
+        if cooldown_ms > 0:
+            return self._count(cooldown_ms / 1000)
+        if self._rate <= 0:
+            return 0.0
+        wait_ms = await guarded(
+            lambda: self._redis.eval(  # type: ignore[arg-type,return-value]
+                _TAKE, 1, self._bucket_key, str(self._rate), str(self._burst)
+            )
+        )
+        return self._count(int(wait_ms) / 1000)
+
+    def _count(self, seconds: float) -> float:
+        if seconds > 0:
+            self.waits += 1
+            self.waited_s += seconds
+        return seconds
 
     async def hold(self, seconds: float) -> None:
         """Make every worker hold calls to the tenant for at least ``seconds``."""
         ms = int(seconds * 1000)
-        if ms > 0:
-            await guarded(lambda: self._redis.eval(_HOLD, 1, self._key, str(ms)))  # type: ignore[arg-type,return-value]
+        if ms > 0 and self._coordinate:
+            await guarded(
+                lambda: self._redis.eval(_HOLD, 1, self._cooldown_key, str(ms))  # type: ignore[arg-type,return-value]
+            )

@@ -8,7 +8,6 @@ completed outcome; a crash anywhere costs at most a repeated read.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ class Deps:
     store: Store
     graph: GraphClient
     throttle: Throttle
+    stopping: Callable[[], bool] = lambda: False
 
 
 @dataclass(slots=True)
@@ -66,9 +66,8 @@ class Run:
         self.deps = deps
         self.record = record
         self.sp = record.service_principal_id
-        self.calls = CallRunner(deps.settings, record, deps.throttle)
+        self.calls = CallRunner(deps.settings, record, deps.throttle, deps.stopping)
         self.graph = deps.graph
-        self._started = time.monotonic()
         self._steps: dict[Step, Callable[[], Awaitable[StepResult]]] = {
             Step.RESOLVE_TEMPLATE: self.resolve_template,
             Step.CREATE_JOB: self.create_job,
@@ -233,9 +232,7 @@ class Run:
                     graph_status=current.status,
                     graph_request_id=current.request_id,
                 )
-            if time.monotonic() - self._started > settings.step_timeout_s / 3:
-                raise Defer(settings.verify_poll_s, "verify: still waiting for the first run")
-            await asyncio.sleep(settings.verify_poll_s)
+            await self.calls.wait(settings.verify_poll_s, f"job is {schedule}/{status}")
 
     def _job_id(self) -> str:
         assert self.record.job_id is not None
@@ -254,8 +251,12 @@ class Run:
             rec.step = step
             began = time.monotonic()
             try:
+                self.calls.checkpoint()
                 result = await self._steps[step]()
             except Defer as d:
+                last = rec.history[-1] if rec.history else None
+                if last is not None and last.step is step and last.outcome is Outcome.RETRYING:
+                    rec.history.pop()  # one "still retrying" line per step, kept current
                 self._history(step, Outcome.RETRYING, began, message=d.reason)
                 await self.deps.store.save(rec)
                 raise

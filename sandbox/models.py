@@ -1,0 +1,137 @@
+"""Graph resource models: errors, principals, jobs (their JSON shapes). Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.seed import SeedTemplate
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+JOB_SETTINGS = (
+    {"name": "AzureIngestionAttributeOptimization", "value": "False"},
+    {"name": "LookaheadQueryEnabled", "value": "False"},
+    {"name": "QuarantineTooManyDeletesThreshold", "value": "500"},
+)
+
+
+class GraphError(Exception):
+    """A Graph error answer: HTTP status, ``error.code`` and ``error.message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def not_found(what: str) -> GraphError:
+    return GraphError(
+        404,
+        "Request_ResourceNotFound",
+        f"Resource '{what}' does not exist or one of its queried reference-property objects "
+        "are not present.",
+    )
+
+
+def bad_request(message: str) -> GraphError:
+    return GraphError(400, "BadRequest", message)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Principal:
+    id: str
+    display_name: str
+    app_id: str
+    templates: list[SeedTemplate]
+    new_until: float
+
+    def template_json(self, t: SeedTemplate) -> dict[str, Any]:
+        return {
+            "id": t.id,
+            "applicationId": self.app_id,
+            "default": t.default,
+            "description": t.description,
+            "discoverable": t.discoverable,
+            "factoryTag": t.factoryTag or t.id,
+            "metadata": [],
+            "schema": {"directories": [], "synchronizationRules": []},
+        }
+
+
+@dataclass
+class Job:
+    id: str
+    template_id: str
+    sp_id: str
+    created_at: float
+    schedule_state: str
+    status_code: str
+    starts: int = 0
+    active_at: float | None = None  # when a NotRun job becomes Active/Quarantine
+    bad_credentials: bool = False
+    began: dt.datetime | None = None
+    last_execution: dict[str, Any] | None = None
+    last_success: dict[str, Any] | None = None
+    quarantine: dict[str, Any] | None = None
+    failures: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        steady = self.last_success["timeEnded"] if self.last_success else ZERO_TIME
+        return {
+            "id": self.id,
+            "templateId": self.template_id,
+            "schedule": {"expiration": None, "interval": "PT40M", "state": self.schedule_state},
+            "status": {
+                "code": self.status_code,
+                "countSuccessiveCompleteFailures": self.failures,
+                "escrowsPruned": False,
+                "lastExecution": self.last_execution,
+                "lastSuccessfulExecution": self.last_success,
+                "lastSuccessfulExecutionWithExports": None,
+                "progress": [],
+                "quarantine": self.quarantine,
+                "steadyStateFirstAchievedTime": steady,
+                "steadyStateLastAchievedTime": steady,
+                "synchronizedEntryCountByType": [],
+                "troubleshootingUrl": None,
+            },
+            "synchronizationJobSettings": [dict(s) for s in JOB_SETTINGS],
+        }
+
+
+def execution(state: str, began: str, ended: str, error: dict[str, Any]) -> dict[str, Any]:
+    counts = [
+        "countEntitled",
+        "countEntitledForProvisioning",
+        "countEscrowed",
+        "countEscrowedRaw",
+        "countExported",
+        "countExports",
+        "countImported",
+        "countImportedDeltas",
+        "countImportedReferenceDeltas",
+    ]
+    return {
+        "activityIdentifier": str(uuid.uuid4()),
+        **dict.fromkeys(counts, 0),
+        "error": error,
+        "state": state,
+        "timeBegan": began,
+        "timeEnded": ended,
+    }
+
+
+NO_ERROR = {"code": "None", "message": "", "tenantActionable": False}
+QUARANTINE_ERROR = {
+    "code": "SandboxInvalidCredentials",
+    "message": "The credentials saved for this application were rejected by the target system "
+    "(sandbox). Update the admin credentials and start the job again.",
+    "tenantActionable": True,
+}

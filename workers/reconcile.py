@@ -1,0 +1,72 @@
+"""The reconciler: a periodic arq cron job that makes sure no accepted request is forgotten.
+
+Each pass looks at every ``queued`` and ``running`` record:
+
+- one with no arq job (its queue entry was lost: a Redis failover that dropped recent writes,
+  a job key deleted by hand, a crash between two writes) is enqueued again. The job id is the
+  request id, so this can never create a second job for a request that still has one;
+- one past its deadline (its retry budget plus ``PROVISIONER_STUCK_GRACE_S``) is failed with
+  ``RequestStuck`` so that the caller hears about it instead of waiting for ever.
+
+The cron job is ``unique``: with many workers, one of them runs each pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from arq.constants import in_progress_key_prefix
+
+from service.config import Settings
+from service.models import ErrorInfo, HistoryEntry, Outcome, State, utcnow
+from service.queue import job_key
+from service.store import Store
+
+log = structlog.get_logger("workers.reconcile")
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """What one reconciler pass did."""
+
+    checked: int
+    requeued: int
+    failed: int
+
+
+async def reconcile_once(store: Store, settings: Settings) -> Pass:
+    """Re-enqueue orphaned requests and fail stuck ones; safe to run concurrently."""
+    checked = requeued = failed = 0
+    now = utcnow()
+    grace = timedelta(seconds=settings.stuck_grace_s)
+    for state in (State.QUEUED, State.RUNNING):
+        for request_id in await store.ids_in_state(state):
+            checked += 1
+            record = await store.get(request_id)
+            if record is None or record.state.terminal:
+                continue
+            budget_end = record.retry_until or (
+                record.created_at + timedelta(seconds=settings.retry_budget_s)
+            )
+            if now > budget_end + grace:
+                record.state = State.FAILED
+                record.error = ErrorInfo(
+                    code="RequestStuck",
+                    message="the request did not finish within its retry budget plus "
+                    f"{settings.stuck_grace_s:g}s of grace; POST .../retry re-drives it",
+                )
+                record.add(HistoryEntry(step=record.step, outcome=Outcome.FAILED, at=now,
+                                        message="failed by the reconciler"))  # fmt: skip
+                await store.save(record)
+                failed += 1
+                log.warning("request_stuck", provisioning_request_id=request_id)
+                continue
+            alive = await store.redis.exists(
+                job_key(request_id), in_progress_key_prefix + request_id
+            )
+            if not alive and await store.enqueue(request_id):
+                requeued += 1
+                log.warning("request_requeued", provisioning_request_id=request_id)
+    return Pass(checked, requeued, failed)
