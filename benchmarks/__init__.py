@@ -1,0 +1,1 @@
+"""Reproducible load runs; each writes its results to docs/benchmarks.md."""
