@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     consistency_budget_s: float = Field(default=300.0, gt=0)
     verify_timeout_s: float = Field(default=120.0, gt=0)
     verify_poll_s: float = Field(default=2.0, gt=0)
+    verify_settle_s: float = Field(default=15.0, ge=0)
 
     tenant_rate_limit: float = Field(default=0.0, ge=0)
     tenant_rate_burst: int = Field(default=10, ge=1)

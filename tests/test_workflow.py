@@ -223,3 +223,25 @@ async def test_bad_client_secret_fails_with_token_error(harness: Harness, redis_
     assert done.error is not None
     assert done.error.code == "TokenAcquisitionFailed"
     assert "wrong-secret" not in done.error.message
+
+
+async def test_unknown_principal_fails_at_once(harness: Harness) -> None:
+    rec = await harness.submit("0b5e2c7a-1111-4222-8333-944455556666")
+    await harness.drain()
+    done = await harness.get(rec.id)
+    assert done.state is State.FAILED
+    assert done.error is not None
+    assert done.error.code == "Request_ResourceNotFound"
+    assert done.error.graph_status == 404
+    assert done.attempts == 1
+
+
+async def test_job_that_never_leaves_not_run_counts_as_started_after_settling(
+    harness: Harness,
+) -> None:
+    harness.sandbox.patch_faults({"activation_delay_ms": 600_000})
+    rec = await harness.submit(SALESFORCE)
+    await harness.drain()
+    done = await harness.get(rec.id)
+    assert done.state is State.SUCCEEDED, done.error
+    assert "first cycle not finished" in (done.history[-1].message or "")

@@ -8,8 +8,8 @@ Graph calls come in three kinds (:class:`CallKind`). Each answer is classified b
   when given, else exponential backoff with full jitter. Counted against the request's budget.
 - ``AMBIGUOUS``: a create POST that may or may not have happened (5xx, timeout, reset). Never
   retried blindly: the workflow lists the jobs again before deciding.
-- ``CONSISTENCY``: replication lag (404, 401 ``UnknownError``, 403, 409 on a new object). Its own
-  bounded budget (``consistency_budget_s``).
+- ``CONSISTENCY``: replication lag (404, 403, 409 on the job just created; 401 ``UnknownError``
+  on a principal too new to be seen). Its own bounded budget (``consistency_budget_s``).
 - ``FATAL``: everything else; the request fails at once with Graph's code and request-id.
 """
 
@@ -25,9 +25,10 @@ from service.errors import GraphError, GraphTransportError
 
 
 class CallKind(StrEnum):
-    """How safe a Graph call is to repeat."""
+    """How safe a Graph call is to repeat, and whether it touches a just-created job."""
 
-    READ = "read"  # GET: always safe
+    LOOKUP = "lookup"  # GET on the principal (templates, jobs): it must exist already
+    READ = "read"  # GET on the job we just created or adopted
     WRITE = "write"  # PUT secrets, start, validateCredentials: safe, the workflow checks first
     CREATE = "create"  # POST jobs: not idempotent, never repeated without listing first
 
@@ -53,6 +54,13 @@ _T, _X, _A, _C = (
 # status -> disposition, per kind of call. 401 is consistency only with code UnknownError (see
 # classify); any status not listed is fatal.
 POLICY: dict[CallKind, dict[int, Disposition]] = {
+    # A 404 or 403 on the principal itself is an answer (unknown principal, missing
+    # permission), not lag; 401 UnknownError is what a principal too new to be seen gets.
+    CallKind.LOOKUP: {
+        429: _T, 500: _X, 502: _X, 503: _X, 504: _X, TRANSPORT: _X,
+        401: _C,
+    },
+    # Right after the job was created, every replica may not know it yet.
     CallKind.READ: {
         429: _T, 500: _X, 502: _X, 503: _X, 504: _X, TRANSPORT: _X,
         404: _C, 401: _C, 403: _C, 409: _C,
@@ -63,7 +71,7 @@ POLICY: dict[CallKind, dict[int, Disposition]] = {
     },
     CallKind.CREATE: {
         429: _T, 500: _A, 502: _A, 503: _A, 504: _A, TRANSPORT: _A,
-        404: _C, 401: _C, 403: _C, 409: _C,
+        401: _C, 409: _C,
     },
 }  # fmt: skip
 

@@ -81,7 +81,7 @@ class Run:
         """Pick the template: the requested one if listed, else the only or the default one."""
         templates, resp = await self.calls.call(
             Step.RESOLVE_TEMPLATE,
-            CallKind.READ,
+            CallKind.LOOKUP,
             lambda crid: self.graph.list_templates(self.sp, crid),
         )
         ids = [str(t.get("id")) for t in templates]
@@ -120,7 +120,7 @@ class Run:
 
     async def _find_job(self) -> tuple[dict[str, Any] | None, GraphResponse]:
         jobs, resp = await self.calls.call(
-            Step.CREATE_JOB, CallKind.READ, lambda crid: self.graph.list_jobs(self.sp, crid)
+            Step.CREATE_JOB, CallKind.LOOKUP, lambda crid: self.graph.list_jobs(self.sp, crid)
         )
         same = [j for j in jobs if j.get("templateId") == self.record.template_id]
         return (same[0] if same else None), resp
@@ -201,7 +201,11 @@ class Run:
         return StepResult(response=started, message="started")
 
     async def verify(self) -> StepResult:
-        """Poll the job until it runs, or report its quarantine, within the verify window."""
+        """Poll the job until it runs, or report its quarantine, within the verify window.
+
+        Success is ``status.code == Active``, or a job that stayed scheduled (``schedule.state
+        == Active``) and out of quarantine for ``verify_settle_s``: bad credentials show up as
+        quarantine within seconds, while a first cycle may take hours."""
         if not self.record.start:
             return StepResult(Outcome.SKIPPED, message="not started on request")
         settings = self.deps.settings
@@ -210,6 +214,9 @@ class Run:
             utcnow(),
         )
         window_end = started_at + timedelta(seconds=settings.verify_timeout_s)
+        settle_end = started_at + timedelta(
+            seconds=min(settings.verify_settle_s, settings.verify_timeout_s)
+        )
         job_id = self._job_id()
         while True:
             current = await self.calls.call(
@@ -220,12 +227,15 @@ class Run:
                 raise _quarantined(current)
             if schedule == "Active" and status == "Active":
                 return StepResult(response=current, message="job is Active")
-            if utcnow() >= window_end:
-                if schedule == "Active":
-                    return StepResult(
-                        response=current,
-                        message=f"job is Active; first cycle not finished (status {status})",
-                    )
+            now = utcnow()
+            if schedule == "Active" and now >= settle_end:
+                # A first cycle can take hours on a big tenant: once the job has stayed
+                # scheduled and out of quarantine for the settle time, it is running.
+                return StepResult(
+                    response=current,
+                    message=f"job is scheduled; first cycle not finished (status {status})",
+                )
+            if now >= window_end:
                 raise JobNotStarted(
                     f"job {job_id} is {schedule}/{status} "
                     f"{settings.verify_timeout_s:g}s after start",
