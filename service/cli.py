@@ -8,6 +8,10 @@
     provisioner up [--port P]                everything locally, on the sandbox without a tenant
     provisioner keys new NAME                a new API key and its PROVISIONER_API_KEYS entry
     provisioner keys encryption              a new PROVISIONER_ENCRYPTION_KEY value
+    provisioner submit --sp ID [--wait]      ask a running API to provision an app
+    provisioner status ID [--watch]          a request's steps, live with --watch
+    provisioner list [--state failed]        requests, newest first
+    provisioner retry ID | cancel ID         re-drive a failed request, or stop one
 
 Start-up problems (a bad setting, Redis or the authority unreachable) end the process with one
 line on stderr and exit status 2, never a traceback.
@@ -22,9 +26,12 @@ import secrets
 import sys
 from collections.abc import Sequence
 
+from service.client import add_client_commands, run_client
 from service.config import hash_api_key, load_settings
 from service.crypto import new_encryption_key
 from service.errors import ProvisionerError
+
+CLIENT_COMMANDS = frozenset({"submit", "status", "list", "retry", "cancel"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8080)
     up.add_argument("--state-dir", default=".state")
+
+    add_client_commands(sub)
 
     keys = sub.add_parser("keys", help="make keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -72,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in CLIENT_COMMANDS:
+        return run_client(args)
     if args.command == "keys":
         if args.keys_command == "encryption":
             print(new_encryption_key())
