@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -39,6 +39,14 @@ class ApiKey:
 
     name: str
     sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class NamedSecret:
+    """A secret configured for a named party (its value is kept out of reprs and logs)."""
+
+    name: str
+    value: str = field(repr=False)
 
 
 def hash_api_key(key: str) -> str:
@@ -127,6 +135,10 @@ class Settings(BaseSettings):
     verify_poll_s: float = Field(default=2.0, gt=0)
     verify_settle_s: float = Field(default=15.0, ge=0)
 
+    callback_secrets: Annotated[tuple[NamedSecret, ...], NoDecode] = ()
+    callback_window_s: float = Field(default=24 * 3600, gt=0)
+    callback_timeout_s: float = Field(default=10.0, gt=0)
+
     tenant_rate_limit: float = Field(default=0.0, ge=0)
     tenant_rate_burst: int = Field(default=10, ge=1)
     throttle_coordination: bool = True
@@ -146,6 +158,25 @@ class Settings(BaseSettings):
     @classmethod
     def _api_keys(cls, raw: object) -> tuple[ApiKey, ...]:
         return _parse_api_keys(raw)
+
+    @field_validator("callback_secrets", mode="before")
+    @classmethod
+    def _callback_secrets(cls, raw: object) -> tuple[NamedSecret, ...]:
+        if isinstance(raw, tuple | list):
+            return tuple(raw)
+        if not isinstance(raw, str):
+            raise ValueError("expected a comma-separated list of CALLER:whsec_... entries")
+        pairs: list[NamedSecret] = []
+        for entry in filter(None, (part.strip() for part in raw.split(","))):
+            caller, sep, secret = entry.partition(":")
+            if not sep or not caller.strip() or not secret.strip().startswith("whsec_"):
+                raise ValueError("each entry must be CALLER:whsec_<base64 secret>")
+            pairs.append(NamedSecret(name=caller.strip(), value=secret.strip()))
+        return tuple(pairs)
+
+    def callback_secret(self, caller: str) -> str | None:
+        """The Standard Webhooks secret (``whsec_...``) for signing a caller's callbacks."""
+        return next((p.value for p in self.callback_secrets if p.name == caller), None)
 
     @field_validator("encryption_keys", mode="before")
     @classmethod

@@ -178,6 +178,16 @@ class ErrorInfo(_Wire):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class CallbackAttempt(_Wire):
+    """One delivery attempt of the terminal-state callback to ``callbackUrl``."""
+
+    at: datetime
+    attempt: int
+    status: int | None = None  # the receiver's HTTP status; None when it gave no answer
+    error: str | None = None
+    delivered: bool = False
+
+
 class Record(_Wire):
     """A provisioning request as stored in Redis and returned by the API."""
 
@@ -201,6 +211,7 @@ class Record(_Wire):
     lag_since: datetime | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
+    callbacks: list[CallbackAttempt] = Field(default_factory=list)
 
     def done(self, step: Step) -> bool:
         """True when ``step`` has a completed outcome in the history (resume skips it)."""

@@ -16,6 +16,7 @@ from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
 
 FUNCTION = "provision"
+CALLBACK_FUNCTION = "deliver_callback"
 JOB_EXPIRES_MS = 86_400_000  # arq's default: the queue entry's key outlives any sane backlog
 
 
@@ -37,8 +38,16 @@ def job_key(request_id: str) -> str:
     return job_key_prefix + request_id
 
 
-def encoded_job(request_id: str, enqueue_time_ms: int | None = None) -> tuple[bytes, int]:
+def encoded_job(
+    request_id: str, enqueue_time_ms: int | None = None, function: str = FUNCTION
+) -> tuple[bytes, int]:
     """The serialized arq job for a request and its enqueue time in ms (the queue score)."""
     now_ms = enqueue_time_ms if enqueue_time_ms is not None else int(time.time() * 1000)
-    job = serialize_job(FUNCTION, (request_id,), {}, None, now_ms, serializer=job_serializer)
+    job = serialize_job(function, (request_id,), {}, None, now_ms, serializer=job_serializer)
     return job, now_ms
+
+
+def callback_job_id(request_id: str, history_length: int) -> str:
+    """The arq job id of the callback for one terminal transition of a request (a re-driven
+    request that ends again gets a new callback, a repeated save of the same end does not)."""
+    return f"callback:{request_id}:{history_length}"

@@ -12,6 +12,7 @@ import asyncio
 import random
 from typing import Any
 
+import aiohttp
 import structlog
 from arq import Retry
 from arq.cron import cron
@@ -21,13 +22,15 @@ from service.config import Settings
 from service.crypto import CredentialCipher
 from service.errors import StoreUnavailable
 from service.logs import configure_logging
-from service.queue import FUNCTION, job_deserializer, job_serializer
+from service.queue import CALLBACK_FUNCTION, FUNCTION, job_deserializer, job_serializer
 from service.redis_conn import arq_redis_settings, redis_client
 from service.store import Store
+from workers.callbacks import deliver_callback
 from workers.calls import Defer
 from workers.graph import GraphClient, close_quietly, new_session
 from workers.reconcile import reconcile_once
 from workers.throttle import Throttle
+from workers.tls import ssl_context
 from workers.token import TokenProvider
 from workers.workflow import Deps, run_request
 
@@ -71,6 +74,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         cipher=cipher,
     )
     ctx["session"] = session
+    ctx["callback_session"] = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle)), trust_env=True
+    )
     ctx["tokens"] = tokens
     ctx["deps"] = Deps(
         settings=settings,
@@ -91,9 +97,10 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Close what :func:`startup` opened."""
-    session = ctx.get("session")
-    if session is not None:
-        await close_quietly(session)
+    for name in ("session", "callback_session"):
+        session = ctx.get(name)
+        if session is not None:
+            await close_quietly(session)
 
 
 async def reconcile(ctx: dict[str, Any]) -> None:
@@ -121,7 +128,14 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
                 max_tries=MAX_TRIES,
                 timeout=settings.step_timeout_s,
                 keep_result=0,
-            )
+            ),
+            func(
+                deliver_callback,
+                name=CALLBACK_FUNCTION,
+                max_tries=MAX_TRIES,
+                timeout=settings.callback_timeout_s + 5,
+                keep_result=0,
+            ),
         ],
         "redis_settings": arq_redis_settings(settings.redis_url),
         "queue_name": settings.queue_name,

@@ -67,6 +67,8 @@ class Harness:
         template: str | None = None,
         credentials: dict[str, str] | None = None,
         start: bool = True,
+        callback_url: str | None = None,
+        caller: str = "",
     ) -> Record:
         record = Record(
             id=uuid.uuid4().hex,
@@ -75,6 +77,8 @@ class Harness:
             template_id=template,
             has_credentials=bool(credentials),
             start=start,
+            callback_url=callback_url,
+            caller=caller,
         )
         creds = (
             [Credential(key=k, value=v) for k, v in credentials.items()]  # type: ignore[arg-type]

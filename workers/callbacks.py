@@ -1,0 +1,93 @@
+"""Telling the caller: POST the record to its ``callbackUrl`` when the request ends.
+
+The job is queued in the same transaction that stores the terminal state (service/store.py), so
+a crash cannot lose it. Each delivery is signed per the Standard Webhooks spec with the
+caller's secret (``PROVISIONER_CALLBACK_SECRETS``), carries a stable ``webhook-id`` for the
+receiver's dedupe, and is retried on the spec's recommended schedule (5 s, 5 min, 30 min, 2 h,
+5 h, 10 h, 10 h) for up to ``PROVISIONER_CALLBACK_WINDOW_S`` (24 h). Every attempt is recorded in
+the record's ``callbacks`` list.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import structlog
+from arq import Retry
+
+from service import signing
+from service.models import CallbackAttempt, Record, utcnow
+from workers.workflow import Deps
+
+log = structlog.get_logger("workers.callbacks")
+SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def payload(record: Record) -> bytes:
+    """The callback body: the event type, when, and the record as the API shows it."""
+    event = {
+        "type": f"provisioning_request.{record.state.value}",
+        "timestamp": utcnow().isoformat(),
+        "data": record.public(),
+    }
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+async def deliver_callback(ctx: dict[str, Any], request_id: str) -> None:
+    """arq job: one delivery attempt; re-queued with the next delay until delivered or 24 h."""
+    deps: Deps = ctx["deps"]
+    session: aiohttp.ClientSession = ctx["callback_session"]
+    record = await deps.store.get(request_id)
+    if record is None or not record.callback_url or not record.state.terminal:
+        return
+    attempt = int(ctx.get("job_try", 1))
+    ended_at = record.history[-1].at if record.history else record.updated_at
+    body = payload(record)
+    msg_id = f"msg_{record.id}_{len(record.history)}"
+    secret = deps.settings.callback_secret(record.caller)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "entra-provisioner",
+        **signing.headers(secret, msg_id, int(time.time()), body),
+    }
+    result = CallbackAttempt(at=utcnow(), attempt=attempt)
+    try:
+        async with session.post(
+            record.callback_url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=deps.settings.callback_timeout_s),
+        ) as resp:
+            result.status = resp.status
+            result.delivered = 200 <= resp.status < 300
+            if not result.delivered:
+                result.error = f"HTTP {resp.status}"
+    except (aiohttp.ClientError, TimeoutError) as e:
+        result.error = type(e).__name__
+    record.callbacks.append(result)
+    log.info(
+        "callback_attempt",
+        provisioning_request_id=record.id,
+        attempt=attempt,
+        status=result.status,
+        delivered=result.delivered,
+        error=result.error,
+    )
+    if result.delivered:
+        await deps.store.save(record, callback=False)
+        return
+    delay = SCHEDULE_S[min(attempt - 1, len(SCHEDULE_S) - 1)]
+    if utcnow() + timedelta(seconds=delay) > ended_at + timedelta(
+        seconds=deps.settings.callback_window_s
+    ):
+        result.error = f"{result.error}; gave up after {attempt} attempts"
+        await deps.store.save(record, callback=False)
+        log.warning("callback_abandoned", provisioning_request_id=record.id, attempts=attempt)
+        return
+    await deps.store.save(record, callback=False)
+    raise Retry(defer=delay)
