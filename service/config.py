@@ -147,6 +147,7 @@ class Settings(BaseSettings):
         min_length=1,
         max_length=200,
     )
+    worker_metrics_port: int = Field(default=9109, ge=0, le=65535)
     health_check_interval_s: int = Field(default=10, ge=1, le=3600)
     reconcile_interval_s: int = Field(default=30, ge=5, le=3600)
     stuck_grace_s: float = Field(default=900.0, gt=0)

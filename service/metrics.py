@@ -1,118 +1,120 @@
-"""A few Prometheus counters and their text exposition, without prometheus-client.
+"""The API's Prometheus metrics (prometheus-client), served at ``GET /metrics``.
 
-Each app owns an :class:`ApiMetrics` (so tests do not share counts); ``GET /metrics`` renders it
-in the Prometheus text format 0.0.4. Only counters are needed so far; keep label values bounded
-(route templates, not raw paths).
+Each app owns an :class:`ApiMetrics` with its own registry (tests do not share counts). Request
+counters are updated as requests are answered; the queue gauges (depth, oldest queued request,
+requests by state, live workers, active throttle cool-downs) are read from Redis when scraped,
+so every API replica reports the same, shared numbers. Label values stay bounded: route
+templates, not raw paths. The workers expose their own metrics (workers/metrics.py).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
+import contextlib
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from redis.exceptions import RedisError
 
 from service.logs import route_template
+from service.models import State
+from service.store import Store
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class Counter:
-    """A monotonically increasing count per label set."""
-
-    def __init__(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> None:
-        self.name = name
-        self.help_text = help_text
-        self.labelnames = tuple(labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        """Add ``amount`` to the series named by ``labels`` (exactly the declared label names)."""
-        if amount < 0:
-            raise ValueError("a counter only goes up")
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {tuple(labels)}")
-        key = tuple(labels[n] for n in self.labelnames)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        """The current value of one series (0 when never incremented)."""
-        return self._values.get(tuple(labels[n] for n in self.labelnames), 0.0)
-
-    def render(self) -> list[str]:
-        """The exposition lines of this counter."""
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} counter"]
-        with self._lock:
-            items = sorted(self._values.items())
-        if not items and not self.labelnames:
-            items = [((), 0.0)]
-        for key, val in items:
-            labels = ",".join(
-                f'{n}="{_escape(v)}"' for n, v in zip(self.labelnames, key, strict=True)
-            )
-            series = f"{self.name}{{{labels}}}" if labels else self.name
-            lines.append(f"{series} {val:g}")
-        return lines
-
-
-class Registry:
-    """A set of counters rendered together."""
-
-    def __init__(self) -> None:
-        self._counters: dict[str, Counter] = {}
-
-    def counter(self, name: str, help_text: str, labelnames: Iterable[str] = ()) -> Counter:
-        """Create (or return the existing) counter ``name``."""
-        if name not in self._counters:
-            self._counters[name] = Counter(name, help_text, labelnames)
-        return self._counters[name]
-
-    def render(self) -> str:
-        """All counters in the Prometheus text format."""
-        lines: list[str] = []
-        for counter in self._counters.values():
-            lines.extend(counter.render())
-        return "\n".join(lines) + "\n"
-
-
 class ApiMetrics:
-    """The intake API's counters."""
+    """The intake API's metrics."""
 
     def __init__(self) -> None:
-        self.registry = Registry()
-        self.http_requests = self.registry.counter(
-            "provisioner_http_requests_total",
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "provisioner_http_requests",
             "HTTP requests answered, by method, route template and status.",
             ("method", "route", "status"),
+            registry=r,
         )
-        self.requests_accepted = self.registry.counter(
-            "provisioner_requests_accepted_total",
-            "Provisioning requests accepted (stored and queued).",
+        self.http_duration = Histogram(
+            "provisioner_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ("route",),
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
         )
-        self.requests_deduplicated = self.registry.counter(
-            "provisioner_requests_deduplicated_total",
-            "Provisioning requests answered with an in-flight request for the same app.",
+        self.requests_accepted = Counter(
+            "provisioner_requests_accepted",
+            "Provisioning requests accepted (stored and queued), by source (api, webhook:...).",
+            ("source",),
+            registry=r,
+        )
+        self.requests_deduplicated = Counter(
+            "provisioner_requests_deduplicated",
+            "Requests answered with an in-flight request for the same app, by source.",
+            ("source",),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "provisioner_queue_depth", "Jobs in the arq queue, deferred ones included.", registry=r
+        )
+        self.oldest_queued_age = Gauge(
+            "provisioner_oldest_queued_age_seconds",
+            "Age of the oldest request still in state queued (0 when none).",
+            registry=r,
+        )
+        self.requests_in_state = Gauge(
+            "provisioner_requests_in_state",
+            "Requests currently queued or running.",
+            ("state",),
+            registry=r,
+        )
+        self.workers_alive = Gauge(
+            "provisioner_workers_alive", "Workers whose health key is fresh.", registry=r
+        )
+        self.throttle_cooldowns = Gauge(
+            "provisioner_throttle_cooldowns_active",
+            "Tenants whose tenant-wide throttle cool-down is running.",
+            registry=r,
         )
 
-    def render(self) -> str:
-        """The exposition text for ``GET /metrics``."""
-        return self.registry.render()
+    async def refresh(self, store: Store) -> None:
+        """Read the shared queue numbers from Redis (called on each scrape)."""
+        redis, prefix = store.redis, store.queue_name
+        self.queue_depth.set(await redis.zcard(prefix))
+        for state in (State.QUEUED, State.RUNNING):
+            self.requests_in_state.labels(state=state.value).set(
+                await redis.zcard(f"{prefix}:state:{state.value}")
+            )
+        oldest = await redis.zrange(f"{prefix}:state:{State.QUEUED.value}", 0, 0, withscores=True)
+        age = time.time() - oldest[0][1] / 1000 if oldest else 0.0
+        self.oldest_queued_age.set(max(0.0, age))
+        self.workers_alive.set(await _count(store, f"{prefix}:health-check:*"))
+        self.throttle_cooldowns.set(await _count(store, f"{prefix}:cooldown:*"))
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+
+async def _count(store: Store, pattern: str) -> int:
+    return len([key async for key in store.redis.scan_iter(match=pattern, count=500)])
 
 
 def metrics_middleware(metrics: ApiMetrics) -> Middleware:
-    """Count every answered request by method, route template and status."""
+    """Count and time every answered request by method, route template and status."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 500
+        began = time.perf_counter()
         try:
             response = await handler(request)
             status = response.status
@@ -123,11 +125,14 @@ def metrics_middleware(metrics: ApiMetrics) -> Middleware:
         finally:
             route = route_template(request) or "unmatched"
             method = request.method if request.method in _METHODS else "OTHER"
-            metrics.http_requests.inc(method=method, route=route, status=str(status))
+            metrics.http_requests.labels(method=method, route=route, status=str(status)).inc()
+            metrics.http_duration.labels(route=route).observe(time.perf_counter() - began)
 
     return middleware
 
 
-def metrics_response(metrics: ApiMetrics) -> web.Response:
-    """The ``/metrics`` answer."""
-    return web.Response(body=metrics.render().encode(), headers={"Content-Type": CONTENT_TYPE})
+async def metrics_response(metrics: ApiMetrics, store: Store) -> web.Response:
+    """The ``/metrics`` answer (the queue gauges are left as they were if Redis is down)."""
+    with contextlib.suppress(RedisError, OSError):
+        await metrics.refresh(store)
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -179,7 +179,8 @@ async def create_request(request: web.Request) -> web.Response:
         )
     status = 202 if created else 200
     metrics = request.app[METRICS]
-    (metrics.requests_accepted if created else metrics.requests_deduplicated).inc()
+    counter = metrics.requests_accepted if created else metrics.requests_deduplicated
+    counter.labels(source="api").inc()
     if key is not None:
         await store.complete_idempotency_key(
             caller, key, body_fp, status, record.id, settings.idempotency_ttl_s
@@ -300,7 +301,7 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus counters."""
-    return metrics_response(request.app[METRICS])
+    return await metrics_response(request.app[METRICS], request.app[STORE])
 
 
 @routes.get("/openapi.json")

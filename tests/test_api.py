@@ -104,7 +104,8 @@ async def test_post_returns_202_location_and_record(client: TestClient[Any, Any]
     assert got.status == 200
     assert (await got.json())["id"] == data["id"]
     assert client.app is not None
-    assert client.app[METRICS].requests_accepted.value() == 1
+    registry = client.app[METRICS].registry
+    assert registry.get_sample_value("provisioner_requests_accepted_total", {"source": "api"}) == 1
 
 
 async def test_job_is_queued_in_redis(client: TestClient[Any, Any], redis: Redis) -> None:
@@ -505,7 +506,8 @@ async def test_health_ready_metrics_need_no_auth(client: TestClient[Any, Any]) -
     text = await resp.text()
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/plain")
-    assert "provisioner_requests_accepted_total 1" in text
+    assert 'provisioner_requests_accepted_total{source="api"} 1.0' in text
+    assert "provisioner_queue_depth 1.0" in text
     assert (
         'provisioner_http_requests_total{method="POST",route="/v1/provisioning-requests",'
         'status="202"} 1' in text

@@ -22,6 +22,7 @@ import structlog
 from service.config import Settings
 from service.errors import GraphError, GraphTransportError, RetryBudgetExhausted
 from service.models import Record, Step, utcnow
+from workers.metrics import WorkerMetrics
 from workers.retry import Backoff, CallKind, Disposition, classify
 from workers.throttle import Throttle
 
@@ -56,11 +57,13 @@ class CallRunner:
         record: Record,
         throttle: Throttle,
         stopping: Callable[[], bool] = lambda: False,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._record = record
         self._throttle = throttle
         self._stopping = stopping
+        self._metrics = metrics or WorkerMetrics()
         # A run yields its worker slot after half the job timeout, well before arq's own
         # timeout could fail it: the request resumes from its record in a fresh run.
         self._run_ends = time.monotonic() + settings.step_timeout_s / 2
@@ -107,6 +110,7 @@ class CallRunner:
         while True:
             hold = await self._throttle.delay_s()
             if hold > 0:
+                self._metrics.throttle_wait(hold)
                 await self.wait(hold, "tenant throttle")
             try:
                 result = await fn(self.client_request_id(step))
@@ -123,6 +127,7 @@ class CallRunner:
                     await self._throttle.hold(min(retry_after, self._settings.max_retry_after_s))
                 delay = self._backoff.delay(failures, retry_after)
                 self._check_budget(e, disposition, delay)
+                self._metrics.retry(disposition.value, delay)
                 log.info(
                     "graph_retry",
                     step=step.value,

@@ -28,6 +28,7 @@ from service.store import Store
 from workers.callbacks import deliver_callback
 from workers.calls import Defer
 from workers.graph import GraphClient, close_quietly, new_session
+from workers.metrics import WorkerMetrics
 from workers.reconcile import reconcile_once
 from workers.throttle import Throttle
 from workers.tls import ssl_context
@@ -43,6 +44,7 @@ async def provision(ctx: dict[str, Any], request_id: str) -> None:
     deps: Deps = ctx["deps"]
     job_try = int(ctx.get("job_try", 1))
     bound = max(1.0, deps.settings.step_timeout_s - 5)
+    deps.metrics.in_flight.inc()
     try:
         await asyncio.wait_for(run_request(deps, request_id, job_try), timeout=bound)
     except Defer as d:
@@ -58,13 +60,16 @@ async def provision(ctx: dict[str, Any], request_id: str) -> None:
         log.exception("workflow_crashed")
         raise Retry(defer=min(300.0, random.uniform(1, 2 ** min(job_try, 8)))) from e
     finally:
+        deps.metrics.in_flight.dec()
         structlog.contextvars.clear_contextvars()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     """Build the worker's resources once."""
     settings: Settings = ctx["settings"]
+    metrics: WorkerMetrics = ctx["metrics"]
     tokens = await TokenProvider.create(settings)
+    tokens.on_acquire = metrics.token_acquired
     session = new_session(settings)
     cipher = CredentialCipher(settings.encryption_keys) if settings.encryption_keys else None
     store = Store(
@@ -81,7 +86,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = Deps(
         settings=settings,
         store=store,
-        graph=GraphClient(session, settings.graph_url, tokens),
+        graph=GraphClient(session, settings.graph_url, tokens, observe=metrics.graph_call),
         throttle=Throttle(
             ctx["redis"],
             settings.queue_name,
@@ -91,6 +96,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             coordinate=settings.throttle_coordination,
         ),
         stopping=ctx.get("stopping", lambda: False),
+        metrics=metrics,
     )
     log.info("worker_started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
 
@@ -118,7 +124,9 @@ def health_key(settings: Settings, worker_name: str | None = None) -> str:
     return f"{settings.queue_name}:health-check:{worker_name or settings.worker_name}"
 
 
-def build_worker(settings: Settings, **overrides: Any) -> Worker:
+def build_worker(
+    settings: Settings, metrics: WorkerMetrics | None = None, **overrides: Any
+) -> Worker:
     """An arq Worker for the settings (``overrides`` for tests: burst, poll_delay, ...)."""
     options: dict[str, Any] = {
         "functions": [
@@ -145,7 +153,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "max_tries": MAX_TRIES,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings},
+        "ctx": {"settings": settings, "metrics": metrics or WorkerMetrics()},
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
         "allow_abort_jobs": True,
@@ -179,7 +187,9 @@ def run_worker(settings: Settings) -> None:
     """Run a worker until SIGINT/SIGTERM (the running steps finish first, bounded)."""
     configure_logging(settings)
     settings.require_tenant()
-    worker = build_worker(settings)
+    metrics = WorkerMetrics()
+    metrics.serve(settings.worker_metrics_port)
+    worker = build_worker(settings, metrics)
     worker.run()
 
 

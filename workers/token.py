@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msal
@@ -47,6 +48,7 @@ class TokenProvider:
         self._scopes = [scope]
         self._lock = threading.Lock()
         self.acquisitions = 0  # tokens fetched from the network, for metrics and tests
+        self.on_acquire: Callable[[], None] | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> TokenProvider:
@@ -95,6 +97,8 @@ class TokenProvider:
             )
         if cached.get("token_source") == "identity_provider":
             self.acquisitions += 1
+            if self.on_acquire is not None:
+                self.on_acquire()
         return str(cached["access_token"])
 
     async def token(self) -> str:

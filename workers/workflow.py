@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +33,7 @@ from service.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step
 from service.store import Store
 from workers.calls import Ambiguous, CallRunner, Defer, monotonic_ms
 from workers.graph import GraphClient, GraphResponse
+from workers.metrics import WorkerMetrics
 from workers.retry import CallKind
 from workers.throttle import Throttle
 
@@ -48,6 +49,7 @@ class Deps:
     graph: GraphClient
     throttle: Throttle
     stopping: Callable[[], bool] = lambda: False
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 @dataclass(slots=True)
@@ -66,7 +68,7 @@ class Run:
         self.deps = deps
         self.record = record
         self.sp = record.service_principal_id
-        self.calls = CallRunner(deps.settings, record, deps.throttle, deps.stopping)
+        self.calls = CallRunner(deps.settings, record, deps.throttle, deps.stopping, deps.metrics)
         self.graph = deps.graph
         self._steps: dict[Step, Callable[[], Awaitable[StepResult]]] = {
             Step.RESOLVE_TEMPLATE: self.resolve_template,
@@ -310,6 +312,8 @@ class Run:
             message=message,
         )
         self.record.add(entry)
+        if step is not None and began is not None:
+            self.deps.metrics.step(step.value, outcome.value, time.monotonic() - began)
         log.info(
             "workflow_step",
             step=step.value if step else None,
@@ -350,6 +354,9 @@ class Run:
         self.record.state = state
         self.record.updated_at = utcnow()
         await self.deps.store.save(self.record)
+        self.deps.metrics.finished(
+            state.value, self.record.error.code if self.record.error else None
+        )
         log.info(
             "workflow_finished", state=state.value, error=getattr(self.record.error, "code", None)
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,11 @@ def api_env(tmp_path: Path, fresh_sandbox: SandboxProcess) -> Iterator[dict[str,
     }
     api, base = start_api(env, tmp_path)
     worker = start_worker(env, tmp_path)
-    yield {"PROVISIONER_API_URL": base, "PROVISIONER_API_KEY": KEY}
+    yield {
+        "PROVISIONER_API_URL": base,
+        "PROVISIONER_API_KEY": KEY,
+        "WORKER_METRICS": f"http://127.0.0.1:{worker.metrics_port}/metrics",
+    }
     worker.stop()
     api.stop()
     redis.stop()
@@ -93,3 +98,21 @@ def test_bad_input_and_bad_key_are_clear_errors(api_env: dict[str, str]) -> None
     wrong_key = cli({**api_env, "PROVISIONER_API_KEY": "nope"}, "list")
     assert wrong_key.returncode == 2
     assert "401" in wrong_key.stderr
+
+
+def test_worker_and_api_metrics_count_the_work(api_env: dict[str, str]) -> None:
+    assert cli(api_env, "submit", "--sp", SALESFORCE, "--wait").returncode == 0
+    with urllib.request.urlopen(api_env["WORKER_METRICS"], timeout=5) as resp:  # noqa: S310
+        worker = resp.read().decode()
+    assert 'provisioner_requests_finished_total{code="",state="succeeded"} 1.0' in worker
+    assert 'provisioner_graph_calls_total{route="jobs.create",status="201"} 1.0' in worker
+    assert (
+        'provisioner_step_duration_seconds_count{outcome="succeeded",step="verify"} 1.0' in worker
+    )
+    assert "provisioner_token_acquisitions_total 1.0" in worker
+    api_url = api_env["PROVISIONER_API_URL"] + "/metrics"
+    with urllib.request.urlopen(api_url, timeout=5) as resp:  # noqa: S310
+        api = resp.read().decode()
+    assert 'provisioner_requests_accepted_total{source="api"} 1.0' in api
+    assert "provisioner_workers_alive 1.0" in api
+    assert "provisioner_queue_depth 0.0" in api

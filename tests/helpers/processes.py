@@ -24,6 +24,7 @@ class Child:
 
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
+        self.metrics_port = 0
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -84,4 +85,8 @@ def start_api(env: Mapping[str, str], log_dir: Path, name: str = "api") -> tuple
 
 
 def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") -> Child:
-    return Child(name, cli("worker"), env, log_dir)
+    """A ``provisioner worker``; its metrics listen on a free port (``child.metrics_port``)."""
+    env = {"PROVISIONER_WORKER_METRICS_PORT": str(free_port()), **env}
+    child = Child(name, cli("worker"), env, log_dir)
+    child.metrics_port = int(env["PROVISIONER_WORKER_METRICS_PORT"])
+    return child

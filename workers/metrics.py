@@ -1,0 +1,96 @@
+"""A worker's Prometheus metrics, served on its own port (``PROVISIONER_WORKER_METRICS_PORT``).
+
+The workflow reports through :class:`WorkerMetrics`' small methods and never sees
+prometheus-client; each worker process has its own registry and HTTP listener.
+"""
+
+from __future__ import annotations
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = structlog.get_logger("workers.metrics")
+
+
+class WorkerMetrics:
+    """Counters and histograms of one worker process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._finished = Counter(
+            "provisioner_requests_finished",
+            "Requests that reached a terminal state, by state and error code.",
+            ("state", "code"),
+            registry=r,
+        )
+        self._steps = Histogram(
+            "provisioner_step_duration_seconds",
+            "Duration of one run of a workflow step, by step and outcome.",
+            ("step", "outcome"),
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self._graph = Counter(
+            "provisioner_graph_calls",
+            "Graph calls by route and HTTP status (0: no answer).",
+            ("route", "status"),
+            registry=r,
+        )
+        self._retries = Counter(
+            "provisioner_graph_retries",
+            "Graph calls retried, by why (throttled, transient, consistency, ambiguous).",
+            ("disposition",),
+            registry=r,
+        )
+        self._throttle_waits = Counter(
+            "provisioner_throttle_waits", "Calls held by the tenant throttle.", registry=r
+        )
+        self._throttle_seconds = Counter(
+            "provisioner_throttle_wait_seconds",
+            "Seconds calls were held by the tenant throttle or Retry-After.",
+            registry=r,
+        )
+        self._tokens = Counter(
+            "provisioner_token_acquisitions",
+            "Access tokens fetched from Entra ID (not from msal's cache).",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "provisioner_workflows_in_flight", "Workflow runs executing now.", registry=r
+        )
+
+    def finished(self, state: str, code: str | None) -> None:
+        """A request ended."""
+        self._finished.labels(state=state, code=code or "").inc()
+
+    def step(self, step: str, outcome: str, seconds: float) -> None:
+        """A step run ended with an outcome."""
+        self._steps.labels(step=step, outcome=outcome).observe(seconds)
+
+    def graph_call(self, method: str, route: str, status: int) -> None:
+        """A Graph call was answered (status 0: it was not)."""
+        self._graph.labels(route=route or method, status=str(status)).inc()
+
+    def retry(self, disposition: str, wait_s: float) -> None:
+        """A failed call will be tried again after ``wait_s``."""
+        self._retries.labels(disposition=disposition).inc()
+        self._throttle_seconds.inc(wait_s if disposition == "throttled" else 0)
+
+    def throttle_wait(self, seconds: float) -> None:
+        """A call was held by the shared cool-down or rate limit."""
+        self._throttle_waits.inc()
+        self._throttle_seconds.inc(seconds)
+
+    def token_acquired(self) -> None:
+        """msal fetched a token from the network."""
+        self._tokens.inc()
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Expose the registry over HTTP (no-op for port 0; a busy port is logged, not fatal)."""
+        if port <= 0:
+            return
+        try:
+            start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            log.warning("metrics_port_unavailable", port=port, error=str(e))
