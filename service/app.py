@@ -23,6 +23,7 @@ from service.metrics import ApiMetrics, metrics_middleware
 from service.problems import problem_middleware
 from service.routes import METRICS, REDIS, SETTINGS, STORE, routes
 from service.store import Store
+from service.tracing import setup_tracing
 
 __all__ = ["METRICS", "REDIS", "SETTINGS", "STORE", "create_app", "redis_client", "run_api"]
 
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
 def run_api(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the API until SIGINT/SIGTERM, then finish in-flight requests and close Redis."""
     configure_logging(settings)
+    setup_tracing(settings, "provisioner-api", server=True)
     app = create_app(settings)
     log.info("api_starting", host=host, port=port, api_keys=len(settings.api_keys))
     web.run_app(

@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     reconcile_interval_s: int = Field(default=30, ge=5, le=3600)
     stuck_grace_s: float = Field(default=900.0, gt=0)
 
+    otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service.config import Settings
+from service.tracing import add_trace_ids
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -52,6 +53,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
     ]
     if isinstance(renderer, structlog.processors.JSONRenderer):
         shared.append(structlog.processors.dict_tracebacks)

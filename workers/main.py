@@ -25,6 +25,7 @@ from service.logs import configure_logging
 from service.queue import CALLBACK_FUNCTION, FUNCTION, job_deserializer, job_serializer
 from service.redis_conn import arq_redis_settings, redis_client
 from service.store import Store
+from service.tracing import setup_tracing, shutdown_tracing
 from workers.callbacks import deliver_callback
 from workers.calls import Defer
 from workers.graph import GraphClient, close_quietly, new_session
@@ -187,10 +188,14 @@ def run_worker(settings: Settings) -> None:
     """Run a worker until SIGINT/SIGTERM (the running steps finish first, bounded)."""
     configure_logging(settings)
     settings.require_tenant()
+    setup_tracing(settings, "provisioner-worker")
     metrics = WorkerMetrics()
     metrics.serve(settings.worker_metrics_port)
     worker = build_worker(settings, metrics)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        shutdown_tracing()
 
 
 async def check_health(settings: Settings, worker_name: str | None = None) -> int:

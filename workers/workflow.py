@@ -31,6 +31,7 @@ from service.errors import (
 )
 from service.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
 from service.store import Store
+from service.tracing import span
 from workers.calls import Ambiguous, CallRunner, Defer, monotonic_ms
 from workers.graph import GraphClient, GraphResponse
 from workers.metrics import WorkerMetrics
@@ -264,7 +265,8 @@ class Run:
             began = time.monotonic()
             try:
                 self.calls.checkpoint()
-                result = await self._steps[step]()
+                with span(f"step {step.value}", request_id=rec.id, attempt=rec.attempts):
+                    result = await self._steps[step]()
             except Defer as d:
                 last = rec.history[-1] if rec.history else None
                 if last is not None and last.step is step and last.outcome is Outcome.RETRYING:
