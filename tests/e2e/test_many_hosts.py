@@ -1,0 +1,111 @@
+"""Workers on separate machines share one queue and one tenant throttle through Redis.
+
+Two worker processes with different names (as on two hosts) and one API, on one Redis. The
+sandbox allows 25 calls per second; each worker alone would be allowed 20 by the shared token
+bucket, so only a bucket that is really shared keeps the pair under the sandbox's limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.config import hash_api_key
+from tests.helpers.processes import start_api, start_worker
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.sandbox import start_sandbox
+
+pytestmark = pytest.mark.e2e
+KEY = "pk_many-hosts-key-0123456789abcdef"
+N = 24
+
+
+def _finished(metrics_port: int) -> float:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("provisioner_requests_finished_total{")
+    )
+
+
+async def test_two_named_workers_share_queue_and_throttle(tmp_path: Path) -> None:
+    seed: dict[str, Any] = {
+        "tenantId": "1e0b8a52-2f6a-4d33-9b1e-5a4c3d2e1f99",
+        "applications": [
+            {
+                "clientId": "4d9e8f7a-6b5c-4d3e-2f1a-0b9c8d7e6f5b",
+                "clientSecret": "many-hosts-secret-Xy7",
+                "roles": ["Synchronization.ReadWrite.All"],
+            }
+        ],
+        "servicePrincipals": [],
+        "generate": {"count": N, "templates": [{"id": "scim", "default": True}]},
+    }
+    sandbox = await asyncio.to_thread(
+        start_sandbox,
+        tmp_path / "sandbox",
+        seed=seed,
+        faults={"rate_limit": 25, "rate_window_s": 1.0, "activation_delay_ms": 100},
+    )
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    env = {
+        **sandbox.env(),
+        "PROVISIONER_REDIS_URL": redis.url,
+        "PROVISIONER_API_KEYS": f"hosts:{hash_api_key(KEY)}",
+        "PROVISIONER_TENANT_RATE_LIMIT": "20",
+        "PROVISIONER_TENANT_RATE_BURST": "5",
+        "PROVISIONER_WORKER_CONCURRENCY": "6",
+        "PROVISIONER_VERIFY_SETTLE_S": "0.5",
+        "PROVISIONER_VERIFY_POLL_S": "0.2",
+    }
+    api, base = await asyncio.to_thread(start_api, env, tmp_path)
+    workers = [
+        start_worker({**env, "PROVISIONER_WORKER_NAME": f"host-{name}"}, tmp_path, f"worker-{name}")
+        for name in ("a", "b")
+    ]
+    try:
+        principals = [p["id"] for p in sandbox.principals()]
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
+            ids = []
+            for sp in principals:
+                async with session.post(
+                    f"{base}/v1/provisioning-requests", json={"servicePrincipalId": sp}
+                ) as resp:
+                    assert resp.status == 202
+                    ids.append((await resp.json())["id"])
+            deadline = time.monotonic() + 90
+            states: dict[str, str] = {}
+            while time.monotonic() < deadline and len(states) < N:
+                for rid in ids:
+                    async with session.get(f"{base}/v1/provisioning-requests/{rid}") as resp:
+                        record = await resp.json()
+                    if record["state"] in {"succeeded", "failed"}:
+                        states[rid] = record["state"]
+                await asyncio.sleep(0.5)
+        assert list(states.values()) == ["succeeded"] * N
+        per_worker = [await asyncio.to_thread(_finished, w.metrics_port) for w in workers]
+        assert sum(per_worker) == N
+        assert all(n > 0 for n in per_worker), per_worker  # both hosts took work
+        stats = sandbox.stats()
+        throttled = stats["faults"].get("rate_limited", 0)
+        assert throttled <= 0.02 * stats["total_calls"], (throttled, stats["total_calls"])
+        assert all(len(stats["jobs"][sp]) == 1 for sp in principals)
+        alive = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()  # noqa: S310
+        )
+        assert "provisioner_workers_alive 2.0" in alive
+    finally:
+        for child in [*workers, api]:
+            child.stop()
+        sandbox.stop()
+        redis.stop()
