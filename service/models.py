@@ -179,10 +179,11 @@ class ErrorInfo(_Wire):
 
 
 class CallbackAttempt(_Wire):
-    """One delivery attempt of the terminal-state callback to ``callbackUrl``."""
+    """One attempt to tell about the ended request: the callback or a ticket write-back."""
 
     at: datetime
     attempt: int
+    target: str = "callbackUrl"  # or the ticket system written back to: jira, servicenow
     status: int | None = None  # the receiver's HTTP status; None when it gave no answer
     error: str | None = None
     delivered: bool = False

@@ -17,6 +17,7 @@ from arq.jobs import serialize_job
 
 FUNCTION = "provision"
 CALLBACK_FUNCTION = "deliver_callback"
+WRITEBACK_FUNCTION = "write_back"
 JOB_EXPIRES_MS = 86_400_000  # arq's default: the queue entry's key outlives any sane backlog
 
 
@@ -47,7 +48,12 @@ def encoded_job(
     return job, now_ms
 
 
-def callback_job_id(request_id: str, history_length: int) -> str:
-    """The arq job id of the callback for one terminal transition of a request (a re-driven
-    request that ends again gets a new callback, a repeated save of the same end does not)."""
-    return f"callback:{request_id}:{history_length}"
+def notification_jobs(
+    request_id: str, history_length: int, *, callback: bool, writeback: bool
+) -> list[tuple[str, str]]:
+    """(function, job id) of the notifications due when a request ends: the callback to its
+    ``callbackUrl`` and the write-back to its ticket. The ids are per terminal transition: a
+    re-driven request that ends again notifies again, a repeated save of the same end does not."""
+    jobs = [(CALLBACK_FUNCTION, "callback")] if callback else []
+    jobs += [(WRITEBACK_FUNCTION, "writeback")] if writeback else []
+    return [(function, f"{kind}:{request_id}:{history_length}") for function, kind in jobs]

@@ -33,11 +33,10 @@ from service.crypto import CredentialCipher
 from service.errors import StoreUnavailable
 from service.models import Credential, Record, State
 from service.queue import (
-    CALLBACK_FUNCTION,
     JOB_EXPIRES_MS,
-    callback_job_id,
     encoded_job,
     job_key,
+    notification_jobs,
 )
 
 T = TypeVar("T")
@@ -163,11 +162,11 @@ class Store:
         raw = await guarded(lambda: self.redis.get(self.record_key(request_id)))
         return None if raw is None else Record.from_json(raw)
 
-    async def save(self, record: Record, *, callback: bool = True) -> None:
+    async def save(self, record: Record, *, notify: bool = True) -> None:
         """Write a record back (the worker is its only writer while it runs). A terminal state
         releases the in-flight claim so a new request for the same app can start, and queues
-        the callback to ``callbackUrl`` in the same transaction (unless ``callback=False``:
-        the callback job itself saving its delivery attempts)."""
+        the notifications (callback, ticket write-back) in the same transaction, unless
+        ``notify=False``: a notification job saving its own delivery attempts."""
 
         async def run() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -175,10 +174,16 @@ class Store:
                 if record.state.terminal:
                     pipe.eval(_RELEASE, 1, self._inflight_key(record), record.id)
                     pipe.delete(self._creds_key(record.id), self._cancel_key(record.id))
-                    if record.callback_url and callback:
-                        # Queued with the terminal state itself: a crash cannot lose it.
-                        job_id = callback_job_id(record.id, len(record.history))
-                        job, now_ms = encoded_job(record.id, function=CALLBACK_FUNCTION)
+                    # Queued with the terminal state itself: a crash cannot lose them.
+                    for function, job_id in notification_jobs(
+                        record.id,
+                        len(record.history),
+                        callback=notify and bool(record.callback_url),
+                        writeback=notify
+                        and record.caller.startswith("webhook:")
+                        and bool(record.external_reference),
+                    ):
+                        job, now_ms = encoded_job(record.id, function=function)
                         pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS, nx=True)
                         pipe.zadd(self.queue_name, {job_id: now_ms}, nx=True)
                 await pipe.execute()

@@ -37,15 +37,60 @@ def payload(record: Record) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
-async def deliver_callback(ctx: dict[str, Any], request_id: str) -> None:
-    """arq job: one delivery attempt; re-queued with the next delay until delivered or 24 h."""
+def past_window(record: Record, delay_s: float, window_s: float) -> bool:
+    """True when a retry ``delay_s`` from now falls outside the window after the request ended."""
+    ended_at = record.history[-1].at if record.history else record.updated_at
+    return utcnow() + timedelta(seconds=delay_s) > ended_at + timedelta(seconds=window_s)
+
+
+async def deliver(
+    ctx: dict[str, Any], record: Record, target: str, method: str, url: str, **options: Any
+) -> None:
+    """One delivery attempt of a notification about ``record``: recorded in its ``callbacks``;
+    on failure re-queued (arq ``Retry``) on :data:`SCHEDULE_S` until the window closes."""
     deps: Deps = ctx["deps"]
     session: aiohttp.ClientSession = ctx["callback_session"]
+    attempt = int(ctx.get("job_try", 1))
+    result = CallbackAttempt(at=utcnow(), attempt=attempt, target=target)
+    try:
+        async with session.request(
+            method,
+            url,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=deps.settings.callback_timeout_s),
+            **options,
+        ) as resp:
+            result.status = resp.status
+            result.delivered = 200 <= resp.status < 300
+            result.error = None if result.delivered else f"HTTP {resp.status}"
+    except (aiohttp.ClientError, TimeoutError) as e:
+        result.error = type(e).__name__
+    record.callbacks.append(result)
+    log.info(
+        "notification_attempt",
+        provisioning_request_id=record.id,
+        target=target,
+        attempt=attempt,
+        status=result.status,
+        delivered=result.delivered,
+        error=result.error,
+    )
+    delay = SCHEDULE_S[min(attempt - 1, len(SCHEDULE_S) - 1)]
+    retry = not result.delivered and not past_window(record, delay, deps.settings.callback_window_s)
+    if not result.delivered and not retry:
+        result.error = f"{result.error}; gave up after {attempt} attempts"
+        log.warning("notification_abandoned", provisioning_request_id=record.id, target=target)
+    await deps.store.save(record, notify=False)
+    if retry:
+        raise Retry(defer=delay)
+
+
+async def deliver_callback(ctx: dict[str, Any], request_id: str) -> None:
+    """arq job: POST the ended request to its ``callbackUrl``, signed for its caller."""
+    deps: Deps = ctx["deps"]
     record = await deps.store.get(request_id)
     if record is None or not record.callback_url or not record.state.terminal:
         return
-    attempt = int(ctx.get("job_try", 1))
-    ended_at = record.history[-1].at if record.history else record.updated_at
     body = payload(record)
     msg_id = f"msg_{record.id}_{len(record.history)}"
     secret = deps.settings.callback_secret(record.caller)
@@ -54,40 +99,6 @@ async def deliver_callback(ctx: dict[str, Any], request_id: str) -> None:
         "User-Agent": "entra-provisioner",
         **signing.headers(secret, msg_id, int(time.time()), body),
     }
-    result = CallbackAttempt(at=utcnow(), attempt=attempt)
-    try:
-        async with session.post(
-            record.callback_url,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=deps.settings.callback_timeout_s),
-        ) as resp:
-            result.status = resp.status
-            result.delivered = 200 <= resp.status < 300
-            if not result.delivered:
-                result.error = f"HTTP {resp.status}"
-    except (aiohttp.ClientError, TimeoutError) as e:
-        result.error = type(e).__name__
-    record.callbacks.append(result)
-    log.info(
-        "callback_attempt",
-        provisioning_request_id=record.id,
-        attempt=attempt,
-        status=result.status,
-        delivered=result.delivered,
-        error=result.error,
+    await deliver(
+        ctx, record, "callbackUrl", "POST", record.callback_url, data=body, headers=headers
     )
-    if result.delivered:
-        await deps.store.save(record, callback=False)
-        return
-    delay = SCHEDULE_S[min(attempt - 1, len(SCHEDULE_S) - 1)]
-    if utcnow() + timedelta(seconds=delay) > ended_at + timedelta(
-        seconds=deps.settings.callback_window_s
-    ):
-        result.error = f"{result.error}; gave up after {attempt} attempts"
-        await deps.store.save(record, callback=False)
-        log.warning("callback_abandoned", provisioning_request_id=record.id, attempts=attempt)
-        return
-    await deps.store.save(record, callback=False)
-    raise Retry(defer=delay)

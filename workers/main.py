@@ -9,7 +9,9 @@ run is bounded below arq's job timeout so a slow run is re-queued instead of fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from typing import Any
 
 import aiohttp
@@ -17,12 +19,21 @@ import structlog
 from arq import Retry
 from arq.cron import cron
 from arq.worker import Worker, func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.config import Settings
 from service.crypto import CredentialCipher
 from service.errors import StoreUnavailable
 from service.logs import configure_logging
-from service.queue import CALLBACK_FUNCTION, FUNCTION, job_deserializer, job_serializer
+from service.queue import (
+    CALLBACK_FUNCTION,
+    FUNCTION,
+    WRITEBACK_FUNCTION,
+    job_deserializer,
+    job_serializer,
+)
 from service.redis_conn import arq_redis_settings, redis_client
 from service.store import Store
 from service.tracing import setup_tracing, shutdown_tracing
@@ -35,6 +46,7 @@ from workers.throttle import Throttle
 from workers.tls import ssl_context
 from workers.token import TokenProvider
 from workers.workflow import Deps, run_request
+from workers.writeback import load_writeback, write_back
 
 log = structlog.get_logger("workers.main")
 MAX_TRIES = 1_000_000  # never the reason a request fails: its retry budget is
@@ -44,7 +56,7 @@ async def provision(ctx: dict[str, Any], request_id: str) -> None:
     """arq job: run or resume one request's workflow."""
     deps: Deps = ctx["deps"]
     job_try = int(ctx.get("job_try", 1))
-    bound = max(1.0, deps.settings.step_timeout_s - 5)
+    bound = run_bound_s(deps.settings)
     deps.metrics.in_flight.inc()
     try:
         await asyncio.wait_for(run_request(deps, request_id, job_try), timeout=bound)
@@ -120,6 +132,19 @@ async def reconcile(ctx: dict[str, Any]) -> None:
         )
 
 
+def run_bound_s(settings: Settings) -> float:
+    """How long one run may take before it is stopped and re-queued: below arq's job timeout
+    (``step_timeout_s``) by a margin that leaves time to record the outcome (5 s, or a quarter
+    of a short timeout: 4.5 s of a 6 s one, not the 1 s a flat 5 s margin would leave)."""
+    return settings.step_timeout_s - min(5.0, settings.step_timeout_s / 4)
+
+
+def recovery_bound_s(settings: Settings) -> float:
+    """Seconds after a SIGKILLed worker started a job until arq lets another worker re-run it:
+    arq's in-progress key lives the longest function timeout + 10 s and is never refreshed."""
+    return max(settings.step_timeout_s, settings.callback_timeout_s + 5) + 10
+
+
 def health_key(settings: Settings, worker_name: str | None = None) -> str:
     """The arq health-check key of one worker (``*`` for all), refreshed while it lives."""
     return f"{settings.queue_name}:health-check:{worker_name or settings.worker_name}"
@@ -139,6 +164,13 @@ def build_worker(
                 keep_result=0,
             ),
             func(
+                write_back,
+                name=WRITEBACK_FUNCTION,
+                max_tries=MAX_TRIES,
+                timeout=settings.callback_timeout_s + 5,
+                keep_result=0,
+            ),
+            func(
                 deliver_callback,
                 name=CALLBACK_FUNCTION,
                 max_tries=MAX_TRIES,
@@ -154,7 +186,11 @@ def build_worker(
         "max_tries": MAX_TRIES,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings, "metrics": metrics or WorkerMetrics()},
+        "ctx": {
+            "settings": settings,
+            "metrics": metrics or WorkerMetrics(),
+            "writeback": load_writeback(settings.writeback_file),
+        },
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
         "allow_abort_jobs": True,
@@ -184,16 +220,71 @@ def build_worker(
     return worker
 
 
+#: What a lost Redis looks like to arq's main loop (BusyLoadingError while an AOF loads, and
+#: ReadOnlyError from a demoted master after a failover, are ConnectionError / ResponseError).
+REDIS_LOST = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError, TimeoutError)
+RECONNECT_BACKOFF_S = (0.5, 5.0)  # first and longest wait between two worker builds
+
+
+async def supervise(settings: Settings, metrics: WorkerMetrics | None = None) -> None:
+    """Run arq workers until SIGINT/SIGTERM; rebuild one after it lost Redis.
+
+    arq's worker ends (or hangs) when its Redis connection drops (python-arq #435, #498). Here
+    the failed worker's runs are cancelled (their jobs stay queued: arq re-runs them once their
+    in-progress keys expire, see :func:`recovery_bound_s`), its resources closed, and a new
+    worker built after a backoff (0.5 s doubling to 5 s; arq's own connect retries add up to
+    30 s per build), for as long as it takes. A signal during the wait ends the loop."""
+    metrics = metrics or WorkerMetrics()
+    stop = asyncio.Event()
+    first, longest = RECONNECT_BACKOFF_S
+    delay = first
+    while not stop.is_set():
+        worker = build_worker(settings, metrics)  # installs arq's signal handlers on this loop
+        worker.on_stop = lambda _signum: stop.set()
+        worker.main_task = asyncio.ensure_future(worker.main())
+        started = time.monotonic()
+        try:
+            await worker.main_task
+        except asyncio.CancelledError:
+            stop.set()  # arq's signal handler cancelled main after the runs finished
+        except REDIS_LOST as e:
+            log.warning("redis_lost", error=f"{type(e).__name__}: {e}", retry_in_s=delay)
+            await _abandon(worker)
+            if time.monotonic() - started > 60:
+                delay = first  # it ran fine for a while: this is a new outage
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(longest, delay * 2)
+            continue
+        with contextlib.suppress(*REDIS_LOST):
+            await worker.close()
+        break
+
+
+async def _abandon(worker: Worker) -> None:
+    """Cancel a worker's runs and close what it opened, without Redis."""
+    tasks = [t for t in worker.tasks.values() if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
+    with contextlib.suppress(Exception):
+        await shutdown(worker.ctx)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(worker.pool.close(close_connection_pool=True), timeout=2)
+
+
 def run_worker(settings: Settings) -> None:
-    """Run a worker until SIGINT/SIGTERM (the running steps finish first, bounded)."""
+    """Run a worker until SIGINT/SIGTERM (the running steps finish first, bounded), coming
+    back by itself after Redis was unreachable (see :func:`supervise`)."""
     configure_logging(settings)
     settings.require_tenant()
     setup_tracing(settings, "provisioner-worker")
     metrics = WorkerMetrics()
     metrics.serve(settings.worker_metrics_port)
-    worker = build_worker(settings, metrics)
+    log.info("worker_bounds", run_s=run_bound_s(settings), recovery_s=recovery_bound_s(settings))
     try:
-        worker.run()
+        asyncio.run(supervise(settings, metrics))
     finally:
         shutdown_tracing()
 

@@ -69,6 +69,7 @@ class Harness:
         start: bool = True,
         callback_url: str | None = None,
         caller: str = "",
+        external_reference: str | None = None,
     ) -> Record:
         record = Record(
             id=uuid.uuid4().hex,
@@ -79,6 +80,7 @@ class Harness:
             start=start,
             callback_url=callback_url,
             caller=caller,
+            external_reference=external_reference,
         )
         creds = (
             [Credential(key=k, value=v) for k, v in credentials.items()]  # type: ignore[arg-type]
