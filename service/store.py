@@ -33,6 +33,7 @@ from service.crypto import CredentialCipher
 from service.errors import StoreUnavailable
 from service.models import Credential, Record, State
 from service.queue import (
+    FUNCTION,
     JOB_EXPIRES_MS,
     encoded_job,
     job_key,
@@ -137,13 +138,27 @@ class Store:
                     if creds_token is not None:
                         pipe.set(self._creds_key(record.id), creds_token, ex=self.record_ttl_s)
                     self._write(pipe, record)
-                    job, now_ms = encoded_job(record.id)
-                    pipe.psetex(job_key(record.id), JOB_EXPIRES_MS, job)
-                    pipe.zadd(self.queue_name, {record.id: now_ms})
+                    self._queue_job(pipe, record.id)
                     await pipe.execute()
                     return record, True
                 except WatchError:
                     continue
+
+    def _queue_job(
+        self,
+        pipe: Any,
+        request_id: str,
+        *,
+        function: str = FUNCTION,
+        job_id: str | None = None,
+        defer_ms: int = 0,
+    ) -> None:
+        """Add an arq job to a transaction, as arq's enqueue_job writes it (the key holding
+        the job, then its queue entry), unless a job with that id is already there."""
+        job, now_ms = encoded_job(request_id, function=function)
+        job_id = job_id or request_id
+        pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS + defer_ms, nx=True)
+        pipe.zadd(self.queue_name, {job_id: now_ms + defer_ms}, nx=True)
 
     def _write(self, pipe: Any, record: Record) -> None:
         score = record.created_at.timestamp() * 1000
@@ -183,9 +198,7 @@ class Store:
                         and record.caller.startswith("webhook:")
                         and bool(record.external_reference),
                     ):
-                        job, now_ms = encoded_job(record.id, function=function)
-                        pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS, nx=True)
-                        pipe.zadd(self.queue_name, {job_id: now_ms}, nx=True)
+                        self._queue_job(pipe, record.id, function=function, job_id=job_id)
                 await pipe.execute()
 
         await guarded(run)
@@ -213,9 +226,7 @@ class Store:
                         pipe.set(inflight, record.id, ex=self.record_ttl_s)
                         self._write(pipe, record)
                         if not job_exists:
-                            job, now_ms = encoded_job(record.id)
-                            pipe.psetex(job_key(record.id), JOB_EXPIRES_MS, job)
-                            pipe.zadd(self.queue_name, {record.id: now_ms})
+                            self._queue_job(pipe, record.id)
                         await pipe.execute()
                         return record, True
                     except WatchError:
@@ -233,10 +244,8 @@ class Store:
                 if await pipe.exists(key):
                     await pipe.reset()  # type: ignore[no-untyped-call]
                     return False
-                job, now_ms = encoded_job(request_id)
                 pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.psetex(key, JOB_EXPIRES_MS + defer_ms, job)
-                pipe.zadd(self.queue_name, {request_id: now_ms + defer_ms})
+                self._queue_job(pipe, request_id, defer_ms=defer_ms)
                 try:
                     await pipe.execute()
                 except WatchError:
