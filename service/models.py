@@ -189,6 +189,9 @@ class CallbackAttempt(_Wire):
     delivered: bool = False
 
 
+_INTERNAL = frozenset({"retry_until", "lag_since", "create_sent_at"})  # the worker's bookkeeping
+
+
 class Record(_Wire):
     """A provisioning request as stored in Redis and returned by the API."""
 
@@ -210,6 +213,7 @@ class Record(_Wire):
     updated_at: datetime = Field(default_factory=utcnow)
     retry_until: datetime | None = None
     lag_since: datetime | None = None
+    create_sent_at: datetime | None = None  # a create POST whose answer is not recorded yet
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
     callbacks: list[CallbackAttempt] = Field(default_factory=list)
@@ -225,7 +229,7 @@ class Record(_Wire):
 
     def public(self) -> dict[str, Any]:
         """The record as the API returns it (camelCase, JSON types, no internal fields)."""
-        return self.model_dump(by_alias=True, mode="json", exclude={"retry_until", "lag_since"})
+        return self.model_dump(by_alias=True, mode="json", exclude=_INTERNAL)
 
     def to_json(self) -> str:
         """Serialise for Redis."""

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -74,7 +75,7 @@ class GraphClient:
         route: str = "",
     ) -> GraphResponse:
         """One call; ``url`` is a path under the Graph base URL or an absolute nextLink."""
-        full = url if url.startswith("https://") else f"{self._base}{url}"
+        full = url if url.startswith(("https://", "http://")) else f"{self._base}{url}"
         token = await self._tokens.token()
         try:
             return await self._send(method, full, token, client_request_id, json, route)
@@ -138,7 +139,8 @@ class GraphClient:
             body = last.body if isinstance(last.body, dict) else {}
             items.extend(v for v in body.get("value", []) if isinstance(v, dict))
             next_link = body.get("@odata.nextLink")
-            url = next_link if isinstance(next_link, str) and next_link else None
+            # An opaque URL, normally absolute; resolved against the base should one be relative.
+            url = urljoin(f"{self._base}/", next_link) if isinstance(next_link, str) else None
         assert last is not None
         return items, last
 

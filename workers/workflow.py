@@ -132,25 +132,36 @@ class Run:
         """Adopt the principal's job for the template, or create it; never POST twice blindly."""
         assert self.record.template_id is not None
         template = self.record.template_id
+        rec = self.record
+        settle = timedelta(seconds=self.deps.settings.create_settle_s)
         while True:
             existing, listed = await self._find_job()
             if existing is not None:
-                self.record.job_id = str(existing["id"])
+                rec.job_id, rec.create_sent_at = str(existing["id"]), None
                 return StepResult(Outcome.ADOPTED, listed, "adopted existing job")
+            if rec.create_sent_at is not None and utcnow() < rec.create_sent_at + settle:
+                # An earlier POST's outcome was never seen (lost answer, crash): give Graph's
+                # list time to show that job before making another.
+                left = (rec.create_sent_at + settle - utcnow()).total_seconds()
+                await self.calls.wait(min(2.0, max(0.1, left)), "earlier create not listed yet")
+                continue
+            rec.create_sent_at = utcnow()
+            await self.deps.store.save(rec)  # before the POST: a crash now is remembered
             try:
                 created = await self.calls.call(
                     Step.CREATE_JOB,
                     CallKind.CREATE,
                     lambda crid: self.graph.create_job(self.sp, template, crid),
                 )
-            except Ambiguous as e:
-                # The job may exist now: wait a moment for it to show in the list, then look.
-                await self.calls.wait(1.0, f"create outcome unknown: {e}")
-                continue
+            except Ambiguous:
+                continue  # list again, under the settle rule above
+            except GraphError:
+                rec.create_sent_at = None  # a clear refusal: nothing was made
+                raise
             body = created.body if isinstance(created.body, dict) else {}
             if not body.get("id"):
                 continue  # an answer without the job: list again rather than guess
-            self.record.job_id = str(body["id"])
+            rec.job_id, rec.create_sent_at = str(body["id"]), None
             return StepResult(response=created, message="created job")
 
     async def save_secrets(self) -> StepResult:

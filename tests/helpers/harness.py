@@ -29,6 +29,7 @@ FAST = {
     "verify_poll_s": 0.05,
     "verify_timeout_s": 5.0,
     "verify_settle_s": 2.0,
+    "create_settle_s": 1.0,
     "consistency_budget_s": 6.0,
     "retry_budget_s": 60.0,
     "step_timeout_s": 20,
