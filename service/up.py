@@ -223,8 +223,12 @@ def _banner(base: str, api_key: str, sandbox: Mapping[str, Any] | None) -> None:
         f"       -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\",
         f"       -d '{body}'",
         "",
-        "  Then follow the Location header it returns (same Authorization header).",
-        "  Ctrl-C stops everything.",
+        "  Then follow the Location header it returns (same Authorization header),",
+        "  or use the command-line client:",
+        f"  export PROVISIONER_API_URL={base} PROVISIONER_API_KEY={api_key}",
+        f"  provisioner submit --sp {sp or '<id>'} --wait",
+        "",
+        f"  Status page: {base}/ui    Ctrl-C stops everything.",
         "",
     ]
     print("\n".join(lines), flush=True)
