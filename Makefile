@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test chaos lint typecheck check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev
 	@scripts/ensure-redis-server $(BIN)/python
 	$(BIN)/python -m pytest -q
+
+# The fault-injection tests alone (they are part of `make test` too; docs/reliability.md).
+chaos: $(VENV)/.installed-dev
+	@scripts/ensure-redis-server $(BIN)/python
+	$(BIN)/python -m pytest -q -m chaos
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check service workers sandbox tests benchmarks

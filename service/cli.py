@@ -3,7 +3,7 @@
 ::
 
     provisioner api [--host H] [--port P]    the intake API
-    provisioner worker [--check]             an arq worker (--check: exit 0 if one is alive)
+    provisioner worker [--check [--name N]]  an arq worker (--check: exit 0 if one (N) is alive)
     provisioner sandbox [options]            the local Graph + Entra simulator
     provisioner up [--port P]                everything locally, on the sandbox without a tenant
     provisioner keys new NAME                a new API key and its PROVISIONER_API_KEYS entry
@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run an arq worker")
     worker.add_argument(
         "--check", action="store_true", help="exit 0 when a worker on this queue is alive"
+    )
+    worker.add_argument(
+        "--name",
+        help="with --check: only this worker (its PROVISIONER_WORKER_NAME) counts",
     )
 
     sub.add_parser("sandbox", help="run the Graph + Entra simulator", add_help=False)
@@ -107,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     # The worker lives in workers/, which imports service/ and never the reverse.
     worker_main = importlib.import_module("workers.main")
     if args.check:
-        return int(asyncio.run(worker_main.check_health(settings)))
+        return int(asyncio.run(worker_main.check_health(settings, args.name)))
     worker_main.run_worker(settings)
     return 0
 

@@ -20,7 +20,9 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
+from service.policy import load_access_policy
 from service.redis_conn import SCHEMES, SENTINEL_SCHEMES, parse_sentinel_url
+from service.webhook_sources import load_webhook_sources
 
 ENV_PREFIX = "PROVISIONER_"
 _MICROSOFT_AUTHORITY_HOSTS = frozenset(
@@ -71,6 +73,16 @@ def _parse_api_keys(raw: object) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+def read_api_keys_file(path: Path) -> tuple[ApiKey, ...]:
+    """``NAME:sha256hex`` lines of an API keys file (``#`` comments and blank lines ignored)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read {str(path)!r}: {type(e).__name__}") from None
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return _parse_api_keys(",".join(line for line in lines if line))
+
+
 def _split_list(raw: object) -> tuple[str, ...]:
     if isinstance(raw, tuple | list):
         return tuple(str(v) for v in raw)
@@ -116,9 +128,28 @@ class Settings(BaseSettings):
     encryption_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias="PROVISIONER_ENCRYPTION_KEY"
     )
+    api_keys_file: Path | None = None
+    api_keys_reload_s: float = Field(default=5.0, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     record_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
+
+    # Entra ID access tokens as callers (on when ENTRA_AUDIENCE is set).
+    entra_audience: str | None = None
+    entra_tenant_id: str | None = None
+    entra_authority_host: str | None = None
+    entra_leeway_s: float = Field(default=60.0, ge=0, le=300)
+    jwks_refresh_s: float = Field(default=60.0, ge=0)
+
+    # Authorization, limits, webhooks, SSRF.
+    access_policy_file: Path | None = None
+    intake_rate_limit: int = Field(default=0, ge=0)
+    intake_rate_window_s: float = Field(default=60.0, gt=0)
+    max_queue_depth: int = Field(default=0, ge=0)
+    webhooks_file: Path | None = None
+    webhook_dedupe_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    webhook_tolerance_s: int = Field(default=300, ge=1, le=3600)
+    callback_allowlist: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Workers.
     worker_concurrency: int = Field(default=50, ge=1, le=10_000)
@@ -132,10 +163,12 @@ class Settings(BaseSettings):
     retry_budget_s: float = Field(default=900.0, gt=0)
     consistency_budget_s: float = Field(default=300.0, gt=0)
     verify_timeout_s: float = Field(default=120.0, gt=0)
+    create_settle_s: float = Field(default=10.0, ge=0)
     verify_poll_s: float = Field(default=2.0, gt=0)
     verify_settle_s: float = Field(default=15.0, ge=0)
 
     callback_secrets: Annotated[tuple[NamedSecret, ...], NoDecode] = ()
+    writeback_file: Path | None = None
     callback_window_s: float = Field(default=24 * 3600, gt=0)
     callback_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -181,10 +214,36 @@ class Settings(BaseSettings):
         """The Standard Webhooks secret (``whsec_...``) for signing a caller's callbacks."""
         return next((p.value for p in self.callback_secrets if p.name == caller), None)
 
-    @field_validator("encryption_keys", mode="before")
+    @field_validator("encryption_keys", "callback_allowlist", mode="before")
     @classmethod
-    def _encryption_keys(cls, raw: object) -> tuple[str, ...]:
+    def _lists(cls, raw: object) -> tuple[str, ...]:
         return _split_list(raw)
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _api_keys_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_api_keys_file(value)
+        return value
+
+    @field_validator("access_policy_file")
+    @classmethod
+    def _access_policy_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_access_policy(value)
+        return value
+
+    @field_validator("webhooks_file")
+    @classmethod
+    def _webhooks_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_webhook_sources(value)
+        return value
+
+    @field_validator("entra_authority_host")
+    @classmethod
+    def _entra_authority_host(cls, value: str | None) -> str | None:
+        return None if value is None else _https_url(value, "the Entra authority host")
 
     @field_validator("authority_host")
     @classmethod
@@ -209,7 +268,7 @@ class Settings(BaseSettings):
             parse_sentinel_url(value)
         return value
 
-    @field_validator("ca_bundle", "client_certificate_path")
+    @field_validator("ca_bundle", "client_certificate_path", "writeback_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -223,6 +282,22 @@ class Settings(BaseSettings):
                 "set PROVISIONER_CLIENT_SECRET or PROVISIONER_CLIENT_CERTIFICATE_PATH, not both"
             )
         return self
+
+    @model_validator(mode="after")
+    def _entra_tenant(self) -> Settings:
+        if self.entra_audience and not (self.entra_tenant_id or self.tenant_id):
+            raise ValueError(
+                "PROVISIONER_ENTRA_AUDIENCE needs PROVISIONER_ENTRA_TENANT_ID or "
+                "PROVISIONER_TENANT_ID (the tenant whose tokens are accepted)"
+            )
+        return self
+
+    @property
+    def entra_discovery_url(self) -> str:
+        """The OIDC discovery document of the tenant whose tokens callers present."""
+        host = self.entra_authority_host or self.authority_host
+        tenant = self.entra_tenant_id or self.tenant_id
+        return f"{host}/{tenant}/v2.0/.well-known/openid-configuration"
 
     @property
     def tenant_configured(self) -> bool:

@@ -229,7 +229,7 @@ class Record(_Wire):
 
     def public(self) -> dict[str, Any]:
         """The record as the API returns it (camelCase, JSON types, no internal fields)."""
-        return self.model_dump(by_alias=True, mode="json", exclude=_INTERNAL)
+        return self.model_dump(by_alias=True, mode="json", exclude=set(_INTERNAL))
 
     def to_json(self) -> str:
         """Serialise for Redis."""

@@ -26,14 +26,16 @@ _STATUS_TEXT = {
     200: "OK",
     202: "Accepted",
     400: "Malformed JSON or header",
-    401: "Missing or invalid API key",
+    401: "Missing or invalid API key or Entra ID token",
+    403: "The caller's access policy does not allow this",
     404: "Unknown id (or another caller's)",
     409: "Conflict with the request's state",
     413: "Body larger than the server accepts (64 KiB by default)",
     415: "Body is not application/json",
     422: "Validation error; `errors` names each field",
+    429: "Too many requests from this caller; retry after Retry-After seconds",
     500: "Unexpected server error (quote the X-Request-Id)",
-    503: "Redis unreachable; retry after Retry-After seconds",
+    503: "Redis unreachable or the queue is full; retry after Retry-After seconds",
 }
 
 _PROBLEM: dict[str, Any] = {
@@ -137,7 +139,7 @@ def _responses(
                 "application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}
             },
         }
-        if status == 503 and retry_after:
+        if status in (429, 503) and retry_after:
             entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
         if status == 401:
             entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
@@ -164,9 +166,63 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_WEBHOOK_DESCRIPTION = (
+    "A ticketing system's delivery, authenticated by the source's kind instead of the bearer "
+    "scheme: `jira` by `X-Hub-Signature: sha256=<hex HMAC of the body>`, `standard` by the "
+    "Standard Webhooks headers (5-minute tolerance), `servicenow` by those headers or a bearer "
+    "token of an allowed caller. The payload is mapped to a provisioning request by the source's "
+    "configured mapping (see docs/webhooks.md). 202 with the new request; a redelivery (same "
+    "delivery id) answers the first response and enqueues nothing; 200 while a request for the "
+    "same app is in flight. Unknown source: 404; bad signature or stale timestamp: 401."
+)
+
+
+def _webhook_path(public: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": "receiveWebhook",
+            "summary": "Accept a provisioning request from a ticketing system",
+            "description": _WEBHOOK_DESCRIPTION,
+            "security": public,
+            "parameters": [
+                {
+                    "name": "source",
+                    "in": "path",
+                    "required": True,
+                    "description": "A configured webhook source (PROVISIONER_WEBHOOKS_FILE).",
+                    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
+                },
+                _header("X-Hub-Signature", "`sha256=<hex>` (jira)."),
+                _header("X-Atlassian-Webhook-Identifier", "Delivery id (jira)."),
+                _header("webhook-id", "Delivery id (standard, servicenow)."),
+                _header("webhook-timestamp", "Unix seconds (standard, servicenow)."),
+                _header("webhook-signature", "`v1,<base64>` entries (standard, servicenow)."),
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": _responses(
+                {202: _record_response(location=True), 200: _record_response(location=True)},
+                [400, 401, 403, 404, 409, 413, 422, 429, 503],
+            ),
+        }
+    }
+
+
 def _paths() -> dict[str, Any]:
     public: list[dict[str, Any]] = []
-    action_problems = [401, 404, 409, 503]
+    action_problems = [401, 403, 404, 409, 503]
     return {
         BASE: {
             "post": {
@@ -177,7 +233,12 @@ def _paths() -> dict[str, Any]:
                     "the same (servicePrincipalId, templateId) is queued or running. With "
                     "`Idempotency-Key`, the same key and body replay the first response, another "
                     "body gives 422 and a still-running first request 409. A request for the same "
-                    "app that is in flight for another caller also gives 409."
+                    "app that is in flight for another caller also gives 409. 403 when the "
+                    "caller's access policy does not allow writes, this service principal or "
+                    "template; "
+                    "429 past the caller's rate limit and 503 when the queue is full (both with "
+                    "Retry-After). A `callbackUrl` must be https and must not resolve to a "
+                    "loopback, private, link-local or metadata address (422)."
                 ),
                 "parameters": [
                     {
@@ -191,7 +252,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": _json_content("ProvisionRequest")},
                 "responses": _responses(
                     {202: _record_response(location=True), 200: _record_response(location=True)},
-                    [400, 401, 404, 409, 413, 415, 422, 503],
+                    [400, 401, 403, 404, 409, 413, 415, 422, 429, 503],
                 ),
             },
             "get": {
@@ -216,7 +277,7 @@ def _paths() -> dict[str, Any]:
                     ),
                 ],
                 "responses": _responses(
-                    {200: {"content": _json_content("RecordPage")}}, [401, 422, 503]
+                    {200: {"content": _json_content("RecordPage")}}, [401, 403, 422, 503]
                 ),
             },
         },
@@ -225,7 +286,7 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getProvisioningRequest",
                 "summary": "One of the caller's requests",
                 "parameters": [_ID_PARAM],
-                "responses": _responses({200: _record_response()}, [401, 404, 503]),
+                "responses": _responses({200: _record_response()}, [401, 403, 404, 503]),
             }
         },
         BASE + "/{id}/cancel": {
@@ -255,6 +316,7 @@ def _paths() -> dict[str, Any]:
                 ),
             }
         },
+        "/v1/webhooks/{source}": _webhook_path(public),
         "/healthz": {
             "get": {
                 "operationId": "healthz",
@@ -317,7 +379,11 @@ def _build() -> str:
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key."}
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key, or an Entra ID access token for this API.",
+                }
             },
         },
     }
@@ -375,7 +441,10 @@ def _schema_md(name: str, schema: dict[str, Any]) -> list[str]:
 
 
 def _operation_md(method: str, path: str, op: dict[str, Any]) -> list[str]:
-    auth = "public" if op.get("security") == [] else "bearer API key"
+    if op.get("security") == []:
+        auth = "signed, no bearer token" if "webhook" in op["operationId"].lower() else "public"
+    else:
+        auth = "bearer API key or Entra ID token"
     lines = [f"## {method.upper()} {path}", "", f"{op['summary']} ({auth}).", ""]
     if op.get("description"):
         lines += [op["description"], ""]

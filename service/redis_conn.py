@@ -3,7 +3,10 @@
 Accepted forms::
 
     redis://[:password@]host:6379/0           plain TCP
-    rediss://[:password@]host:6380/0          TLS (managed Redis)
+    rediss://[:password@]host:6380/0          TLS (managed Redis); options in the query:
+        ?ssl_ca_certs=/etc/ssl/redis-ca.pem   a private CA (default: the system's CAs)
+        &ssl_check_hostname=true              also match the certificate to the host name
+        &ssl_certfile=...&ssl_keyfile=...     a client certificate (mutual TLS)
     unix:///run/redis.sock?db=0               a local socket
     redis+sentinel://[:password@]s1:26379,s2:26379/mymaster/0
     rediss+sentinel://...                     Sentinel, TLS to the master
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
@@ -23,6 +26,9 @@ from redis.asyncio.sentinel import Sentinel
 
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 SCHEMES = frozenset({"redis", "rediss", "unix"}) | SENTINEL_SCHEMES
+#: rediss:// query options passed on to the TLS connection (redis-py's names).
+TLS_QUERY_OPTIONS = frozenset({"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,18 @@ def arq_redis_settings(url: str) -> RedisSettings:
             conn_retries=30,
         )
     settings = RedisSettings.from_dsn(url)
+    # arq's from_dsn neither unquotes credentials nor reads TLS options from the query string,
+    # which redis-py (the API) does: apply them so both clients read one URL alike.
+    parts = urlsplit(url)
+    if parts.username:
+        settings.username = unquote(parts.username)
+    if parts.password:
+        settings.password = unquote(parts.password)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    for name in TLS_QUERY_OPTIONS & query.keys():
+        setattr(settings, name, query[name])
+    if "ssl_check_hostname" in query:
+        settings.ssl_check_hostname = query["ssl_check_hostname"].lower() in _TRUE
     # Keep trying for ~30 s at start-up (a worker started just before Redis comes up).
     settings.conn_retries = 30
     return settings

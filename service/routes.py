@@ -19,18 +19,24 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from service.auth import CALLER
+from service.auth import CALLER, TOKEN_ROLES
 from service.config import Settings
 from service.metrics import ApiMetrics, metrics_response
 from service.models import HistoryEntry, Outcome, ProvisionRequest, Record, State, utcnow
 from service.openapi import build_openapi
+from service.policy import AccessPolicy, Permission
 from service.problems import FieldError, Problem, validation_problem
+from service.ratelimit import IntakeLimits
+from service.ssrf import CallbackAllowlist, check_callback_url
 from service.store import IdempotencyEntry, Store, fingerprint
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 REDIS: web.AppKey[Redis] = web.AppKey("redis", Redis)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics", ApiMetrics)
+POLICY: web.AppKey[AccessPolicy] = web.AppKey("access_policy", AccessPolicy)
+LIMITS: web.AppKey[IntakeLimits] = web.AppKey("intake_limits", IntakeLimits)
+ALLOWLIST: web.AppKey[CallbackAllowlist] = web.AppKey("callback_allowlist", CallbackAllowlist)
 
 BASE = "/v1/provisioning-requests"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -65,7 +71,41 @@ def _conflict(detail: str) -> Problem:
     return Problem(409, "Conflict", detail)
 
 
-async def _own_record(request: web.Request) -> Record:
+def _forbidden(detail: str) -> Problem:
+    return Problem(403, "Forbidden", detail)
+
+
+def require(request: web.Request, permission: Permission) -> None:
+    """403 unless the caller's policy (and token roles) grant ``permission``."""
+    granted = request.app[POLICY].permissions(request[CALLER], request.get(TOKEN_ROLES))
+    if permission not in granted:
+        raise _forbidden(f"This caller lacks the {permission.value!r} permission.")
+
+
+async def enforce_intake_limits(request: web.Request, caller: str) -> None:
+    """429 + Retry-After past the caller's rate; 503 + Retry-After when the queue is full."""
+    limits = request.app[LIMITS]
+    decision = await limits.take(caller)
+    if not decision.allowed:
+        raise Problem(
+            429,
+            "Too Many Requests",
+            "This caller has sent too many provisioning requests; retry after Retry-After seconds.",
+            slug="rate-limited",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+    if await limits.queue_full():
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "The provisioning queue is full; retry after Retry-After seconds.",
+            slug="queue-full",
+            headers={"Retry-After": "30"},
+        )
+
+
+async def _own_record(request: web.Request, permission: Permission) -> Record:
+    require(request, permission)
     request_id = request.match_info["id"]
     if not _REQUEST_ID.match(request_id):
         raise _not_found()
@@ -111,7 +151,7 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-async def _replay(request: web.Request, entry: IdempotencyEntry, body_fp: str) -> web.Response:
+async def replay(request: web.Request, entry: IdempotencyEntry, body_fp: str) -> web.Response:
     if entry.fingerprint != body_fp:
         raise Problem(
             422,
@@ -148,19 +188,47 @@ def _new_record(body: ProvisionRequest, caller: str) -> Record:
     )
 
 
+async def authorize_body(request: web.Request, body: ProvisionRequest, caller: str) -> None:
+    """403 when the caller may not provision this principal/template; 422 for an unsafe
+    ``callbackUrl`` (SSRF). Runs before anything is stored, so before any Graph call."""
+    reason = request.app[POLICY].target_allowed(caller, body.service_principal_id, body.template_id)
+    if reason is not None:
+        raise _forbidden(reason[0].upper() + reason[1:] + ".")
+    if body.callback_url is not None:
+        why = await check_callback_url(body.callback_url, request.app[ALLOWLIST])
+        if why is not None:
+            raise _invalid("callbackUrl", why)
+
+
 @routes.post(BASE)
 async def create_request(request: web.Request) -> web.Response:
     """Accept a provisioning request: 202 when queued, 200 with the in-flight one for the app."""
-    body = await _parse_body(request)
-    key = _idempotency_key(request)
+    require(request, Permission.WRITE)
     caller = request[CALLER]
+    await enforce_intake_limits(request, caller)
+    body = await _parse_body(request)
+    await authorize_body(request, body, caller)
+    key = _idempotency_key(request)
+    return await submit(request, body, caller, key, source="api")
+
+
+async def submit(
+    request: web.Request,
+    body: ProvisionRequest,
+    caller: str,
+    key: str | None,
+    *,
+    source: str,
+    ttl_s: int | None = None,
+) -> web.Response:
+    """Store and enqueue an authorized request (shared by the API and the webhooks)."""
     store = request.app[STORE]
-    settings = request.app[SETTINGS]
+    key_ttl_s = ttl_s or request.app[SETTINGS].idempotency_ttl_s
     body_fp = fingerprint(body.fingerprint_payload())
     if key is not None:
-        entry = await store.claim_idempotency_key(caller, key, body_fp, settings.idempotency_ttl_s)
+        entry = await store.claim_idempotency_key(caller, key, body_fp, key_ttl_s)
         if entry is not None:
-            return await _replay(request, entry, body_fp)
+            return await replay(request, entry, body_fp)
     try:
         record, created = await store.accept(_new_record(body, caller), body.credentials)
     except Exception:
@@ -180,11 +248,9 @@ async def create_request(request: web.Request) -> web.Response:
     status = 202 if created else 200
     metrics = request.app[METRICS]
     counter = metrics.requests_accepted if created else metrics.requests_deduplicated
-    counter.labels(source="api").inc()
+    counter.labels(source=source).inc()
     if key is not None:
-        await store.complete_idempotency_key(
-            caller, key, body_fp, status, record.id, settings.idempotency_ttl_s
-        )
+        await store.complete_idempotency_key(caller, key, body_fp, status, record.id, key_ttl_s)
     return _json(record.public(), status, f"{BASE}/{record.id}")
 
 
@@ -192,7 +258,7 @@ async def create_request(request: web.Request) -> web.Response:
 @routes.get(BASE + "/{id}")
 async def get_request(request: web.Request) -> web.Response:
     """One of the caller's records."""
-    record = await _own_record(request)
+    record = await _own_record(request, Permission.READ)
     return _json(record.public())
 
 
@@ -225,6 +291,7 @@ def _list_params(request: web.Request) -> tuple[State | None, str | None, str | 
 @routes.get(BASE)
 async def list_requests(request: web.Request) -> web.Response:
     """A page of the caller's records, newest first, with the cursor of the next page."""
+    require(request, Permission.READ)
     state, principal, cursor, limit = _list_params(request)
     try:
         records, next_cursor = await request.app[STORE].list(
@@ -243,7 +310,7 @@ async def list_requests(request: web.Request) -> web.Response:
 @routes.post(BASE + "/{id}/cancel")
 async def cancel_request(request: web.Request) -> web.Response:
     """Cancel a queued request at once, or a running one at its next step boundary."""
-    record = await _own_record(request)
+    record = await _own_record(request, Permission.WRITE)
     store = request.app[STORE]
     if record.state is State.CANCELLED:
         return _json(record.public())
@@ -264,7 +331,7 @@ async def cancel_request(request: web.Request) -> web.Response:
 @routes.post(BASE + "/{id}/retry")
 async def retry_request(request: web.Request) -> web.Response:
     """Re-drive a failed request from its last completed step."""
-    record = await _own_record(request)
+    record = await _own_record(request, Permission.WRITE)
     store = request.app[STORE]
     if record.state in {State.QUEUED, State.RUNNING}:
         return _json(record.public())

@@ -37,6 +37,8 @@ def make_settings(redis_url: str, *, encryption: bool = True, **overrides: Any) 
     overrides.setdefault(
         "api_keys", f"alpha:{hash_api_key(API_KEY)},beta:{hash_api_key(OTHER_KEY)}"
     )
+    # portal.example does not resolve: allow-list it past the callbackUrl SSRF check.
+    overrides.setdefault("callback_allowlist", "portal.example")
     if encryption:
         # The field's env alias; ``encryption_keys=`` would be silently ignored.
         overrides["PROVISIONER_ENCRYPTION_KEY"] = ENCRYPTION_KEY

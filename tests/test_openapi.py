@@ -32,7 +32,7 @@ def test_document_has_openapi_31_shape() -> None:
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "An API key.",
+        "description": "An API key, or an Entra ID access token for this API.",
     }
     assert doc["security"] == [{"bearerAuth": []}]
     op_ids = []

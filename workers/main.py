@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
 import time
 from typing import Any
 
@@ -35,6 +36,7 @@ from service.queue import (
     job_serializer,
 )
 from service.redis_conn import arq_redis_settings, redis_client
+from service.ssrf import CallbackAllowlist, SafeResolver
 from service.store import Store
 from service.tracing import setup_tracing, shutdown_tracing
 from workers.callbacks import deliver_callback
@@ -93,7 +95,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx["session"] = session
     ctx["callback_session"] = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle)), trust_env=True
+        connector=aiohttp.TCPConnector(
+            ssl=ssl_context(settings.ca_bundle),
+            # SSRF: refuse internal addresses at connect time too (DNS rebinding).
+            resolver=SafeResolver(CallbackAllowlist(settings.callback_allowlist)),
+        ),
+        trust_env=True,
     )
     ctx["tokens"] = tokens
     ctx["deps"] = Deps(
@@ -263,11 +270,14 @@ async def supervise(settings: Settings, metrics: WorkerMetrics | None = None) ->
 
 async def _abandon(worker: Worker) -> None:
     """Cancel a worker's runs and close what it opened, without Redis."""
-    tasks = [t for t in worker.tasks.values() if not t.done()]
+    tasks = list(worker.tasks.values())
     for task in tasks:
         task.cancel()
     if tasks:
         await asyncio.wait(tasks, timeout=5)
+    for task in tasks:  # their errors are the lost connection, already logged
+        if task.done() and not task.cancelled():
+            task.exception()
     with contextlib.suppress(Exception):
         await shutdown(worker.ctx)
     with contextlib.suppress(Exception):
@@ -292,14 +302,24 @@ def run_worker(settings: Settings) -> None:
 async def check_health(settings: Settings, worker_name: str | None = None) -> int:
     """0 when the named worker (or, without a name, any worker on the queue) refreshed its
     health key within the last health-check interval; else 1. Prints each live worker."""
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        pattern = health_key(settings, worker_name or "*")
-        keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
-        for key in sorted(keys):
+        if worker_name:  # exact key: a name is not a glob pattern
+            keys = [health_key(settings, worker_name).encode()]
+        else:
+            pattern = health_key(settings, "*")
+            keys = sorted([k async for k in redis.scan_iter(match=pattern, count=1000)])
+        alive = 0
+        for key in keys:
             info = await redis.get(key)
-            name = key.decode().rsplit(":", 1)[-1]
-            print(f"{name}: {info.decode() if info else 'gone'}")
-        return 0 if keys else 1
+            name = key.decode().removeprefix(f"{settings.queue_name}:health-check:")
+            print(f"{name}: {info.decode() if info else 'no heartbeat (dead or never started)'}")
+            alive += info is not None
+        if not keys:
+            print(f"no worker on queue {settings.queue_name!r} sent a heartbeat")
+        return 0 if alive else 1
+    except REDIS_LOST as e:
+        print(f"redis unreachable: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     finally:
         await redis.aclose()

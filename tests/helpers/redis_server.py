@@ -29,12 +29,26 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server on loopback; ``appendonly`` gives the shipped durability settings."""
+    """One redis-server on loopback; ``appendonly`` turns on AOF with ``appendfsync always``.
 
-    def __init__(self, workdir: Path, *, port: int | None = None, appendonly: bool = False) -> None:
+    ``config_file`` (e.g. deploy/redis.conf) is read first; port, bind, dir and the log file are
+    then overridden on the command line, and so are ``save``/``appendonly`` unless the file is
+    given (then the file's persistence settings are the ones under test)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = False,
+        config_file: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.config_file = config_file
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -43,23 +57,23 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
-        args = [
-            redis_server_binary(),
+        args = [redis_server_binary()]
+        if self.config_file is not None:
+            args.append(str(self.config_file))  # must come first; the flags below override it
+        args += [
             "--port",
             str(self.port),
             "--bind",
             "127.0.0.1",
             "--dir",
             str(self.workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--appendfsync",
-            "always",
             "--logfile",
             str(self.workdir / "redis.log"),
         ]
+        if self.config_file is None:
+            args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no"]
+            args += ["--appendfsync", "always"]
+        args += list(self.extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
