@@ -276,6 +276,17 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _callback_fits_the_step_timeout(self) -> Settings:
+        # arq keeps a killed worker's job for its longest function timeout + 10 s: a callback
+        # timeout beyond the step timeout would lengthen every recovery after a SIGKILL.
+        if self.callback_timeout_s + 5 > self.step_timeout_s:
+            raise ValueError(
+                "PROVISIONER_CALLBACK_TIMEOUT_S: must be at least 5 s below "
+                f"PROVISIONER_STEP_TIMEOUT_S ({self.step_timeout_s} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_credential(self) -> Settings:
         if self.client_secret is not None and self.client_certificate_path is not None:
             raise ValueError(

@@ -149,7 +149,7 @@ def run_bound_s(settings: Settings) -> float:
 def recovery_bound_s(settings: Settings) -> float:
     """Seconds after a SIGKILLed worker started a job until arq lets another worker re-run it:
     arq's in-progress key lives the longest function timeout + 10 s and is never refreshed."""
-    return max(settings.step_timeout_s, settings.callback_timeout_s + 5) + 10
+    return settings.step_timeout_s + 10  # the settings keep callbacks within the step timeout
 
 
 def health_key(settings: Settings, worker_name: str | None = None) -> str:

@@ -5,8 +5,9 @@ Each pass looks at every ``queued`` and ``running`` record:
 - one with no arq job (its queue entry was lost: a Redis failover that dropped recent writes,
   a job key deleted by hand, a crash between two writes) is enqueued again. The job id is the
   request id, so this can never create a second job for a request that still has one;
-- one past its deadline (its retry budget plus ``PROVISIONER_STUCK_GRACE_S``) is failed with
-  ``RequestStuck`` so that the caller hears about it instead of waiting for ever.
+- one that started and is past its deadline (its retry budget plus ``PROVISIONER_STUCK_GRACE_S``)
+  is failed with ``RequestStuck`` so that the caller hears about it instead of waiting for
+  ever. A request that never started is backlog, not stuck: it only needs a live job.
 
 The cron job is ``unique``: with many workers, one of them runs each pass.
 """
@@ -47,10 +48,9 @@ async def reconcile_once(store: Store, settings: Settings) -> Pass:
             record = await store.get(request_id)
             if record is None or record.state.terminal:
                 continue
-            budget_end = record.retry_until or (
-                record.created_at + timedelta(seconds=settings.retry_budget_s)
-            )
-            if now > budget_end + grace:
+            # Only a request that has started has a budget: one still waiting in a backlog is
+            # not stuck, it is queued (and re-enqueued below if its job was lost).
+            if record.retry_until is not None and now > record.retry_until + grace:
                 record.state = State.FAILED
                 record.error = ErrorInfo(
                     code="RequestStuck",

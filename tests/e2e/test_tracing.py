@@ -62,7 +62,12 @@ async def test_spans_and_trace_ids(tmp_path: Path, fresh_sandbox: SandboxProcess
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    api, base = await asyncio.to_thread(start_api, env, tmp_path)
+    try:
+        api, base = await asyncio.to_thread(start_api, env, tmp_path)
+    except RuntimeError:
+        redis.stop()
+        await runner.cleanup()
+        raise
     worker = start_worker(env, tmp_path)
     try:
         headers = {"Authorization": f"Bearer {KEY}"}

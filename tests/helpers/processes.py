@@ -80,7 +80,11 @@ def start_api(env: Mapping[str, str], log_dir: Path, name: str = "api") -> tuple
     port = free_port()
     child = Child(name, cli("api", "--host", "127.0.0.1", "--port", str(port)), env, log_dir)
     base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/healthz", child)
+    try:
+        wait_http(f"{base}/healthz", child)
+    except RuntimeError:
+        child.stop()
+        raise
     return child, base
 
 
