@@ -9,6 +9,7 @@ from it. The Graph client gets an ``ssl.SSLContext`` with the same trust.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 import tempfile
@@ -28,16 +29,20 @@ def _base_bundle() -> Path:
 
 
 def combined_bundle(extra: Path | None) -> str:
-    """A PEM file trusting the usual CAs and, when given, the extra bundle (written once)."""
+    """A PEM file trusting the usual CAs and, when given, the extra bundle. It is named after
+    its content, so every process with the same trust shares one file instead of adding its own."""
     base = _base_bundle()
     if extra is None:
         return str(base)
-    fd, path = tempfile.mkstemp(prefix="provisioner-ca-", suffix=".pem")
-    with os.fdopen(fd, "wb") as out:
-        out.write(base.read_bytes())
-        out.write(b"\n")
-        out.write(extra.read_bytes())
-    return path
+    content = base.read_bytes() + b"\n" + extra.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()[:20]
+    path = Path(tempfile.gettempdir()) / f"provisioner-ca-{digest}.pem"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix="provisioner-ca-", suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
+    return str(path)
 
 
 class PinnedVerifySession(requests.Session):
