@@ -7,6 +7,8 @@ dropping the old one once no queued request still uses it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -21,11 +23,17 @@ class CredentialCipher:
     def __init__(self, keys: tuple[str, ...]) -> None:
         try:
             self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+            self._mac_key = hashlib.sha256(b"provisioner-fingerprint:" + keys[0].encode()).digest()
         except (ValueError, TypeError) as e:
             raise ConfigError(
                 "PROVISIONER_ENCRYPTION_KEY: each key must be 32 url-safe base64-encoded bytes "
                 "(make one with `provisioner keys encryption`)"
             ) from e
+
+    def mac(self, data: bytes) -> str:
+        """A keyed hash (HMAC-SHA256 under a key derived from the first encryption key): lets
+        a body holding secrets be compared later without storing anything guessable."""
+        return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
 
     def encrypt(self, credentials: list[Credential]) -> bytes:
         """Encrypt the pairs, values included, for storage."""

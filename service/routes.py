@@ -224,7 +224,7 @@ async def submit(
     """Store and enqueue an authorized request (shared by the API and the webhooks)."""
     store = request.app[STORE]
     key_ttl_s = ttl_s or request.app[SETTINGS].idempotency_ttl_s
-    body_fp = fingerprint(body.fingerprint_payload())
+    body_fp = fingerprint(body.fingerprint_payload(), store.cipher)
     if key is not None:
         entry = await store.claim_idempotency_key(caller, key, body_fp, key_ttl_s)
         if entry is not None:

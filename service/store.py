@@ -385,10 +385,14 @@ class Store:
         await guarded(self.redis.ping)
 
 
-def fingerprint(payload: dict[str, Any]) -> str:
-    """A stable hash of a request body (credential values included, never stored in clear)."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def fingerprint(payload: dict[str, Any], cipher: CredentialCipher | None = None) -> str:
+    """A stable hash of a request body. Credential values are part of it, so with a cipher it
+    is keyed (HMAC): a stored fingerprint cannot be brute-forced back to a weak secret. Without
+    one, bodies carrying credentials are refused anyway."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    if cipher is not None:
+        return cipher.mac(canonical)
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _encode_cursor(score: float, request_id: str) -> str:
