@@ -1,0 +1,108 @@
+"""A Jira ticket end to end: a signed issue-created webhook starts provisioning, and when the
+request ends the issue gets a comment (separate processes: API, worker, sandbox, fake Jira)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from service.config import hash_api_key
+from tests.helpers.processes import start_api, start_worker
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.sandbox import SandboxProcess
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+WEBHOOK_SECRET = "jira-webhook-secret-for-e2e-0123"
+JIRA_TOKEN = "jira-api-token-for-e2e-4567"
+KEY = "pk_ticket-flow-reader-key-89abcdef"
+
+
+async def test_jira_issue_to_started_job_to_comment(
+    tmp_path: Path, fresh_sandbox: SandboxProcess
+) -> None:
+    comments: list[dict[str, Any]] = []
+
+    async def comment(request: web.Request) -> web.Response:
+        comments.append({"path": request.path, "body": await request.json()})
+        return web.json_response({"id": "1"}, status=201)
+
+    jira = web.Application()
+    jira.router.add_post("/rest/api/3/issue/{key}/comment", comment)
+    runner = web.AppRunner(jira)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    jira_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    webhooks = tmp_path / "webhooks.yaml"
+    webhooks.write_text(
+        "sources:\n  jira:\n    kind: jira\n    secret_env: [E2E_JIRA_WEBHOOK_SECRET]\n"
+        "    mapping:\n      servicePrincipalId: /issue/fields/customfield_10050\n"
+        "      templateId: /issue/fields/customfield_10051/value\n"
+        "      externalReference: /issue/key\n"
+    )
+    writeback = tmp_path / "writeback.yaml"
+    writeback.write_text(
+        f"jira:\n  base_url: {jira_url}\n  email: bot@example.com\n"
+        "  api_token_env: E2E_JIRA_API_TOKEN\n"
+    )
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    env = {
+        **fresh_sandbox.env(),
+        "PROVISIONER_REDIS_URL": redis.url,
+        "PROVISIONER_API_KEYS": f"reader:{hash_api_key(KEY)}",
+        "PROVISIONER_WEBHOOKS_FILE": str(webhooks),
+        "PROVISIONER_WRITEBACK_FILE": str(writeback),
+        "E2E_JIRA_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "E2E_JIRA_API_TOKEN": JIRA_TOKEN,
+        "PROVISIONER_VERIFY_SETTLE_S": "1",
+    }
+    try:
+        api, base = await asyncio.to_thread(start_api, env, tmp_path)
+    except RuntimeError:
+        redis.stop()
+        await runner.cleanup()
+        raise
+    worker = start_worker(env, tmp_path)
+    try:
+        body = (EXAMPLES / "jira-issue-created.json").read_bytes()
+        issue_key = json.loads(body)["issue"]["key"]
+        signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Hub-Signature": f"sha256={signature}",
+            "X-Atlassian-Webhook-Identifier": "e2e-delivery-1",
+        }
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/v1/webhooks/jira", data=body, headers=headers) as r:
+                assert r.status == 202, await r.text()
+                request_id = (await r.json())["id"]
+            async with session.post(f"{base}/v1/webhooks/jira", data=body, headers=headers) as r:
+                assert (await r.json())["id"] == request_id  # a redelivery, nothing new
+            for _ in range(150):
+                if comments:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        worker.stop()
+        api.stop()
+        redis.stop()
+        await runner.cleanup()
+    [posted] = comments
+    assert posted["path"] == f"/rest/api/3/issue/{issue_key}/comment"
+    text = " ".join(c["text"] for p in posted["body"]["body"]["content"] for c in p["content"])
+    assert request_id in text
+    assert "succeeded" in text
+    stats = fresh_sandbox.stats()
+    [job] = stats["jobs"]["15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"]
+    assert stats["starts"][job["id"]] == 1
