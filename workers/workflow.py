@@ -167,6 +167,7 @@ async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
     structlog.contextvars.bind_contextvars(
         provisioning_request_id=record.id,
         service_principal_id=record.service_principal_id,
+        caller=record.caller,
         attempt=record.attempts,
         job_try=job_try,
     )
