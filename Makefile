@@ -22,6 +22,7 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev
 	@scripts/ensure-redis-server $(BIN)/python
+	@scripts/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 # The fault-injection tests alone (they are part of `make test` too; docs/reliability.md).
@@ -40,3 +41,33 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache
+
+# Benchmarks (docs/benchmarks.md): each target rewrites its own section and PNGs.
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+.PHONY: bench bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-profile
+
+bench: bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak
+
+bench-throttle: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.throttle $(BENCH_ARGS)
+
+bench-intake: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.intake $(BENCH_ARGS)
+
+bench-e2e: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.e2e $(BENCH_ARGS)
+
+bench-worker: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.worker_cost $(BENCH_ARGS)
+
+bench-scale: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.scaleout $(BENCH_ARGS)
+
+bench-soak: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.soak $(BENCH_ARGS)
+
+bench-profile: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.profile $(BENCH_ARGS)

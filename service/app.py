@@ -3,8 +3,9 @@
 State lives under :class:`web.AppKey`s (:data:`SETTINGS`, :data:`REDIS`, :data:`STORE`,
 :data:`METRICS`, the access policy, the intake limits, the webhook sources); the Redis client and
 the store are made by one ``cleanup_ctx`` at start-up and closed at shutdown. Middlewares,
-outermost first: request id + one log line, metrics, problem+json errors, authentication (API
-keys, then Entra ID tokens when ``PROVISIONER_ENTRA_AUDIENCE`` is set). With
+outermost first: request id + one log line, metrics, problem+json errors, the status page's
+HTML errors (``/ui`` only, service/ui.py), authentication (API keys, then Entra ID tokens when
+``PROVISIONER_ENTRA_AUDIENCE`` is set, then the status page's session cookie). With
 ``PROVISIONER_API_KEYS_FILE`` set, SIGHUP re-reads the keys file.
 """
 
@@ -34,6 +35,8 @@ from service.routes import ALLOWLIST, LIMITS, METRICS, POLICY, REDIS, SETTINGS, 
 from service.ssrf import CallbackAllowlist
 from service.store import Store
 from service.tracing import setup_tracing
+from service.ui import SessionAuthenticator, ui_middleware
+from service.ui import routes as ui_routes
 from service.webhook_sources import WebhookSources, load_webhook_sources
 from service.webhooks import AUTHENTICATORS, WEBHOOKS
 from service.webhooks import routes as webhook_routes
@@ -154,7 +157,8 @@ def create_app(settings: Settings) -> web.Application:
     assert isinstance(policy, AccessPolicy)
     assert isinstance(sources, WebhookSources)
     assert isinstance(ring, ApiKeyRing)
-    authenticators = build_authenticators(settings, policy, ring)
+    # The status page's session cookie (service/ui.py) is one more authenticator, on /ui only.
+    authenticators = (*build_authenticators(settings, policy, ring), SessionAuthenticator())
     metrics = ApiMetrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -162,6 +166,7 @@ def create_app(settings: Settings) -> web.Application:
             logging_middleware,
             metrics_middleware(metrics),
             problem_middleware,
+            ui_middleware,
             auth_middleware(authenticators),
         ],
     )
@@ -176,6 +181,7 @@ def create_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.append(_sighup_context(ring))
     app.add_routes(routes)
     app.add_routes(webhook_routes)
+    app.add_routes(ui_routes)
     return app
 
 

@@ -40,7 +40,8 @@ __all__ = [
     "bearer_token",
 ]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+#: ``/ui/login`` is the status page's key prompt (service/ui.py); it checks the key itself.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/ui/login"})
 #: Paths below this prefix authenticate themselves (signatures; see service/webhooks.py).
 SELF_AUTHENTICATED_PREFIX = "/v1/webhooks/"
 _MAX_TOKEN_CHARS = 8192
@@ -134,6 +135,10 @@ class ApiKeyAuthenticator:
         token = bearer_token(request)
         if token is None:
             return None
+        return self.caller_for_key(token)
+
+    def caller_for_key(self, token: str) -> str | None:
+        """The name of the API key ``token``, or None (also used by the status page's login)."""
         digest = hash_api_key(token).encode()
         caller: str | None = None
         # Compare against every entry, without stopping early, so timing reveals nothing.

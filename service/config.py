@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     record_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
+    #: The /ui session cookie is always ``Secure`` (behind a TLS-terminating proxy); else only
+    #: when the request came over https (service/ui.py).
+    ui_cookie_secure: bool = False
 
     # Entra ID access tokens as callers (on when ENTRA_AUDIENCE is set).
     entra_audience: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 
 from service.logs import route_template
 from service.models import State
+from service.queue import cooldown_key, health_key
 from service.store import Store
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -87,21 +89,73 @@ class ApiMetrics:
 
     async def refresh(self, store: Store) -> None:
         """Read the shared queue numbers from Redis (called on each scrape)."""
-        redis, prefix = store.redis, store.queue_name
-        self.queue_depth.set(await redis.zcard(prefix))
-        for state in (State.QUEUED, State.RUNNING):
-            self.requests_in_state.labels(state=state.value).set(
-                await redis.zcard(f"{prefix}:state:{state.value}")
-            )
-        oldest = await redis.zrange(f"{prefix}:state:{State.QUEUED.value}", 0, 0, withscores=True)
-        age = time.time() - oldest[0][1] / 1000 if oldest else 0.0
-        self.oldest_queued_age.set(max(0.0, age))
-        self.workers_alive.set(await _count(store, f"{prefix}:health-check:*"))
-        self.throttle_cooldowns.set(await _count(store, f"{prefix}:cooldown:*"))
+        counters = await queue_counters(store)
+        self.queue_depth.set(counters.queue_depth)
+        self.requests_in_state.labels(state=State.QUEUED.value).set(counters.queued)
+        self.requests_in_state.labels(state=State.RUNNING.value).set(counters.running)
+        self.oldest_queued_age.set(counters.oldest_queued_age_s)
+        self.workers_alive.set(counters.workers_alive)
+        self.throttle_cooldowns.set(counters.throttle_cooldowns)
 
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounters:
+    """The shared queue numbers, as read from Redis (``/metrics`` and the status page)."""
+
+    queue_depth: int
+    queued: int
+    running: int
+    oldest_queued_age_s: float
+    workers_alive: int
+    throttle_cooldowns: int
+    #: ``(tenant, seconds left)`` of each active cool-down, the longest first.
+    cooldowns: tuple[tuple[str, float], ...] = ()
+
+
+async def queue_counters(store: Store) -> QueueCounters:
+    """Queue depth (arq jobs, deferred ones included), requests queued and running, the age of
+    the oldest queued one, fresh worker health keys and active tenant throttle cool-downs."""
+    redis, prefix = store.redis, store.queue_name
+    oldest = await redis.zrange(f"{prefix}:state:{State.QUEUED.value}", 0, 0, withscores=True)
+    age = time.time() - oldest[0][1] / 1000 if oldest else 0.0
+    cooldowns = await throttle_cooldowns(store)
+    return QueueCounters(
+        queue_depth=await redis.zcard(prefix),
+        queued=await redis.zcard(f"{prefix}:state:{State.QUEUED.value}"),
+        running=await redis.zcard(f"{prefix}:state:{State.RUNNING.value}"),
+        oldest_queued_age_s=max(0.0, age),
+        workers_alive=await _count(store, health_key(prefix, "*")),
+        throttle_cooldowns=len(cooldowns),
+        cooldowns=cooldowns,
+    )
+
+
+async def throttle_cooldowns(store: Store) -> tuple[tuple[str, float], ...]:
+    """``(tenant, seconds left)`` of every tenant cool-down the workers honour now (a key with a
+    positive TTL, as ``workers.throttle.Throttle`` reads it), the longest first."""
+    pattern = cooldown_key(store.queue_name, "*")
+    prefix = pattern.removesuffix("*")
+    keys = [key async for key in store.redis.scan_iter(match=pattern, count=500)]
+    if not keys:
+        return ()
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.pttl(key)
+        ttls = await pipe.execute()
+    found = [
+        (_text(key).removeprefix(prefix), int(ms) / 1000)
+        for key, ms in zip(keys, ttls, strict=True)
+        if int(ms) > 0
+    ]
+    return tuple(sorted(found, key=lambda item: (-item[1], item[0])))
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode(errors="replace") if isinstance(key, bytes) else key
 
 
 async def _count(store: Store, pattern: str) -> int:

@@ -1,4 +1,5 @@
-"""The contract between the API and the workers: the arq job's name, id, key and JSON encoding.
+"""The contract between the API and the workers: the arq job's name, id, key and JSON encoding,
+and the names of the worker keys the API reads (health checks, tenant cool-downs).
 
 The API enqueues by function name and never imports ``workers``. Jobs are JSON, not arq's default
 pickle, so a value planted in Redis by someone who can write to it cannot run code in a worker.
@@ -32,6 +33,16 @@ def job_deserializer(raw: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("an arq job must be a JSON object")
     return value
+
+
+def health_key(queue_name: str, worker_name: str) -> str:
+    """The arq health-check key of a worker (``*``: a pattern for all), fresh while it lives."""
+    return f"{queue_name}:health-check:{worker_name}"
+
+
+def cooldown_key(queue_name: str, tenant: str) -> str:
+    """A tenant's throttle cool-down key (``*``: a pattern for all); its TTL is the cool-down."""
+    return f"{queue_name}:cooldown:{tenant}"
 
 
 def job_key(request_id: str) -> str:

@@ -89,15 +89,30 @@ class CallRunner:
         if time.monotonic() > self._run_ends:
             raise Defer(0, "run time slice used")
 
-    async def wait(self, seconds: float, reason: str) -> None:
-        """Sleep in-process when the run's budget allows, else end the run with :class:`Defer`."""
+    def _pacing_left_s(self) -> float:
+        """The longest tenant-throttle wait :meth:`wait` would still sleep in-process."""
+        if self._stopping():
+            return 0.0
+        left = min(self._settings.inprocess_wait_s, self._run_ends - time.monotonic())
+        return max(0.0, left)
+
+    async def wait(self, seconds: float, reason: str, *, pacing: bool = False) -> None:
+        """Sleep in-process when the run's budget allows, else end the run with :class:`Defer`.
+
+        Retry waits add up against ``inprocess_wait_s`` per run. ``pacing`` waits (the tenant
+        throttle's slot or cool-down, before a call) are each bounded by it but not summed: a
+        request needs several calls, and with many requests in line every call waits its turn,
+        so a summed budget would end every run after a call or two and the multi-call steps
+        (list then create, get then start) would never complete."""
+        spent = 0.0 if pacing else self._waited_s
         if (
-            self._waited_s + seconds > self._settings.inprocess_wait_s
+            spent + seconds > self._settings.inprocess_wait_s
             or time.monotonic() + seconds > self._run_ends
             or self._stopping()
         ):
             raise Defer(seconds, reason)
-        self._waited_s += seconds
+        if not pacing:
+            self._waited_s += seconds
         await asyncio.sleep(seconds)
 
     async def call(self, step: Step, kind: CallKind, fn: Callable[[str], Awaitable[T]]) -> T:
@@ -108,10 +123,13 @@ class CallRunner:
         :class:`RetryBudgetExhausted` when the request's budget is spent."""
         failures = 0
         while True:
-            hold = await self._throttle.delay_s()
-            if hold > 0:
+            cooling = True
+            while cooling:  # after a cool-down, take a bucket slot like everyone else
+                hold, cooling = await self._throttle.pace(max_wait_s=self._pacing_left_s())
+                if hold <= 0:
+                    break
                 self._metrics.throttle_wait(hold)
-                await self.wait(hold, "tenant throttle")
+                await self.wait(hold, "tenant throttle", pacing=True)
             try:
                 result = await fn(self.client_request_id(step))
             except (GraphError, GraphTransportError) as e:

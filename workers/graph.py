@@ -44,7 +44,11 @@ def new_session(settings: Settings) -> aiohttp.ClientSession:
         connect=settings.graph_connect_timeout_s,
         sock_read=settings.graph_timeout_s,
     )
-    connector = aiohttp.TCPConnector(ssl=ssl_context(settings.ca_bundle), limit=100)
+    # One connection per concurrent workflow (each makes one call at a time): a fixed pool of
+    # 100 made workflows beyond the 100th queue for a connection (benchmarks/worker_cost.py).
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context(settings.ca_bundle), limit=max(100, settings.worker_concurrency)
+    )
     return aiohttp.ClientSession(
         timeout=timeout, connector=connector, trust_env=True, raise_for_status=False
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import random
 import sys
 import time
@@ -35,6 +37,7 @@ from service.queue import (
     job_deserializer,
     job_serializer,
 )
+from service.queue import health_key as queue_health_key
 from service.redis_conn import arq_redis_settings, redis_client
 from service.ssrf import CallbackAllowlist, SafeResolver
 from service.store import Store
@@ -119,10 +122,36 @@ async def startup(ctx: dict[str, Any]) -> None:
         metrics=metrics,
     )
     log.info("worker_started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
+    probe_file = os.environ.get(LAG_PROBE_ENV)
+    if probe_file:
+        ctx["lag_probe"] = asyncio.create_task(_probe_loop_lag(probe_file))
+
+
+#: Benchmarks only (benchmarks/worker_cost.py): a file to which the worker appends, every second,
+#: how late a 50 ms ``asyncio.sleep`` woke up (event-loop lag, ms), one JSON list a line.
+LAG_PROBE_ENV = "PROVISIONER_BENCH_LOOP_LAG_FILE"
+
+
+async def _probe_loop_lag(path: str, interval_s: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    samples: list[float] = []
+    flushed = loop.time()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(interval_s)
+        now = loop.time()
+        samples.append(round((now - before - interval_s) * 1000, 2))
+        if now - flushed >= 1.0:
+            with open(path, "a") as f:  # noqa: ASYNC230 - a few bytes a second, benchmarks only
+                f.write(json.dumps(samples) + "\n")
+            samples, flushed = [], now
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Close what :func:`startup` opened."""
+    probe = ctx.pop("lag_probe", None)
+    if probe is not None:
+        probe.cancel()
     for name in ("session", "callback_session"):
         session = ctx.get(name)
         if session is not None:
@@ -154,7 +183,7 @@ def recovery_bound_s(settings: Settings) -> float:
 
 def health_key(settings: Settings, worker_name: str | None = None) -> str:
     """The arq health-check key of one worker (``*`` for all), refreshed while it lives."""
-    return f"{settings.queue_name}:health-check:{worker_name or settings.worker_name}"
+    return queue_health_key(settings.queue_name, worker_name or settings.worker_name)
 
 
 def build_worker(
@@ -312,7 +341,7 @@ async def check_health(settings: Settings, worker_name: str | None = None) -> in
         alive = 0
         for key in keys:
             info = await redis.get(key)
-            name = key.decode().removeprefix(f"{settings.queue_name}:health-check:")
+            name = key.decode().removeprefix(queue_health_key(settings.queue_name, ""))
             print(f"{name}: {info.decode() if info else 'no heartbeat (dead or never started)'}")
             alive += info is not None
         if not keys:

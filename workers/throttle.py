@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from service.queue import cooldown_key
 from service.store import guarded
 
 # Extends the cool-down to ARGV[1] ms unless it already lasts longer (PX GT needs Redis 7).
@@ -31,20 +32,25 @@ return 0
 """
 
 # Reserves one call: returns 0 when a token is free now, else the ms until the reserved one is.
-# The bucket may go negative: that is the queue of reservations already handed out.
+# The bucket may go negative: that is the queue of reservations already handed out. A caller
+# that cannot wait longer than ARGV[3] ms (-1: no bound) is told the wait as a negative number
+# and reserves nothing: a slot it would not use must not delay everyone behind it.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rate = tonumber(ARGV[1]) / 1000
 local burst = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + (now - ts) * rate) - 1
+local wait = 0
+if tokens < 0 then wait = math.ceil(-tokens / rate) end
+if max_wait >= 0 and wait > max_wait then return -wait end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
-if tokens >= 0 then return 0 end
-return math.ceil(-tokens / rate)
+return wait
 """
 
 
@@ -62,7 +68,7 @@ class Throttle:
         coordinate: bool = True,
     ) -> None:
         self._redis = redis
-        self._cooldown_key = f"{prefix}:cooldown:{tenant}"
+        self._cooldown_key = cooldown_key(prefix, tenant)
         self._bucket_key = f"{prefix}:ratelimit:{tenant}"
         self._rate = rate_per_s
         self._burst = burst
@@ -70,21 +76,36 @@ class Throttle:
         self.waits = 0  # how often a call had to wait, and for how long in total
         self.waited_s = 0.0
 
-    async def delay_s(self) -> float:
+    async def delay_s(self, max_wait_s: float | None = None) -> float:
         """Seconds to wait before the next call: the cool-down, else the reserved slot's delay."""
+        seconds, _ = await self.pace(max_wait_s)
+        return seconds
+
+    async def pace(self, max_wait_s: float | None = None) -> tuple[float, bool]:
+        """``(seconds, cooling)``: how long to wait before the next call, and whether that is
+        the tenant cool-down (then no slot is reserved: ask again after waiting it out, or
+        every caller held by it would call at the same instant) or a reserved bucket slot.
+
+        With ``max_wait_s``, a slot further away than that is not reserved (the caller will not
+        wait for it but end its run): the wait is still returned, so the caller can defer."""
         if not self._coordinate:
-            return 0.0
+            return 0.0, False
         cooldown_ms = int(await guarded(lambda: self._redis.pttl(self._cooldown_key)))
         if cooldown_ms > 0:
-            return self._count(cooldown_ms / 1000)
+            return self._count(cooldown_ms / 1000), True
         if self._rate <= 0:
-            return 0.0
+            return 0.0, False
         wait_ms = await guarded(
             lambda: self._redis.eval(  # type: ignore[arg-type,return-value]
-                _TAKE, 1, self._bucket_key, str(self._rate), str(self._burst)
+                _TAKE,
+                1,
+                self._bucket_key,
+                str(self._rate),
+                str(self._burst),
+                "-1" if max_wait_s is None else str(int(max_wait_s * 1000)),
             )
         )
-        return self._count(int(wait_ms) / 1000)
+        return self._count(abs(int(wait_ms)) / 1000), False
 
     def _count(self, seconds: float) -> float:
         if seconds > 0:

@@ -104,15 +104,24 @@ def test_worker_and_api_metrics_count_the_work(api_env: dict[str, str]) -> None:
     assert cli(api_env, "submit", "--sp", SALESFORCE, "--wait").returncode == 0
     with urllib.request.urlopen(api_env["WORKER_METRICS"], timeout=5) as resp:  # noqa: S310
         worker = resp.read().decode()
-    assert 'provisioner_requests_finished_total{code="",state="succeeded"} 1.0' in worker
-    assert 'provisioner_graph_calls_total{route="jobs.create",status="201"} 1.0' in worker
+    assert 'provisioner_requests_finished_total{code="",state="succeeded"} 1.0' in worker, _prov(
+        worker
+    )
+    assert 'provisioner_graph_calls_total{route="jobs.create",status="201"} 1.0' in worker, _prov(
+        worker
+    )
     assert (
         'provisioner_step_duration_seconds_count{outcome="succeeded",step="verify"} 1.0' in worker
     )
-    assert "provisioner_token_acquisitions_total 1.0" in worker
+    assert "provisioner_token_acquisitions_total 1.0" in worker, _prov(worker)
     api_url = api_env["PROVISIONER_API_URL"] + "/metrics"
     with urllib.request.urlopen(api_url, timeout=5) as resp:  # noqa: S310
         api = resp.read().decode()
-    assert 'provisioner_requests_accepted_total{source="api"} 1.0' in api
-    assert "provisioner_workers_alive 1.0" in api
-    assert "provisioner_queue_depth 0.0" in api
+    assert 'provisioner_requests_accepted_total{source="api"} 1.0' in api, _prov(api)
+    assert "provisioner_workers_alive 1.0" in api, _prov(api)
+    assert "provisioner_queue_depth 0.0" in api, _prov(api)
+
+
+def _prov(text: str) -> str:
+    """The service's own samples, for a readable failure."""
+    return "\n".join(line for line in text.splitlines() if line.startswith("provisioner_"))
