@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -101,21 +102,7 @@ async def test_service_runs_behind_sentinel(
     sandbox = sandboxes("sandbox")
     sp = sandbox.principals()[0]["id"]
     env = env_for(sandbox, url, "chaos-sentinel")
-    with processes(tmp_path) as procs:
-        async with Api.new_session() as session:
-            api = Api(session, procs.api(env))
-            procs.worker(env, "sentinel-worker")
-            rid = await api.submit(sp)
-            done = await api.terminal(rid, timeout_s=30)
-        check = subprocess.run(
-            cli("worker", "--check", "--name", "sentinel-worker"),
-            env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+    rid, done, check = await _provision_once(tmp_path, env, sp, "sentinel-worker")
     master_client = Redis.from_url(master.url)
     stored = await master_client.exists(f"chaos-sentinel:req:{rid}")
     await master_client.aclose()
@@ -153,14 +140,25 @@ async def test_service_runs_over_tls_with_a_private_ca(
     sandbox = sandboxes("sandbox")
     sp = sandbox.principals()[0]["id"]
     env = env_for(sandbox, url, "chaos-tls")
+    _, done, check = await _provision_once(tmp_path, env, sp, "tls-worker")
+    assert done["state"] == "succeeded", done
+    assert done["jobId"] == one_started_job(sandbox, sp)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def _provision_once(
+    tmp_path: Path, env: dict[str, str], sp: str, worker_name: str
+) -> tuple[str, dict[str, Any], subprocess.CompletedProcess[str]]:
+    """API + one named worker on ``env``'s Redis: one request to its end, then the worker's
+    ``--check`` while it still runs."""
     with processes(tmp_path) as procs:
         async with Api.new_session() as session:
             api = Api(session, procs.api(env))
-            procs.worker(env, "tls-worker")
+            procs.worker(env, worker_name)
             rid = await api.submit(sp)
             done = await api.terminal(rid, timeout_s=30)
         check = subprocess.run(
-            cli("worker", "--check", "--name", "tls-worker"),
+            cli("worker", "--check", "--name", worker_name),
             env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
             cwd=REPO_ROOT,
             capture_output=True,
@@ -168,6 +166,4 @@ async def test_service_runs_over_tls_with_a_private_ca(
             timeout=30,
             check=False,
         )
-    assert done["state"] == "succeeded", done
-    assert done["jobId"] == one_started_job(sandbox, sp)
-    assert check.returncode == 0, check.stdout + check.stderr
+    return rid, done, check
