@@ -16,6 +16,7 @@ from aiohttp import web
 from service import signing
 from service.models import State
 from tests.helpers.harness import GITHUB, SALESFORCE, Harness, worker_settings
+from tests.helpers.local_server import serving
 
 SECRET = "whsec_" + base64.b64encode(b"callback-secret-for-tests-0123456").decode()
 
@@ -42,16 +43,11 @@ async def receiver(tmp_path: Path) -> AsyncIterator[tuple[Receiver, Path]]:
     recv = Receiver([])
     app = web.Application()
     app.router.add_post("/hook", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    recv.url = f"https://127.0.0.1:{port}/hook"
     ca_file = tmp_path / "receiver-ca.pem"
     ca_file.write_bytes(ca.cert_pem.bytes())
-    yield recv, ca_file
-    await runner.cleanup()
+    async with serving(app, server_ctx) as base:
+        recv.url = f"{base}/hook"
+        yield recv, ca_file
 
 
 def _with_receiver(harness: Harness, redis_url: str, ca_file: Path, **extra: Any) -> None:

@@ -13,6 +13,7 @@ from aiohttp import web
 from service.errors import ConfigError
 from service.models import State
 from tests.helpers.harness import GITHUB, SALESFORCE, Harness, worker_settings
+from tests.helpers.local_server import serving
 from workers.writeback import load_writeback
 
 JIRA_TOKEN = "jira-api-token-for-tests-xyz"
@@ -44,13 +45,9 @@ async def tickets() -> AsyncIterator[TicketSystem]:
     system = TicketSystem()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", system.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    system.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    yield system
-    await runner.cleanup()
+    async with serving(app) as base:
+        system.base = base
+        yield system
 
 
 @pytest.fixture

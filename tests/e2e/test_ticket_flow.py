@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from service.config import hash_api_key
+from tests.helpers.local_server import serving
 from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess
@@ -26,9 +28,9 @@ JIRA_TOKEN = "jira-api-token-for-e2e-4567"
 KEY = "pk_ticket-flow-reader-key-89abcdef"
 
 
-async def test_jira_issue_to_started_job_to_comment(
-    tmp_path: Path, fresh_sandbox: SandboxProcess
-) -> None:
+@pytest.fixture
+async def fake_jira() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A Jira that records the comments it is sent: (base URL, comments)."""
     comments: list[dict[str, Any]] = []
 
     async def comment(request: web.Request) -> web.Response:
@@ -37,11 +39,16 @@ async def test_jira_issue_to_started_job_to_comment(
 
     jira = web.Application()
     jira.router.add_post("/rest/api/3/issue/{key}/comment", comment)
-    runner = web.AppRunner(jira)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    jira_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    async with serving(jira) as base:
+        yield base, comments
+
+
+async def test_jira_issue_to_started_job_to_comment(
+    tmp_path: Path,
+    fresh_sandbox: SandboxProcess,
+    fake_jira: tuple[str, list[dict[str, Any]]],
+) -> None:
+    jira_url, comments = fake_jira
 
     webhooks = tmp_path / "webhooks.yaml"
     webhooks.write_text(
@@ -71,7 +78,6 @@ async def test_jira_issue_to_started_job_to_comment(
         api, base = await asyncio.to_thread(start_api, env, tmp_path)
     except RuntimeError:
         redis.stop()
-        await runner.cleanup()
         raise
     worker = start_worker(env, tmp_path)
     try:
@@ -97,7 +103,6 @@ async def test_jira_issue_to_started_job_to_comment(
         worker.stop()
         api.stop()
         redis.stop()
-        await runner.cleanup()
     [posted] = comments
     assert posted["path"] == f"/rest/api/3/issue/{issue_key}/comment"
     text = " ".join(c["text"] for p in posted["body"]["body"]["content"] for c in p["content"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from service.config import hash_api_key
 from tests.helpers.harness import SALESFORCE
+from tests.helpers.local_server import serving
 from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess
@@ -42,15 +44,20 @@ class Collector:
         return web.Response(status=200)
 
 
-async def test_spans_and_trace_ids(tmp_path: Path, fresh_sandbox: SandboxProcess) -> None:
-    collector = Collector()
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[str, Collector]]:
+    """An OTLP/HTTP receiver: (base URL, what it received)."""
+    received = Collector()
     app = web.Application()
-    app.router.add_post("/v1/traces", collector.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    app.router.add_post("/v1/traces", received.handle)
+    async with serving(app) as base:
+        yield base, received
+
+
+async def test_spans_and_trace_ids(
+    tmp_path: Path, fresh_sandbox: SandboxProcess, collector: tuple[str, Collector]
+) -> None:
+    otlp_url, received = collector
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     env = {
@@ -59,14 +66,13 @@ async def test_spans_and_trace_ids(tmp_path: Path, fresh_sandbox: SandboxProcess
         "PROVISIONER_API_KEYS": f"t:{hash_api_key(KEY)}",
         "PROVISIONER_VERIFY_SETTLE_S": "1",
         "PROVISIONER_LOG_FORMAT": "json",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     try:
         api, base = await asyncio.to_thread(start_api, env, tmp_path)
     except RuntimeError:
         redis.stop()
-        await runner.cleanup()
         raise
     worker = start_worker(env, tmp_path)
     try:
@@ -86,7 +92,7 @@ async def test_spans_and_trace_ids(tmp_path: Path, fresh_sandbox: SandboxProcess
                 await asyncio.sleep(0.2)
             assert record["state"] == "succeeded"
         for _ in range(50):
-            names = {(service, name) for service, name, _ in collector.spans}
+            names = {(service, name) for service, name, _ in received.spans}
             if ("provisioner-worker", "step verify") in names:
                 break
             await asyncio.sleep(0.2)
@@ -94,13 +100,12 @@ async def test_spans_and_trace_ids(tmp_path: Path, fresh_sandbox: SandboxProcess
         worker.stop()
         api.stop()
         redis.stop()
-        await runner.cleanup()
-    names = {(service, name) for service, name, _ in collector.spans}
+    names = {(service, name) for service, name, _ in received.spans}
     for step in ("resolve_template", "create_job", "save_secrets", "start_job", "verify"):
         assert ("provisioner-worker", f"step {step}") in names
     assert any(svc == "provisioner-api" and "POST" in name for svc, name in names), names
     assert any(svc == "provisioner-worker" and name.startswith("POST") for svc, name in names)
-    traced = {trace_id for _, _, trace_id in collector.spans}
+    traced = {trace_id for _, _, trace_id in received.spans}
     log_ids = {
         json.loads(line).get("trace_id")
         for line in (tmp_path / "api.log").read_text().splitlines()
