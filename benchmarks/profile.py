@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.intake import LUA, wrk
 from benchmarks.report import PROFILES, REPO
 from benchmarks.stack import API_KEY
-from service.config import hash_api_key
+from service.core.settings import hash_api_key
 from tests.helpers.processes import Child, wait_http
 from tests.helpers.redis_server import RedisServer, free_port
 
@@ -37,7 +37,7 @@ def profile_api(seconds: int) -> Path:
         }
         port = free_port()
         argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(out)]
-        argv += ["-m", "service.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["-m", "service.cli.main", "api", "--host", "127.0.0.1", "--port", str(port)]
         api = Child("api-profiled", argv, env, workdir)
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz", api)

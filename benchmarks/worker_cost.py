@@ -108,9 +108,9 @@ async def main() -> None:
         profile_out = PROFILES / "worker-profile.txt"
         if args.profile:
             argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile_out)]
-            argv += ["-m", "service.cli", "worker"]
+            argv += ["-m", "service.cli.main", "worker"]
         else:
-            argv = [sys.executable, "-m", "service.cli", "worker"]
+            argv = [sys.executable, "-m", "service.cli.main", "worker"]
         before_cmds = commandstats(stack.redis.url)
         worker = Child("worker-0", argv, worker_env, stack.dir)
         worker.metrics_port = int(worker_env["PROVISIONER_WORKER_METRICS_PORT"])

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.cli import _parser
-from service.config import Settings
+from service.cli.main import _parser
+from service.core.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 BIN = Path(sys.executable).parent
@@ -79,7 +79,7 @@ def test_worker_grace_period_outlasts_a_step() -> None:
 
 
 def test_probes_hit_real_routes() -> None:
-    from service.app import create_app
+    from service.api.app import create_app
 
     app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"))
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from service.metrics import ApiMetrics
+from service.api.metrics import ApiMetrics
 from workers.metrics import WorkerMetrics
 
 OBS = Path(__file__).resolve().parents[1] / "deploy" / "observability"

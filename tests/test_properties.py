@@ -13,9 +13,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from service import signing
-from service.webhook_sources import Rejected, verify_hub_signature, verify_standard
-from workers.retry import parse_retry_after
+from service.api.webhooks.sources import Rejected, verify_hub_signature, verify_standard
+from service.core import signing
+from workers.workflow.retry import parse_retry_after
 
 BOUNDED = settings(max_examples=150, deadline=None)
 NOW = 1_764_331_200

@@ -22,10 +22,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.app import create_app
-from service.openapi import build_openapi
+from service.api.app import create_app
+from service.api.openapi import build_openapi
+from tests.api.test_routes import AUTH, make_settings
 from tests.helpers.redis_server import RedisServer, free_port
-from tests.test_api import AUTH, make_settings
 
 MAX_EXAMPLES = 25
 CHECKS = [

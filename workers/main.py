@@ -26,32 +26,32 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.config import Settings
-from service.crypto import CredentialCipher
-from service.errors import StoreUnavailable
-from service.logs import configure_logging
-from service.queue import (
+from service.core.crypto import CredentialCipher
+from service.core.errors import StoreUnavailable
+from service.core.keys import Keys
+from service.core.logs import configure_logging
+from service.core.queue import (
     CALLBACK_FUNCTION,
     FUNCTION,
     WRITEBACK_FUNCTION,
     job_deserializer,
     job_serializer,
 )
-from service.queue import health_key as queue_health_key
-from service.redis_conn import arq_redis_settings, redis_client
-from service.ssrf import CallbackAllowlist, SafeResolver
-from service.store import Store
-from service.tracing import setup_tracing, shutdown_tracing
-from workers.callbacks import deliver_callback
-from workers.calls import Defer
-from workers.graph import GraphClient, close_quietly, new_session
+from service.core.redis import arq_redis_settings, redis_client
+from service.core.settings import Settings
+from service.core.ssrf import CallbackAllowlist, SafeResolver
+from service.core.store import Store
+from service.core.tracing import setup_tracing, shutdown_tracing
+from workers.graph.client import GraphClient, close_quietly, new_session
+from workers.graph.tls import ssl_context
+from workers.graph.token import TokenProvider
 from workers.metrics import WorkerMetrics
+from workers.notify.callbacks import deliver_callback
+from workers.notify.writeback import load_writeback, write_back
 from workers.reconcile import reconcile_once
-from workers.throttle import Throttle
-from workers.tls import ssl_context
-from workers.token import TokenProvider
-from workers.workflow import Deps, run_request
-from workers.writeback import load_writeback, write_back
+from workers.workflow.calls import Defer
+from workers.workflow.run import Deps, run_request
+from workers.workflow.throttle import Throttle
 
 log = structlog.get_logger("workers.main")
 MAX_TRIES = 1_000_000  # never the reason a request fails: its retry budget is
@@ -183,7 +183,7 @@ def recovery_bound_s(settings: Settings) -> float:
 
 def health_key(settings: Settings, worker_name: str | None = None) -> str:
     """The arq health-check key of one worker (``*`` for all), refreshed while it lives."""
-    return queue_health_key(settings.queue_name, worker_name or settings.worker_name)
+    return Keys(settings.queue_name).health_check(worker_name or settings.worker_name)
 
 
 def build_worker(
@@ -341,7 +341,7 @@ async def check_health(settings: Settings, worker_name: str | None = None) -> in
         alive = 0
         for key in keys:
             info = await redis.get(key)
-            name = key.decode().removeprefix(queue_health_key(settings.queue_name, ""))
+            name = key.decode().removeprefix(Keys(settings.queue_name).health_check(""))
             print(f"{name}: {info.decode() if info else 'no heartbeat (dead or never started)'}")
             alive += info is not None
         if not keys:

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from arq.constants import in_progress_key_prefix
 
-from service.config import Settings
-from service.models import ErrorInfo, HistoryEntry, Outcome, State, utcnow
-from service.queue import job_key
-from service.store import Store
+from service.core.keys import in_progress_key, job_key
+from service.core.models import ErrorInfo, HistoryEntry, Outcome, State, utcnow
+from service.core.settings import Settings
+from service.core.store import Store
 
 log = structlog.get_logger("workers.reconcile")
 
@@ -63,9 +62,7 @@ async def reconcile_once(store: Store, settings: Settings) -> Pass:
                 failed += 1
                 log.warning("request_stuck", provisioning_request_id=request_id)
                 continue
-            alive = await store.redis.exists(
-                job_key(request_id), in_progress_key_prefix + request_id
-            )
+            alive = await store.redis.exists(job_key(request_id), in_progress_key(request_id))
             if not alive and await store.enqueue(request_id):
                 requeued += 1
                 log.warning("request_requeued", provisioning_request_id=request_id)

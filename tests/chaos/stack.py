@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 import aiohttp
 from redis.asyncio import Redis
 
-from service.config import hash_api_key
-from service.crypto import new_encryption_key
-from service.models import Record
-from service.store import Store
+from service.core.crypto import new_encryption_key
+from service.core.models import Record
+from service.core.settings import hash_api_key
+from service.core.store import Store
 from tests.helpers.processes import REPO_ROOT, Child, start_api, start_worker
 from tests.helpers.sandbox import SandboxProcess, start_sandbox
 

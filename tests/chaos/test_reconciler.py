@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.models import Record, State, utcnow
-from service.queue import job_key
+from service.core.keys import job_key
+from service.core.models import Record, State, utcnow
 from tests.chaos.stack import (
     Api,
     Records,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.queue import job_key
+from service.core.keys import Keys, job_key
 from tests.chaos.stack import (
     REDIS_CONF,
     Api,
@@ -33,6 +33,7 @@ from tests.helpers.sandbox import SandboxProcess
 
 pytestmark = pytest.mark.chaos
 QUEUE = "chaos-redis"
+K = Keys(QUEUE)
 
 
 async def test_redis_kill9_after_202_loses_nothing(
@@ -82,11 +83,11 @@ async def test_redis_kill9_after_202_loses_nothing(
             client = Redis.from_url(server.url)
             try:
                 for rid in ids:  # every 202 came back from the AOF: record and queue entry
-                    assert await client.exists(f"{QUEUE}:req:{rid}"), rid
+                    assert await client.exists(K.record(rid)), rid
                     assert await client.exists(job_key(rid)), rid
                     assert await client.zscore(QUEUE, rid) is not None, rid
                 # The heartbeat restored from the AOF says nothing: wait for a new one.
-                await client.delete(f"{QUEUE}:health-check:redis-worker")
+                await client.delete(K.health_check("redis-worker"))
                 await worker_up(client, QUEUE, "redis-worker", timeout_s=30)
                 reconnect_s = time.monotonic() - restarted
             finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from service.models import Step
+from service.core.models import Step
 from tests.chaos.stack import (
     RECOVERY_S,
     Processes,

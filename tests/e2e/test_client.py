@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import hash_api_key
-from service.crypto import new_encryption_key
+from service.core.crypto import new_encryption_key
+from service.core.settings import hash_api_key
 from tests.helpers.harness import GITHUB, SALESFORCE
 from tests.helpers.processes import REPO_ROOT, start_api, start_worker
 from tests.helpers.redis_server import RedisServer
@@ -49,7 +49,7 @@ def api_env(tmp_path: Path, fresh_sandbox: SandboxProcess) -> Iterator[dict[str,
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "service.cli.main", *args],
         env=full,
         capture_output=True,
         text=True,

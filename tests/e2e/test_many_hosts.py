@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.config import hash_api_key
+from service.core.settings import hash_api_key
 from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import start_sandbox

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.config import hash_api_key
-from service.crypto import new_encryption_key
+from service.core.crypto import new_encryption_key
+from service.core.settings import hash_api_key
 from tests.helpers.processes import Child, start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess, start_sandbox

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from service.config import hash_api_key
+from service.core.settings import hash_api_key
 from tests.helpers.local_server import serving
 from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from service.config import hash_api_key
-from service.crypto import new_encryption_key
+from service.core.crypto import new_encryption_key
+from service.core.settings import hash_api_key
 from tests.helpers.harness import GITHUB, SALESFORCE
 from tests.helpers.processes import REPO_ROOT, start_api, start_worker
 from tests.helpers.redis_server import RedisServer

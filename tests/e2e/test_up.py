@@ -33,7 +33,7 @@ def test_up_then_the_printed_curl_succeeds(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(REPO_ROOT)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "up", "--port", str(port),
+        [sys.executable, "-m", "service.cli.main", "up", "--port", str(port),
          "--state-dir", str(tmp_path / "state")],
         cwd=tmp_path,  # no .env here
         env=env,

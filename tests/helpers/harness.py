@@ -7,10 +7,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from service.config import Settings, load_settings
-from service.crypto import CredentialCipher, new_encryption_key
-from service.models import Credential, Record
-from service.store import Store
+from service.core.crypto import CredentialCipher, new_encryption_key
+from service.core.models import Credential, Record
+from service.core.settings import Settings, load_settings
+from service.core.store import Store
 from tests.helpers.sandbox import SandboxProcess
 from workers.main import build_worker
 

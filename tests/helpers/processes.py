@@ -58,7 +58,7 @@ class Child:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "service.cli", *args]
+    return [sys.executable, "-m", "service.cli.main", *args]
 
 
 def wait_http(url: str, child: Child, timeout_s: float = 20) -> None:

@@ -1,0 +1,208 @@
+"""Intake: what every new request passes before it is stored, wherever it comes from.
+
+The API's ``POST /v1/provisioning-requests`` and the ticketing webhooks share these steps:
+the caller's permission, the intake rate limit and queue cap, the body's parsing, the target
+policy and the callback URL's SSRF check, the Idempotency-Key, then one transaction that stores
+and enqueues (:func:`submit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from uuid import uuid4
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from service.api.auth.keys import CALLER, TOKEN_ROLES
+from service.api.auth.policy import Permission
+from service.api.problems import FieldError, Problem, validation_problem
+from service.api.state import ALLOWLIST, LIMITS, METRICS, POLICY, SETTINGS, STORE
+from service.core.models import ProvisionRequest, Record
+from service.core.ssrf import check_callback_url
+from service.core.store import IdempotencyEntry, fingerprint
+
+BASE = "/v1/provisioning-requests"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def json_response(data: object, status: int = 200, location: str | None = None) -> web.Response:
+    headers = {"Location": location} if location else None
+    return web.json_response(data, status=status, headers=headers)
+
+
+def invalid(field: str, reason: str, status: int = 422) -> Problem:
+    return Problem(
+        status,
+        "Validation error",
+        f"{field} {reason}.",
+        slug="validation-error",
+        errors=[FieldError(field=field, reason=reason)],
+    )
+
+
+def not_found() -> Problem:
+    return Problem(404, "Not Found", "No provisioning request with this id.")
+
+
+def conflict(detail: str) -> Problem:
+    return Problem(409, "Conflict", detail)
+
+
+def forbidden(detail: str) -> Problem:
+    return Problem(403, "Forbidden", detail)
+
+
+def require(request: web.Request, permission: Permission) -> None:
+    """403 unless the caller's policy (and token roles) grant ``permission``."""
+    granted = request.app[POLICY].permissions(request[CALLER], request.get(TOKEN_ROLES))
+    if permission not in granted:
+        raise forbidden(f"This caller lacks the {permission.value!r} permission.")
+
+
+async def enforce_intake_limits(request: web.Request, caller: str) -> None:
+    """429 + Retry-After past the caller's rate; 503 + Retry-After when the queue is full."""
+    limits = request.app[LIMITS]
+    decision = await limits.take(caller)
+    if not decision.allowed:
+        raise Problem(
+            429,
+            "Too Many Requests",
+            "This caller has sent too many provisioning requests; retry after Retry-After seconds.",
+            slug="rate-limited",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+    if await limits.queue_full():
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "The provisioning queue is full; retry after Retry-After seconds.",
+            slug="queue-full",
+            headers={"Retry-After": "30"},
+        )
+
+
+async def parse_body(request: web.Request) -> ProvisionRequest:
+    if request.content_type != "application/json":
+        raise Problem(
+            415,
+            "Unsupported Media Type",
+            "Send the body as application/json.",
+            headers={"Accept-Post": "application/json"},
+        )
+    raw = await request.read()
+    try:
+        body = ProvisionRequest.model_validate_json(raw)
+    except ValidationError as e:
+        raise validation_problem(e) from None
+    if body.credentials and request.app[STORE].cipher is None:
+        raise invalid(
+            "credentials",
+            "cannot be accepted: this server has no PROVISIONER_ENCRYPTION_KEY configured",
+        )
+    return body
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise Problem(
+            400,
+            "Invalid header",
+            "Idempotency-Key must be 1-255 printable characters.",
+            errors=[FieldError(field=IDEMPOTENCY_HEADER, reason="must be 1-255 characters")],
+        )
+    return key
+
+
+async def replay(request: web.Request, entry: IdempotencyEntry, body_fp: str) -> web.Response:
+    if entry.fingerprint != body_fp:
+        raise Problem(
+            422,
+            "Idempotency-Key reused",
+            "This Idempotency-Key was used with a different request body.",
+            slug="idempotency-key-reused",
+        )
+    if entry.status is None or entry.request_id is None:
+        raise Problem(
+            409,
+            "Request in progress",
+            "A request with this Idempotency-Key is still being processed; retry shortly.",
+            slug="idempotency-key-in-progress",
+            headers={"Retry-After": "1"},
+        )
+    record = await request.app[STORE].get(entry.request_id)
+    if record is None:
+        raise not_found()
+    return json_response(record.public(), entry.status, f"{BASE}/{record.id}")
+
+
+def new_record(body: ProvisionRequest, caller: str) -> Record:
+    return Record(
+        id=uuid4().hex,
+        service_principal_id=body.service_principal_id,
+        template_id=body.template_id,
+        requested_template_id=body.template_id,
+        start=body.start,
+        has_credentials=bool(body.credentials),
+        callback_url=body.callback_url,
+        external_reference=body.external_reference,
+        metadata=body.metadata,
+        caller=caller,
+    )
+
+
+async def authorize_body(request: web.Request, body: ProvisionRequest, caller: str) -> None:
+    """403 when the caller may not provision this principal/template; 422 for an unsafe
+    ``callbackUrl`` (SSRF). Runs before anything is stored, so before any Graph call."""
+    reason = request.app[POLICY].target_allowed(caller, body.service_principal_id, body.template_id)
+    if reason is not None:
+        raise forbidden(reason[0].upper() + reason[1:] + ".")
+    if body.callback_url is not None:
+        why = await check_callback_url(body.callback_url, request.app[ALLOWLIST])
+        if why is not None:
+            raise invalid("callbackUrl", why)
+
+
+async def submit(
+    request: web.Request,
+    body: ProvisionRequest,
+    caller: str,
+    key: str | None,
+    *,
+    source: str,
+    ttl_s: int | None = None,
+) -> web.Response:
+    """Store and enqueue an authorized request (shared by the API and the webhooks)."""
+    store = request.app[STORE]
+    key_ttl_s = ttl_s or request.app[SETTINGS].idempotency_ttl_s
+    body_fp = fingerprint(body.fingerprint_payload(), store.cipher)
+    if key is not None:
+        entry = await store.claim_idempotency_key(caller, key, body_fp, key_ttl_s)
+        if entry is not None:
+            return await replay(request, entry, body_fp)
+    try:
+        record, created = await store.accept(new_record(body, caller), body.credentials)
+    except Exception:
+        if key is not None:
+            # When Redis is down this fails too; the pending claim then expires within 30 s.
+            with contextlib.suppress(Exception):
+                await store.release_idempotency_key(caller, key)
+        raise
+    if record.caller != caller:
+        # Another caller's request holds the app; its record is not this caller's to see.
+        if key is not None:
+            await store.release_idempotency_key(caller, key)
+        raise conflict(
+            "A request for this service principal and template is already queued or running "
+            "for another caller; try again once it has finished."
+        )
+    status = 202 if created else 200
+    metrics = request.app[METRICS]
+    counter = metrics.requests_accepted if created else metrics.requests_deduplicated
+    counter.labels(source=source).inc()
+    if key is not None:
+        await store.complete_idempotency_key(caller, key, body_fp, status, record.id, key_ttl_s)
+    return json_response(record.public(), status, f"{BASE}/{record.id}")

@@ -1,0 +1,192 @@
+"""The API's Prometheus metrics (prometheus-client), served at ``GET /metrics``.
+
+Each app owns an :class:`ApiMetrics` with its own registry (tests do not share counts). Request
+counters are updated as requests are answered; the queue gauges (depth, oldest queued request,
+requests by state, live workers, active throttle cool-downs) are read from Redis when scraped,
+so every API replica reports the same, shared numbers. Label values stay bounded: route
+templates, not raw paths. The workers expose their own metrics (workers/metrics.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from redis.exceptions import RedisError
+
+from service.api.middleware import route_template
+from service.core.models import State
+from service.core.store import Store
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class ApiMetrics:
+    """The intake API's metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "provisioner_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ("method", "route", "status"),
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "provisioner_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ("route",),
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.requests_accepted = Counter(
+            "provisioner_requests_accepted",
+            "Provisioning requests accepted (stored and queued), by source (api, webhook:...).",
+            ("source",),
+            registry=r,
+        )
+        self.requests_deduplicated = Counter(
+            "provisioner_requests_deduplicated",
+            "Requests answered with an in-flight request for the same app, by source.",
+            ("source",),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "provisioner_queue_depth", "Jobs in the arq queue, deferred ones included.", registry=r
+        )
+        self.oldest_queued_age = Gauge(
+            "provisioner_oldest_queued_age_seconds",
+            "Age of the oldest request still in state queued (0 when none).",
+            registry=r,
+        )
+        self.requests_in_state = Gauge(
+            "provisioner_requests_in_state",
+            "Requests currently queued or running.",
+            ("state",),
+            registry=r,
+        )
+        self.workers_alive = Gauge(
+            "provisioner_workers_alive", "Workers whose health key is fresh.", registry=r
+        )
+        self.throttle_cooldowns = Gauge(
+            "provisioner_throttle_cooldowns_active",
+            "Tenants whose tenant-wide throttle cool-down is running.",
+            registry=r,
+        )
+
+    async def refresh(self, store: Store) -> None:
+        """Read the shared queue numbers from Redis (called on each scrape)."""
+        counters = await queue_counters(store)
+        self.queue_depth.set(counters.queue_depth)
+        self.requests_in_state.labels(state=State.QUEUED.value).set(counters.queued)
+        self.requests_in_state.labels(state=State.RUNNING.value).set(counters.running)
+        self.oldest_queued_age.set(counters.oldest_queued_age_s)
+        self.workers_alive.set(counters.workers_alive)
+        self.throttle_cooldowns.set(counters.throttle_cooldowns)
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounters:
+    """The shared queue numbers, as read from Redis (``/metrics`` and the status page)."""
+
+    queue_depth: int
+    queued: int
+    running: int
+    oldest_queued_age_s: float
+    workers_alive: int
+    throttle_cooldowns: int
+    #: ``(tenant, seconds left)`` of each active cool-down, the longest first.
+    cooldowns: tuple[tuple[str, float], ...] = ()
+
+
+async def queue_counters(store: Store) -> QueueCounters:
+    """Queue depth (arq jobs, deferred ones included), requests queued and running, the age of
+    the oldest queued one, fresh worker health keys and active tenant throttle cool-downs."""
+    redis, keys = store.redis, store.keys
+    queued_key = keys.by_state(State.QUEUED.value)
+    oldest = await redis.zrange(queued_key, 0, 0, withscores=True)
+    age = time.time() - oldest[0][1] / 1000 if oldest else 0.0
+    cooldowns = await throttle_cooldowns(store)
+    return QueueCounters(
+        queue_depth=await redis.zcard(keys.queue),
+        queued=await redis.zcard(queued_key),
+        running=await redis.zcard(keys.by_state(State.RUNNING.value)),
+        oldest_queued_age_s=max(0.0, age),
+        workers_alive=await _count(store, keys.health_check("*")),
+        throttle_cooldowns=len(cooldowns),
+        cooldowns=cooldowns,
+    )
+
+
+async def throttle_cooldowns(store: Store) -> tuple[tuple[str, float], ...]:
+    """``(tenant, seconds left)`` of every tenant cool-down the workers honour now (a key with a
+    positive TTL, as ``workers.workflow.throttle.Throttle`` reads it), the longest first."""
+    pattern = store.keys.cooldown("*")
+    prefix = pattern.removesuffix("*")
+    keys = [key async for key in store.redis.scan_iter(match=pattern, count=500)]
+    if not keys:
+        return ()
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.pttl(key)
+        ttls = await pipe.execute()
+    found = [
+        (_text(key).removeprefix(prefix), int(ms) / 1000)
+        for key, ms in zip(keys, ttls, strict=True)
+        if int(ms) > 0
+    ]
+    return tuple(sorted(found, key=lambda item: (-item[1], item[0])))
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode(errors="replace") if isinstance(key, bytes) else key
+
+
+async def _count(store: Store, pattern: str) -> int:
+    return len([key async for key in store.redis.scan_iter(match=pattern, count=500)])
+
+
+def metrics_middleware(metrics: ApiMetrics) -> Middleware:
+    """Count and time every answered request by method, route template and status."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        status = 500
+        began = time.perf_counter()
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            route = route_template(request) or "unmatched"
+            method = request.method if request.method in _METHODS else "OTHER"
+            metrics.http_requests.labels(method=method, route=route, status=str(status)).inc()
+            metrics.http_duration.labels(route=route).observe(time.perf_counter() - began)
+
+    return middleware
+
+
+async def metrics_response(metrics: ApiMetrics, store: Store) -> web.Response:
+    """The ``/metrics`` answer (the queue gauges are left as they were if Redis is down)."""
+    with contextlib.suppress(RedisError, OSError):
+        await metrics.refresh(store)
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

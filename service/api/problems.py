@@ -1,0 +1,214 @@
+"""RFC 9457 ``application/problem+json`` errors and the middleware that produces them.
+
+Every error the API answers has the same shape::
+
+    {"type": "https://provisioner.invalid/problems/validation-error", "title": "...",
+     "status": 422, "detail": "...", "errors": [{"field": "credentials[2].key", "reason": "..."}]}
+
+Submitted values are never echoed: pydantic's ``input`` is dropped and each reason is built from
+the error type and its constraints only, because a rejected value may be a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from service.api.middleware import REQUEST_ID
+from service.core.errors import StoreUnavailable
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://provisioner.invalid/problems/"
+STORE_RETRY_AFTER_S = 5
+
+log = structlog.get_logger(__name__)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+_REASONS = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "list_type": "must be an array",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "none_required": "must be null",
+}
+
+
+class FieldError(TypedDict):
+    """One offending field: its JSON path and why it was rejected (never its value)."""
+
+    field: str
+    reason: str
+
+
+class Problem(Exception):
+    """Raised by handlers to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        slug: str | None = None,
+        errors: Sequence[FieldError] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.slug = slug or _slug(title)
+        self.errors = list(errors)
+        self.headers = dict(headers or {})
+
+    def response(self) -> web.Response:
+        """The problem as an aiohttp response."""
+        return problem_response(
+            self.status,
+            self.title,
+            self.detail,
+            slug=self.slug,
+            errors=self.errors,
+            headers=self.headers,
+        )
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "error"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: Sequence[FieldError] = (),
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Build an ``application/problem+json`` response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + (slug or _slug(title)),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = list(errors)
+    response = web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        headers=dict(headers or {}),
+    )
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A pydantic location as a JSON path: ``("credentials", 2, "key")`` is ``credentials[2].key``.
+
+    The empty location (the body itself) is ``body``.
+    """
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            path += f".{part}" if path else part
+        else:
+            path += f"[{json.dumps(part)}]"
+    return path or "body"
+
+
+def _reason(error: ErrorDetails) -> str:
+    kind = error["type"]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    if kind in _REASONS:
+        return _REASONS[kind]
+    if kind == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        return f"must match the pattern {ctx.get('pattern')}"
+    if kind == "string_too_short":
+        return f"must be at least {ctx.get('min_length')} characters"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind in {"too_short", "too_long"}:
+        bound = "at least" if kind == "too_short" else "at most"
+        limit = ctx.get("min_length" if kind == "too_short" else "max_length")
+        unit = {"List": "items", "Dictionary": "entries"}.get(str(ctx.get("field_type")))
+        return f"must have {bound} {limit} {unit or 'characters'}"
+    # pydantic's own message; built from the error type and constraints, never the input.
+    return str(error["msg"])
+
+
+def validation_problem(exc: ValidationError, detail: str | None = None) -> Problem:
+    """A pydantic error as a problem: 400 when the body is not JSON at all, else 422."""
+    details = exc.errors(include_url=False, include_input=False, include_context=True)
+    if any(e["type"] == "json_invalid" for e in details):
+        return Problem(400, "Malformed JSON", "The request body is not valid JSON.")
+    errors = [FieldError(field=field_path(e["loc"]), reason=_reason(e)) for e in details]
+    return Problem(
+        422,
+        "Validation error",
+        detail or "The request does not match the schema; see errors.",
+        slug="validation-error",
+        errors=errors,
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    headers = {
+        k: v for k, v in exc.headers.items() if k.lower() not in {"content-type", "content-length"}
+    }
+    detail = exc.text or exc.reason
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        detail = "The request body is larger than this server accepts."
+    elif isinstance(exc, web.HTTPNotFound):
+        detail = "No such resource."
+    return problem_response(exc.status, exc.reason, detail, headers=headers)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into problem+json; an unexpected one is logged, never sent."""
+    try:
+        return await handler(request)
+    except Problem as e:
+        return e.response()
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _from_http_exception(e)
+    except StoreUnavailable:
+        log.warning("store_unavailable", path=request.path)
+        return problem_response(
+            503,
+            "Service Unavailable",
+            "The request store (Redis) cannot be reached; try again shortly.",
+            slug="store-unavailable",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+    except Exception:
+        request_id = request.get(REQUEST_ID, "")
+        log.exception("unhandled_error", path=request.path, method=request.method)
+        return problem_response(
+            500,
+            "Internal Server Error",
+            f"An unexpected error occurred; quote request id {request_id} to support.",
+            slug="internal-error",
+        )

@@ -1,0 +1,202 @@
+"""The API's command-line client: ``provisioner submit | status | list | retry | cancel``.
+
+It talks to a running API over HTTP, like a portal would. The API URL and key come from
+``--api-url`` / ``--api-key`` or ``PROVISIONER_API_URL`` / ``PROVISIONER_API_KEY`` (the caller's
+own key, not the server's hashed ``PROVISIONER_API_KEYS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, TextIO
+
+from service.core.models import STEPS, State
+
+TERMINAL = {State.SUCCEEDED.value, State.FAILED.value, State.CANCELLED.value}
+_SPINNER = "|/-\\"
+_MARKS = {"succeeded": "ok", "adopted": "ok", "skipped": "--", "failed": "!!", "retrying": ".."}
+
+
+class ApiError(Exception):
+    """The API answered with a problem (or not at all); the message is for the terminal."""
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every client command takes."""
+    parser.add_argument(
+        "--api-url", default=os.environ.get("PROVISIONER_API_URL", "http://127.0.0.1:8080")
+    )
+    parser.add_argument("--api-key", default=os.environ.get("PROVISIONER_API_KEY"))
+
+
+class Client:
+    """A small synchronous client of the intake API."""
+
+    def __init__(self, api_url: str, api_key: str | None) -> None:
+        if not api_key:
+            raise ApiError("no API key: pass --api-key or set PROVISIONER_API_KEY")
+        self._base = api_url.rstrip("/")
+        self._key = api_key
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One request; returns (status, JSON body) or raises ApiError with the problem."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - the operator's own API URL
+            self._base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise ApiError(_problem_text(e)) from e
+        except OSError as e:
+            raise ApiError(f"cannot reach the API at {self._base}: {e}") from e
+
+
+def _problem_text(error: urllib.error.HTTPError) -> str:
+    try:
+        problem = json.loads(error.read())
+    except ValueError:
+        return f"HTTP {error.code}"
+    lines = [f"{problem.get('status', error.code)} {problem.get('title', '')}: "
+             f"{problem.get('detail', '')}".rstrip(": ")]  # fmt: skip
+    lines += [f"  {e.get('field')}: {e.get('reason')}" for e in problem.get("errors", [])]
+    return "\n".join(lines)
+
+
+def render(record: dict[str, Any], spin: str = " ") -> list[str]:
+    """The record as a step view: one line per step with its outcome, time and Graph ids."""
+    state = record["state"]
+    lines = [
+        f"{record['id']}  {state}{'' if state in TERMINAL else ' ' + spin}",
+        f"  principal {record['servicePrincipalId']}  template {record.get('templateId') or '-'}"
+        f"  job {record.get('jobId') or '-'}",
+    ]
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in record.get("history", []):
+        if entry.get("step"):
+            latest[entry["step"]] = entry
+    for step in STEPS:
+        entry = latest.get(step.value)
+        if entry is None:
+            mark = spin if record.get("step") == step.value and state == "running" else " "
+            lines.append(f"  [{mark:>2}] {step.value}")
+            continue
+        took = f" {entry['durationMs']} ms" if entry.get("durationMs") is not None else ""
+        graph = f" graph {entry['graphStatus']} {entry.get('graphRequestId') or ''}".rstrip()
+        graph = graph if entry.get("graphStatus") else ""
+        lines.append(
+            f"  [{_MARKS.get(entry['outcome'], entry['outcome'][:2])}] {step.value}{took}{graph}"
+            + (f"  {entry['message']}" if entry.get("message") else "")
+        )
+    if record.get("error"):
+        err = record["error"]
+        lines.append(f"  error {err['code']}: {err['message']}")
+        if err.get("graphRequestId"):
+            lines.append(
+                f"  graph request-id {err['graphRequestId']} (status {err.get('graphStatus')})"
+            )
+    return lines
+
+
+def watch(client: Client, request_id: str, out: TextIO, interval_s: float = 0.5) -> dict[str, Any]:
+    """Redraw the step view until the request ends (in place on a terminal)."""
+    drawn = 0
+    tty = out.isatty()
+    last: list[str] = []
+    for spin in itertools.cycle(_SPINNER):
+        _, record = client.call("GET", f"/v1/provisioning-requests/{request_id}")
+        lines = render(record, spin)
+        if tty:
+            out.write(f"\x1b[{drawn}F\x1b[J" if drawn else "")
+            out.write("\n".join(lines) + "\n")
+            drawn = len(lines)
+        elif [line.rstrip(_SPINNER + " ") for line in lines] != last:
+            out.write("\n".join(lines) + "\n\n")
+            last = [line.rstrip(_SPINNER + " ") for line in lines]
+        out.flush()
+        if record["state"] in TERMINAL:
+            return dict(record)
+        time.sleep(interval_s)
+    raise AssertionError("unreachable")
+
+
+def run_client(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Dispatch one client command; 0 on success, 1 when the request ended failed, 2 on errors."""
+    try:
+        client = Client(args.api_url, args.api_key)
+        if args.command == "submit":
+            body: dict[str, Any] = {"servicePrincipalId": args.sp, "start": not args.no_start}
+            if args.template:
+                body["templateId"] = args.template
+            if args.external_reference:
+                body["externalReference"] = args.external_reference
+            status, record = client.call("POST", "/v1/provisioning-requests", body)
+            verb = "accepted" if status == 202 else "already in flight"
+            out.write(f"{verb}: {record['id']}\n")
+            if args.wait:
+                record = watch(client, record["id"], out)
+                return 0 if record["state"] == "succeeded" else 1
+            return 0
+        if args.command == "status":
+            if args.watch:
+                record = watch(client, args.id, out)
+            else:
+                _, record = client.call("GET", f"/v1/provisioning-requests/{args.id}")
+                out.write("\n".join(render(record)) + "\n")
+            return 1 if record["state"] == "failed" else 0
+        if args.command == "list":
+            query = "&".join(
+                f"{k}={v}" for k, v in (("state", args.state), ("servicePrincipalId", args.sp)) if v
+            )
+            _, page = client.call(
+                "GET", "/v1/provisioning-requests" + (f"?{query}" if query else "")
+            )
+            for rec in page["items"]:
+                code = rec["error"]["code"] if rec.get("error") else ""
+                out.write(
+                    f"{rec['id']}  {rec['state']:<9}  {rec['servicePrincipalId']}  "
+                    f"{rec.get('templateId') or '-':<20} {code}\n"
+                )
+            return 0
+        if args.command in {"retry", "cancel"}:
+            status, record = client.call(
+                "POST", f"/v1/provisioning-requests/{args.id}/{args.command}"
+            )
+            out.write(f"{record['id']}: {record['state']}\n")
+            return 0
+    except ApiError as e:
+        print(f"provisioner: {e}", file=sys.stderr)
+        return 2
+    raise ValueError(f"not a client command: {args.command}")
+
+
+def add_client_commands(sub: Any) -> None:
+    """Register submit / status / list / retry / cancel on the CLI's subparsers."""
+    submit = sub.add_parser("submit", help="ask the API to provision an app")
+    submit.add_argument("--sp", required=True, help="service principal object id")
+    submit.add_argument("--template", help="synchronization template id")
+    submit.add_argument("--external-reference", help="ticket id to keep with the request")
+    submit.add_argument("--no-start", action="store_true", help="create the job, do not start it")
+    submit.add_argument("--wait", action="store_true", help="follow the request until it ends")
+    status = sub.add_parser("status", help="show a request's steps")
+    status.add_argument("id")
+    status.add_argument("--watch", action="store_true", help="update live until it ends")
+    listing = sub.add_parser("list", help="list requests")
+    listing.add_argument("--state", choices=[s.value for s in State])
+    listing.add_argument("--sp", help="only this service principal")
+    for name in ("retry", "cancel"):
+        cmd = sub.add_parser(name, help=f"{name} a request")
+        cmd.add_argument("id")
+    for parser in (submit, status, listing, sub.choices["retry"], sub.choices["cancel"]):
+        add_client_arguments(parser)

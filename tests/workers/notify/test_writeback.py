@@ -1,0 +1,139 @@
+"""Ticket write-back: the exact requests Jira's REST API v3 and ServiceNow's Table API document."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from service.core.errors import ConfigError
+from service.core.models import State
+from tests.helpers.harness import GITHUB, SALESFORCE, Harness, worker_settings
+from tests.helpers.local_server import serving
+from workers.notify.writeback import load_writeback
+
+JIRA_TOKEN = "jira-api-token-for-tests-xyz"
+SN_PASSWORD = "servicenow-password-for-tests"
+
+
+class TicketSystem:
+    """Records every request a fake Jira / ServiceNow receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.base = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "headers": dict(request.headers),
+                "json": await request.json(),
+            }
+        )
+        status = 201 if request.method == "POST" else 200
+        return web.json_response({"id": "10001"}, status=status)
+
+
+@pytest.fixture
+async def tickets() -> AsyncIterator[TicketSystem]:
+    system = TicketSystem()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", system.handle)
+    async with serving(app) as base:
+        system.base = base
+        yield system
+
+
+@pytest.fixture
+def configured(
+    harness: Harness,
+    redis_url: str,
+    tickets: TicketSystem,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Harness:
+    monkeypatch.setenv("JIRA_API_TOKEN", JIRA_TOKEN)
+    monkeypatch.setenv("SN_PASSWORD", SN_PASSWORD)
+    config = tmp_path / "writeback.yaml"
+    config.write_text(
+        f"jira:\n  base_url: {tickets.base}/\n  email: bot@example.com\n"
+        "  api_token_env: JIRA_API_TOKEN\n"
+        f"servicenow:\n  instance_url: {tickets.base}\n  table: sc_req_item\n"
+        "  username: provisioning\n  password_env: SN_PASSWORD\n"
+    )
+    harness.settings = worker_settings(
+        harness.sandbox, redis_url, queue_name=harness.settings.queue_name, writeback_file=config
+    )
+    return harness
+
+
+def _basic(user: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+async def test_jira_gets_a_comment_on_the_issue(configured: Harness, tickets: TicketSystem) -> None:
+    rec = await configured.submit(SALESFORCE, caller="webhook:jira", external_reference="PROV-42")
+    await configured.drain()
+    done = await configured.get(rec.id)
+    assert done.state is State.SUCCEEDED
+    [req] = tickets.requests
+    assert req["method"] == "POST"
+    assert req["path"] == "/rest/api/3/issue/PROV-42/comment"
+    assert req["headers"]["Authorization"] == _basic("bot@example.com", JIRA_TOKEN)
+    assert req["headers"]["Content-Type"].startswith("application/json")
+    assert req["headers"]["Accept"] == "application/json"
+    body = req["json"]["body"]
+    assert body["type"] == "doc"
+    assert body["version"] == 1
+    text = " ".join(c["text"] for p in body["content"] for c in p["content"])
+    assert "succeeded" in text
+    assert done.job_id is not None
+    assert done.job_id in text
+    assert [(c.target, c.delivered) for c in done.callbacks] == [("jira", True)]
+
+
+async def test_servicenow_gets_a_work_note_with_the_error(
+    configured: Harness, tickets: TicketSystem
+) -> None:
+    sys_id = "9d385017c611228701d22104cc95c371"
+    rec = await configured.submit(GITHUB, caller="webhook:servicenow", external_reference=sys_id)
+    await configured.drain()
+    done = await configured.get(rec.id)
+    assert done.state is State.FAILED
+    [req] = tickets.requests
+    assert req["method"] == "PATCH"
+    assert req["path"] == f"/api/now/table/sc_req_item/{sys_id}"
+    assert req["headers"]["Authorization"] == _basic("provisioning", SN_PASSWORD)
+    note = req["json"]["work_notes"]
+    assert set(req["json"]) == {"work_notes"}
+    assert "TemplateAmbiguous" in note
+    assert done.error is not None
+    assert done.error.graph_request_id
+    assert done.error.graph_request_id in note
+
+
+async def test_portal_requests_are_not_written_back(
+    configured: Harness, tickets: TicketSystem
+) -> None:
+    await configured.submit(SALESFORCE, caller="portal", external_reference="PROV-1")
+    await configured.drain()
+    assert tickets.requests == []
+
+
+def test_missing_secret_variable_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOPE_TOKEN", raising=False)
+    config = tmp_path / "w.yaml"
+    config.write_text("jira:\n  base_url: https://x\n  email: a@b\n  api_token_env: NOPE_TOKEN\n")
+    with pytest.raises(ConfigError, match=r"PROVISIONER_WRITEBACK_FILE.*NOPE_TOKEN"):
+        load_writeback(config)
+    config.write_text("jira:\n  base_url: https://x\n  unknown: 1\n")
+    with pytest.raises(ConfigError, match="PROVISIONER_WRITEBACK_FILE"):
+        load_writeback(config)

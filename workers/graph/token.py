@@ -1,0 +1,122 @@
+"""App-only access tokens for Graph, from one msal ``ConfidentialClientApplication`` per worker.
+
+msal is synchronous and its constructor already does network I/O (the authority's discovery
+document), so the app is built once at worker start-up in a thread and every call goes through
+``asyncio.to_thread``. msal caches the token and refreshes it shortly before it expires; a Graph
+401 ``InvalidAuthenticationToken`` makes the Graph client call :meth:`TokenProvider.invalidate`
+so the next call fetches a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msal
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from service.core.errors import ConfigError, TokenError
+from service.core.settings import Settings
+from workers.graph.tls import PinnedVerifySession, combined_bundle
+
+
+def certificate_credential(pem: bytes) -> dict[str, str]:
+    """msal's certificate credential from a PEM holding the private key and the certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as e:
+        raise ConfigError(
+            "PROVISIONER_CLIENT_CERTIFICATE_PATH: no PEM certificate found in the file"
+        ) from e
+    if b"PRIVATE KEY-----" not in pem:
+        raise ConfigError("PROVISIONER_CLIENT_CERTIFICATE_PATH: the PEM holds no private key")
+    return {
+        "private_key": pem.decode(),
+        "thumbprint": cert.fingerprint(hashes.SHA1()).hex(),  # noqa: S303 - x5t is defined as SHA-1
+        "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode(),
+    }
+
+
+class TokenProvider:
+    """Wraps one msal app; :meth:`token` returns a valid access token for the Graph scope."""
+
+    def __init__(self, app: Any, scope: str) -> None:
+        self._app = app
+        self._scopes = [scope]
+        self._lock = threading.Lock()
+        self.acquisitions = 0  # tokens fetched from the network, for metrics and tests
+        self.on_acquire: Callable[[], None] | None = None
+
+    @classmethod
+    async def create(cls, settings: Settings) -> TokenProvider:
+        """Build the msal app (blocking I/O, so in a thread) from the settings."""
+        settings.require_tenant()
+        if settings.client_certificate_path is not None:
+            credential: Any = certificate_credential(settings.client_certificate_path.read_bytes())
+        else:
+            assert settings.client_secret is not None
+            credential = settings.client_secret.get_secret_value()
+        session = PinnedVerifySession(combined_bundle(settings.ca_bundle))
+
+        def build() -> Any:
+            return msal.ConfidentialClientApplication(
+                settings.client_id,
+                client_credential=credential,
+                authority=settings.authority,
+                http_client=session,
+                # A non-Microsoft host (sovereign proxy, the sandbox) must not be checked against
+                # login.microsoftonline.com's instance list.
+                instance_discovery=settings.microsoft_authority,
+                validate_authority=settings.microsoft_authority,
+                timeout=(settings.graph_connect_timeout_s, settings.graph_timeout_s),
+            )
+
+        try:
+            app = await asyncio.to_thread(build)
+        except ValueError as e:
+            raise ConfigError(
+                f"PROVISIONER_AUTHORITY_HOST: msal rejected the authority: {e}"
+            ) from e
+        except OSError as e:
+            raise TokenError("authority_unreachable", f"{settings.authority}: {e}") from e
+        return cls(app, settings.scope)
+
+    def _acquire(self) -> str:
+        with self._lock:
+            cached = self._app.acquire_token_for_client(scopes=self._scopes)
+        if "access_token" not in cached:
+            raise TokenError(
+                str(cached.get("error", "no_token")),
+                str(cached.get("error_description", "msal returned no access token")).splitlines()[
+                    0
+                ],
+                list(cached.get("error_codes") or []),
+            )
+        if cached.get("token_source") == "identity_provider":
+            self.acquisitions += 1
+            if self.on_acquire is not None:
+                self.on_acquire()
+        return str(cached["access_token"])
+
+    async def token(self) -> str:
+        """A current access token (from msal's cache when still valid)."""
+        try:
+            return await asyncio.to_thread(self._acquire)
+        except OSError as e:
+            raise TokenError("authority_unreachable", type(e).__name__) from e
+
+    async def invalidate(self, token: str) -> None:
+        """Drop ``token`` from msal's cache so the next :meth:`token` fetches a fresh one."""
+
+        def drop() -> None:
+            with self._lock:
+                cache = self._app.token_cache
+                entries = list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN))
+                for entry in entries:
+                    if entry.get("secret") == token:
+                        cache.remove_at(entry)
+
+        await asyncio.to_thread(drop)

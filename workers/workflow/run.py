@@ -1,0 +1,204 @@
+"""The provisioning workflow: resolve_template -> create_job -> save_secrets -> start_job -> verify.
+
+arq delivers a job at least once, so every step is safe to run twice: it checks Graph (or the
+record) before it changes anything, and records its outcome, Graph's request-id and status in
+the record's history before the next step starts. A run resumes at the first step without a
+completed outcome; a crash anywhere costs at most a repeated read. The steps themselves are in
+:mod:`workers.workflow.steps`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import structlog
+
+from service.core.errors import (
+    GraphError,
+    GraphRequestFailed,
+    RetryBudgetExhausted,
+    TokenError,
+    WorkflowFailed,
+)
+from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
+from service.core.tracing import span
+from workers.graph.client import GraphResponse
+from workers.workflow.calls import CallRunner, Defer, monotonic_ms
+from workers.workflow.steps import Deps, StepResult, Steps
+
+__all__ = ["Defer", "Deps", "Run", "StepResult", "run_request"]
+
+log = structlog.get_logger("workers.workflow.run")
+
+
+class Run:
+    """One execution of the workflow for one request (one arq job try)."""
+
+    def __init__(self, deps: Deps, record: Record) -> None:
+        self.deps = deps
+        self.record = record
+        self.calls = CallRunner(deps.settings, record, deps.throttle, deps.stopping, deps.metrics)
+        self._steps = Steps(deps, record, self.calls).table()
+
+    async def execute(self) -> None:
+        """Run the remaining steps; record success, failure, cancellation or a deferral."""
+        rec = self.record
+        for step in Step:
+            if rec.done(step):
+                continue
+            if await self.deps.store.cancel_requested(rec.id):
+                await self._finish(State.CANCELLED, Outcome.CANCELLED, step, "cancelled on request")
+                return
+            rec.step = step
+            began = time.monotonic()
+            try:
+                self.calls.checkpoint()
+                with span(f"step {step.value}", request_id=rec.id, attempt=rec.attempts):
+                    result = await self._steps[step]()
+            except Defer as d:
+                last = rec.history[-1] if rec.history else None
+                if last is not None and last.step is step and last.outcome is Outcome.RETRYING:
+                    rec.history.pop()  # one "still retrying" line per step, kept current
+                self._history(step, Outcome.RETRYING, began, message=d.reason)
+                await self.deps.store.save(rec)
+                raise
+            except GraphError as e:
+                await self.fail(step, began, _graph_failure(e))
+                return
+            except WorkflowFailed as e:
+                await self.fail(step, began, e)
+                return
+            except TokenError as e:
+                if e.error == "authority_unreachable":
+                    raise Defer(5.0, "token endpoint unreachable") from e
+                await self.fail(step, began, _token_failure(e))
+                return
+            self._history(step, result.outcome, began, result.response, result.message)
+            await self.deps.store.save(rec)
+            if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
+                await self.deps.store.forget_credentials(rec.id)
+        await self._finish(State.SUCCEEDED, None, None, None)
+
+    def _history(
+        self,
+        step: Step | None,
+        outcome: Outcome,
+        began: float | None = None,
+        response: GraphResponse | None = None,
+        message: str | None = None,
+        *,
+        graph_status: int | None = None,
+        graph_request_id: str | None = None,
+    ) -> None:
+        entry = HistoryEntry(
+            step=step,
+            outcome=outcome,
+            at=utcnow(),
+            attempt=self.record.attempts,
+            duration_ms=None if began is None else monotonic_ms(began),
+            graph_status=response.status if response else graph_status,
+            graph_request_id=response.request_id if response else graph_request_id,
+            client_request_id=response.client_request_id if response else None,
+            message=message,
+        )
+        self.record.add(entry)
+        if step is not None and began is not None:
+            self.deps.metrics.step(step.value, outcome.value, time.monotonic() - began)
+        log.info(
+            "workflow_step",
+            step=step.value if step else None,
+            outcome=outcome.value,
+            job_id=self.record.job_id,
+            template_id=self.record.template_id,
+            duration_ms=entry.duration_ms,
+            graph_status=entry.graph_status,
+            graph_request_id=entry.graph_request_id,
+            client_request_id=entry.client_request_id,
+            detail=message,
+        )
+
+    async def fail(self, step: Step, began: float, error: WorkflowFailed) -> None:
+        """End the request ``failed`` with the error's code, message and Graph ids."""
+        self.record.error = ErrorInfo(
+            code=error.code,
+            message=error.message,
+            graph_status=error.graph_status,
+            graph_request_id=error.graph_request_id,
+            details=error.details,
+        )
+        self._history(
+            step,
+            Outcome.FAILED,
+            began,
+            message=f"{error.code}: {error.message}",
+            graph_status=error.graph_status,
+            graph_request_id=error.graph_request_id,
+        )
+        await self._finish(State.FAILED, None, step, None)
+
+    async def _finish(
+        self, state: State, outcome: Outcome | None, step: Step | None, message: str | None
+    ) -> None:
+        if outcome is not None:
+            self._history(step, outcome, message=message)
+        self.record.state = state
+        self.record.updated_at = utcnow()
+        await self.deps.store.save(self.record)
+        self.deps.metrics.finished(
+            state.value, self.record.error.code if self.record.error else None
+        )
+        log.info(
+            "workflow_finished", state=state.value, error=getattr(self.record.error, "code", None)
+        )
+
+
+async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
+    """Run (or resume) the workflow of one request; raises :class:`Defer` to be re-queued."""
+    store = deps.store
+    record = await store.get(request_id)
+    if record is None or record.state.terminal:
+        log.info("workflow_skipped", reason="unknown or finished request")
+        return
+    now = utcnow()
+    record.attempts += 1
+    if record.retry_until is None:
+        record.retry_until = now + timedelta(seconds=deps.settings.retry_budget_s)
+    structlog.contextvars.bind_contextvars(
+        provisioning_request_id=record.id,
+        service_principal_id=record.service_principal_id,
+        caller=record.caller,
+        attempt=record.attempts,
+        job_try=job_try,
+    )
+    run = Run(deps, record)
+    if now > record.retry_until:
+        await run.fail(
+            record.step or Step.RESOLVE_TEMPLATE,
+            time.monotonic(),
+            RetryBudgetExhausted("the request's retry budget was spent before it could finish"),
+        )
+        return
+    record.state = State.RUNNING
+    await store.save(record)
+    await run.execute()
+
+
+def _graph_failure(error: GraphError) -> WorkflowFailed:
+    return GraphRequestFailed(
+        f"Graph answered {error.status} {error.code}"
+        + (f": {error.message}" if error.message else ""),
+        code=error.code or "GraphRequestFailed",
+        graph_status=error.status,
+        graph_request_id=error.request_id,
+    )
+
+
+def _token_failure(error: TokenError) -> WorkflowFailed:
+    codes = ", ".join(f"AADSTS{c}" for c in error.codes)
+    return WorkflowFailed(
+        f"Entra ID refused the service's credentials ({error.error}"
+        + (f", {codes}" if codes else "")
+        + "): check PROVISIONER_CLIENT_ID and its secret or certificate",
+        code="TokenAcquisitionFailed",
+    )
