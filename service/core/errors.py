@@ -6,8 +6,11 @@
      ├── ConfigError              settings missing or invalid at start-up
      ├── StoreUnavailable         Redis cannot be reached (the API answers 503 + Retry-After)
      ├── TokenError               Entra ID refused or could not issue a token
-     ├── GraphTransportError      no HTTP answer from Graph (timeout, reset, DNS, TLS)
-     ├── GraphError               Graph answered with a non-2xx status
+     ├── GraphFailure             a Graph call failed; status (0: no answer), code, message,
+     │    │                       request-id, Retry-After, client-request-id, method, URL
+     │    ├── GraphError           Graph answered with a non-2xx status (or a 2xx body that
+     │    │                       does not parse: code ``MalformedResponse``)
+     │    └── GraphTransportError  no HTTP answer from Graph (timeout, reset, DNS, TLS)
      └── WorkflowFailed           a provisioning request ends ``failed``; ``code`` names why
           ├── TemplateNotFound     the requested templateId is not among the principal's templates
           ├── TemplateAmbiguous    several templates, none ``default``, and no templateId given
@@ -47,19 +50,10 @@ class TokenError(ProvisionerError):
         self.codes = codes or []
 
 
-class GraphTransportError(ProvisionerError):
-    """Raised when a Graph call gets no HTTP answer: timeout, reset connection, TLS failure."""
-
-    def __init__(self, method: str, url: str, reason: str, client_request_id: str) -> None:
-        super().__init__(f"{method} {url}: {reason}")
-        self.method = method
-        self.url = url
-        self.reason = reason
-        self.client_request_id = client_request_id
-
-
-class GraphError(ProvisionerError):
-    """Raised for every non-2xx answer from Graph, carrying what support needs to quote."""
+class GraphFailure(ProvisionerError):
+    """Base of every failed Graph call, with what support needs to quote: the HTTP status
+    (0 when no answer came), Graph's error code and message, its ``request-id``, the parsed
+    ``Retry-After``, our ``client-request-id``, and the method and URL."""
 
     def __init__(
         self,
@@ -82,6 +76,27 @@ class GraphError(ProvisionerError):
         self.client_request_id = client_request_id
         self.method = method
         self.url = url
+
+    def describe(self) -> str:
+        """A short phrase for logs and history: ``HTTP 503 ServiceUnavailable``."""
+        return f"HTTP {self.status} {self.code}"
+
+
+class GraphError(GraphFailure):
+    """Raised for every non-2xx answer from Graph, and for a 2xx body that does not parse."""
+
+
+class GraphTransportError(GraphFailure):
+    """Raised when a Graph call gets no HTTP answer: timeout, reset connection, TLS failure."""
+
+    def __init__(self, method: str, url: str, reason: str, client_request_id: str) -> None:
+        super().__init__(
+            0, "NoResponse", reason, client_request_id=client_request_id, method=method, url=url
+        )
+        self.reason = reason
+
+    def describe(self) -> str:
+        return f"no answer ({self.reason})"
 
 
 class WorkflowFailed(ProvisionerError):
@@ -107,7 +122,7 @@ class WorkflowFailed(ProvisionerError):
             self.code = code
 
     @classmethod
-    def from_graph(cls, error: GraphError, message: str | None = None) -> WorkflowFailed:
+    def from_graph(cls, error: GraphFailure, message: str | None = None) -> WorkflowFailed:
         """Build the failure from Graph's answer, keeping its status and request-id."""
         if message is None:
             message = f"{error.code}: {error.message}" if error.message else error.code

@@ -1,37 +1,50 @@
-"""The Microsoft Graph client: one ``aiohttp.ClientSession``, typed errors, no workflow knowledge.
+"""The Microsoft Graph client: one ``aiohttp.ClientSession``, typed answers, one error family.
 
-Every non-2xx answer becomes a :class:`~service.core.errors.GraphError` carrying Graph's status,
-error code, message, ``request-id`` and parsed ``Retry-After``; a call that gets no answer becomes a
-:class:`~service.core.errors.GraphTransportError`. Retrying is the caller's business (the policy
-lives in :mod:`workers.workflow.retry`), with one exception that belongs to authentication: a 401
-``InvalidAuthenticationToken`` drops the cached token and repeats the call once.
+Every answer is parsed once, here, into the models of :mod:`workers.graph.models`; a call that
+fails raises a :class:`~service.core.errors.GraphFailure`: a
+:class:`~service.core.errors.GraphError` for a non-2xx answer (Graph's status, error code,
+message, ``request-id`` and parsed ``Retry-After``) or a 2xx body that does not parse, a
+:class:`~service.core.errors.GraphTransportError` when no answer came. Retrying is the caller's
+business (the policy lives in :mod:`workers.workflow.retry`), with one exception that belongs to
+authentication: a 401 ``InvalidAuthenticationToken`` drops the cached token and repeats the
+call once. The client knows nothing of the workflow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urljoin
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
 from service.core.errors import GraphError, GraphTransportError
 from service.core.settings import Settings
+from workers.graph.models import (
+    Collection,
+    ODataError,
+    SynchronizationJob,
+    SynchronizationTemplate,
+)
 from workers.graph.tls import ssl_context
 from workers.graph.token import TokenProvider
 from workers.workflow.retry import parse_retry_after
 
 CallObserver = Callable[[str, str, int], None]  # (method, route, status) -> None; 0 = no answer
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
-class GraphResponse:
-    """A 2xx answer: status, parsed JSON body (None when empty) and the ids to quote."""
+class GraphResponse(Generic[T]):
+    """A 2xx answer: its status, the parsed value and the ids to quote."""
 
     status: int
-    body: Any
+    value: T
     request_id: str | None
     client_request_id: str
 
@@ -77,8 +90,9 @@ class GraphClient:
         client_request_id: str,
         json: Any = None,
         route: str = "",
-    ) -> GraphResponse:
-        """One call; ``url`` is a path under the Graph base URL or an absolute nextLink."""
+    ) -> GraphResponse[Any]:
+        """One call, its body as parsed JSON (None when empty); ``url`` is a path under the
+        Graph base URL or an absolute nextLink."""
         full = url if url.startswith(("https://", "http://")) else f"{self._base}{url}"
         token = await self._tokens.token()
         try:
@@ -92,7 +106,7 @@ class GraphClient:
 
     async def _send(
         self, method: str, url: str, token: str, crid: str, body: Any, route: str
-    ) -> GraphResponse:
+    ) -> GraphResponse[Any]:
         headers = {
             "Authorization": f"Bearer {token}",
             "client-request-id": crid,
@@ -107,20 +121,18 @@ class GraphClient:
                 is_json = "json" in resp.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError) as e:
             self._note(method, route, 0)
-            reason = type(e).__name__ if isinstance(e, TimeoutError) else f"{type(e).__name__}"
-            raise GraphTransportError(method, url, reason, crid) from e
+            raise GraphTransportError(method, url, type(e).__name__, crid) from e
         self._note(method, route, status)
-        parsed = _json(raw) if raw and is_json else None
+        parsed = _loads(raw) if raw and is_json else None
         if 200 <= status < 300:
             return GraphResponse(status, parsed, request_id, crid)
-        err = parsed.get("error") if isinstance(parsed, dict) else None
-        err = err if isinstance(err, dict) else {}
-        inner = err.get("innerError") if isinstance(err.get("innerError"), dict) else {}
+        err = ODataError.parse(parsed)
+        inner_request_id = err.inner_error.request_id if err.inner_error else None
         raise GraphError(
             status,
-            str(err.get("code") or f"HTTP{status}"),
-            str(err.get("message") or ""),
-            request_id or (inner or {}).get("request-id"),
+            err.code or f"HTTP{status}",
+            err.message or "",
+            request_id or inner_request_id,
             parse_retry_after(retry_after),
             client_request_id=crid,
             method=method,
@@ -131,22 +143,34 @@ class GraphClient:
         if self._observe is not None:
             self._observe(method, route, status)
 
+    async def _typed(
+        self, model: type[M], method: str, url: str, crid: str, route: str, json: Any = None
+    ) -> GraphResponse[M]:
+        resp = await self.request(method, url, client_request_id=crid, json=json, route=route)
+        return GraphResponse(resp.status, _parse(model, resp, method, url), resp.request_id, crid)
+
+    async def _no_content(
+        self, method: str, url: str, crid: str, route: str, json: Any = None
+    ) -> GraphResponse[None]:
+        resp = await self.request(method, url, client_request_id=crid, json=json, route=route)
+        return GraphResponse(resp.status, None, resp.request_id, crid)
+
     async def list_all(
-        self, path: str, *, client_request_id: str, route: str
-    ) -> tuple[list[dict[str, Any]], GraphResponse]:
-        """Every item of a collection, following ``@odata.nextLink`` as an opaque URL."""
-        items: list[dict[str, Any]] = []
+        self, model: type[M], path: str, *, client_request_id: str, route: str
+    ) -> GraphResponse[list[M]]:
+        """Every item of a collection, following ``@odata.nextLink`` as an opaque URL; the
+        status and ids are the last page's."""
+        items: list[M] = []
         url: str | None = path
-        last: GraphResponse | None = None
+        page: GraphResponse[Collection] | None = None
         while url:
-            last = await self.request("GET", url, client_request_id=client_request_id, route=route)
-            body = last.body if isinstance(last.body, dict) else {}
-            items.extend(v for v in body.get("value", []) if isinstance(v, dict))
-            next_link = body.get("@odata.nextLink")
+            page = await self._typed(Collection, "GET", url, client_request_id, route)
+            items.extend(_parse_item(model, raw, page, url) for raw in page.value.value)
+            next_link = page.value.next_link
             # An opaque URL, normally absolute; resolved against the base should one be relative.
-            url = urljoin(f"{self._base}/", next_link) if isinstance(next_link, str) else None
-        assert last is not None
-        return items, last
+            url = urljoin(f"{self._base}/", next_link) if next_link else None
+        assert page is not None
+        return GraphResponse(page.status, items, page.request_id, client_request_id)
 
     # Graph's synchronization endpoints ---------------------------------------------------
     @staticmethod
@@ -155,71 +179,99 @@ class GraphClient:
 
     async def list_templates(
         self, sp: str, crid: str
-    ) -> tuple[list[dict[str, Any]], GraphResponse]:
+    ) -> GraphResponse[list[SynchronizationTemplate]]:
         """GET .../synchronization/templates, all pages."""
         return await self.list_all(
-            f"{self._sync(sp)}/templates", client_request_id=crid, route="templates.list"
+            SynchronizationTemplate,
+            f"{self._sync(sp)}/templates",
+            client_request_id=crid,
+            route="templates.list",
         )
 
-    async def list_jobs(self, sp: str, crid: str) -> tuple[list[dict[str, Any]], GraphResponse]:
+    async def list_jobs(self, sp: str, crid: str) -> GraphResponse[list[SynchronizationJob]]:
         """GET .../synchronization/jobs, all pages."""
         return await self.list_all(
-            f"{self._sync(sp)}/jobs", client_request_id=crid, route="jobs.list"
+            SynchronizationJob, f"{self._sync(sp)}/jobs", client_request_id=crid, route="jobs.list"
         )
 
-    async def create_job(self, sp: str, template_id: str, crid: str) -> GraphResponse:
+    async def create_job(
+        self, sp: str, template_id: str, crid: str
+    ) -> GraphResponse[SynchronizationJob]:
         """POST .../synchronization/jobs: not idempotent, the caller lists jobs first."""
-        return await self.request(
+        return await self._typed(
+            SynchronizationJob,
             "POST",
             f"{self._sync(sp)}/jobs",
+            crid,
+            "jobs.create",
             json={"templateId": template_id},
-            client_request_id=crid,
-            route="jobs.create",
         )
 
-    async def get_job(self, sp: str, job_id: str, crid: str) -> GraphResponse:
+    async def get_job(self, sp: str, job_id: str, crid: str) -> GraphResponse[SynchronizationJob]:
         """GET .../synchronization/jobs/{jobId}."""
-        return await self.request(
-            "GET", f"{self._sync(sp)}/jobs/{job_id}", client_request_id=crid, route="jobs.get"
+        return await self._typed(
+            SynchronizationJob, "GET", f"{self._sync(sp)}/jobs/{job_id}", crid, "jobs.get"
         )
 
-    async def start_job(self, sp: str, job_id: str, crid: str) -> GraphResponse:
+    async def start_job(self, sp: str, job_id: str, crid: str) -> GraphResponse[None]:
         """POST .../jobs/{jobId}/start (204)."""
-        return await self.request(
-            "POST",
-            f"{self._sync(sp)}/jobs/{job_id}/start",
-            client_request_id=crid,
-            route="jobs.start",
+        return await self._no_content(
+            "POST", f"{self._sync(sp)}/jobs/{job_id}/start", crid, "jobs.start"
         )
 
     async def validate_credentials(
         self, sp: str, job_id: str, credentials: list[dict[str, str]], crid: str
-    ) -> GraphResponse:
+    ) -> GraphResponse[None]:
         """POST .../jobs/{jobId}/validateCredentials (204; 400 means rejected)."""
-        return await self.request(
+        return await self._no_content(
             "POST",
             f"{self._sync(sp)}/jobs/{job_id}/validateCredentials",
+            crid,
+            "jobs.validateCredentials",
             json={"useSavedCredentials": False, "credentials": credentials},
-            client_request_id=crid,
-            route="jobs.validateCredentials",
         )
 
     async def put_secrets(
         self, sp: str, credentials: list[dict[str, str]], crid: str
-    ) -> GraphResponse:
+    ) -> GraphResponse[None]:
         """PUT .../synchronization/secrets (204)."""
-        return await self.request(
-            "PUT",
-            f"{self._sync(sp)}/secrets",
-            json={"value": credentials},
-            client_request_id=crid,
-            route="secrets.put",
+        return await self._no_content(
+            "PUT", f"{self._sync(sp)}/secrets", crid, "secrets.put", json={"value": credentials}
         )
 
 
-def _json(raw: bytes) -> Any:
-    import json
+def _parse(model: type[M], resp: GraphResponse[Any], method: str, url: str) -> M:
+    """The answer's body as ``model``; a body that does not fit is Graph's error, not ours."""
+    try:
+        return model.model_validate(resp.value if resp.value is not None else {})
+    except ValidationError as e:
+        raise _malformed(resp, method, url, model, e) from None
 
+
+def _parse_item(model: type[M], raw: dict[str, Any], page: GraphResponse[Any], url: str) -> M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise _malformed(page, "GET", url, model, e) from None
+
+
+def _malformed(
+    resp: GraphResponse[Any], method: str, url: str, model: type[BaseModel], e: ValidationError
+) -> GraphError:
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return GraphError(
+        resp.status,
+        "MalformedResponse",
+        f"the answer is not a {model.__name__}: {where}: {first['msg']}",
+        resp.request_id,
+        client_request_id=resp.client_request_id,
+        method=method,
+        url=url,
+    )
+
+
+def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError:

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import structlog
 
-from service.core.errors import GraphError, GraphTransportError, RetryBudgetExhausted
+from service.core.errors import GraphError, GraphFailure, RetryBudgetExhausted
 from service.core.models import Record, Step, utcnow
 from service.core.settings import Settings
 from workers.metrics import WorkerMetrics
@@ -43,7 +43,7 @@ class Defer(Exception):
 class Ambiguous(Exception):
     """A create call whose outcome is unknown (5xx, timeout, reset): list before deciding."""
 
-    def __init__(self, cause: GraphError | GraphTransportError) -> None:
+    def __init__(self, cause: GraphFailure) -> None:
         super().__init__(str(cause))
         self.cause = cause
 
@@ -132,7 +132,7 @@ class CallRunner:
                 await self.wait(hold, "tenant throttle", pacing=True)
             try:
                 result = await fn(self.client_request_id(step))
-            except (GraphError, GraphTransportError) as e:
+            except GraphFailure as e:
                 disposition = classify(e, kind)
                 if disposition is Disposition.FATAL:
                     raise
@@ -140,7 +140,7 @@ class CallRunner:
                     raise Ambiguous(e) from e
                 failures += 1
                 self.retries += 1
-                retry_after = e.retry_after if isinstance(e, GraphError) else None
+                retry_after = e.retry_after
                 if disposition is Disposition.THROTTLED and retry_after:
                     await self._throttle.hold(min(retry_after, self._settings.max_retry_after_s))
                 delay = self._backoff.delay(failures, retry_after)
@@ -150,21 +150,19 @@ class CallRunner:
                     "graph_retry",
                     step=step.value,
                     disposition=disposition.value,
-                    graph_status=getattr(e, "status", 0),
-                    graph_code=getattr(e, "code", None),
-                    graph_request_id=getattr(e, "request_id", None),
+                    graph_status=e.status,
+                    graph_code=e.code,
+                    graph_request_id=e.request_id,
                     client_request_id=e.client_request_id,
                     wait_s=round(delay, 3),
                     failures=failures,
                 )
-                await self.wait(delay, _describe(e))
+                await self.wait(delay, e.describe())
                 continue
             self._record.lag_since = None
             return result
 
-    def _check_budget(
-        self, error: GraphError | GraphTransportError, disposition: Disposition, delay: float
-    ) -> None:
+    def _check_budget(self, error: GraphFailure, disposition: Disposition, delay: float) -> None:
         now = utcnow()
         deadline = self._record.retry_until or now
         if disposition is Disposition.CONSISTENCY:
@@ -179,17 +177,11 @@ class CallRunner:
                 # Lag that never ends is not lag: report Graph's own answer (e.g. 403).
                 raise error
             raise RetryBudgetExhausted(
-                f"gave up when the retry budget was spent; last error: {_describe(error)}",
-                graph_status=getattr(error, "status", None),
-                graph_request_id=getattr(error, "request_id", None),
-                details={"lastErrorCode": getattr(error, "code", None) or "NoResponse"},
+                f"gave up when the retry budget was spent; last error: {error.describe()}",
+                graph_status=error.status or None,
+                graph_request_id=error.request_id,
+                details={"lastErrorCode": error.code},
             ) from error
-
-
-def _describe(error: GraphError | GraphTransportError) -> str:
-    if isinstance(error, GraphError):
-        return f"HTTP {error.status} {error.code}"
-    return f"no answer ({error.reason})"
 
 
 def monotonic_ms(since: float) -> int:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
-from service.core.errors import GraphError, GraphTransportError
+from service.core.errors import GraphFailure, GraphTransportError
 
 
 class CallKind(StrEnum):
@@ -76,7 +76,7 @@ POLICY: dict[CallKind, dict[int, Disposition]] = {
 }  # fmt: skip
 
 
-def classify(error: GraphError | GraphTransportError, kind: CallKind) -> Disposition:
+def classify(error: GraphFailure, kind: CallKind) -> Disposition:
     """Look a failed call up in :data:`POLICY`."""
     if isinstance(error, GraphTransportError):
         return POLICY[kind][TRANSPORT]

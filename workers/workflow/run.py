@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
 from service.core.errors import (
-    GraphError,
+    GraphFailure,
     GraphRequestFailed,
     RetryBudgetExhausted,
     TokenError,
@@ -63,7 +64,7 @@ class Run:
                 self._history(step, Outcome.RETRYING, began, message=d.reason)
                 await self.deps.store.save(rec)
                 raise
-            except GraphError as e:
+            except GraphFailure as e:
                 await self.fail(step, began, _graph_failure(e))
                 return
             except WorkflowFailed as e:
@@ -85,7 +86,7 @@ class Run:
         step: Step | None,
         outcome: Outcome,
         began: float | None = None,
-        response: GraphResponse | None = None,
+        response: GraphResponse[Any] | None = None,
         message: str | None = None,
         *,
         graph_status: int | None = None,
@@ -184,10 +185,9 @@ async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
     await run.execute()
 
 
-def _graph_failure(error: GraphError) -> WorkflowFailed:
+def _graph_failure(error: GraphFailure) -> WorkflowFailed:
     return GraphRequestFailed(
-        f"Graph answered {error.status} {error.code}"
-        + (f": {error.message}" if error.message else ""),
+        f"Graph answered {error.describe()}" + (f": {error.message}" if error.message else ""),
         code=error.code or "GraphRequestFailed",
         graph_status=error.status,
         graph_request_id=error.request_id,

@@ -25,6 +25,7 @@ from service.core.models import Outcome, Record, Step, utcnow
 from service.core.settings import Settings
 from service.core.store import Store
 from workers.graph.client import GraphClient, GraphResponse
+from workers.graph.models import SynchronizationJob
 from workers.metrics import WorkerMetrics
 from workers.workflow.calls import Ambiguous, CallRunner
 from workers.workflow.retry import CallKind
@@ -48,7 +49,7 @@ class StepResult:
     """What a step reports for the history line."""
 
     outcome: Outcome = Outcome.SUCCEEDED
-    response: GraphResponse | None = None
+    response: GraphResponse[Any] | None = None
     message: str | None = None
 
 
@@ -74,12 +75,13 @@ class Steps:
 
     async def resolve_template(self) -> StepResult:
         """Pick the template: the requested one if listed, else the only or the default one."""
-        templates, resp = await self.calls.call(
+        resp = await self.calls.call(
             Step.RESOLVE_TEMPLATE,
             CallKind.LOOKUP,
             lambda crid: self.graph.list_templates(self.sp, crid),
         )
-        ids = [str(t.get("id")) for t in templates]
+        templates = [t for t in resp.value if t.id]
+        ids = [str(t.id) for t in templates]
         wanted = self.record.requested_template_id
         ctx: dict[str, Any] = {"graph_status": resp.status, "graph_request_id": resp.request_id}
         if wanted is not None:
@@ -94,7 +96,7 @@ class Steps:
         elif len(ids) == 1:
             chosen = ids[0]
         else:
-            defaults = [str(t.get("id")) for t in templates if t.get("default") is True]
+            defaults = [str(t.id) for t in templates if t.default]
             if not ids:
                 raise TemplateNotFound(
                     "this service principal has no synchronization templates "
@@ -113,11 +115,13 @@ class Steps:
         self.record.template_id = chosen
         return StepResult(response=resp, message=f"template {chosen}")
 
-    async def _find_job(self) -> tuple[dict[str, Any] | None, GraphResponse]:
-        jobs, resp = await self.calls.call(
+    async def _find_job(
+        self,
+    ) -> tuple[SynchronizationJob | None, GraphResponse[list[SynchronizationJob]]]:
+        resp = await self.calls.call(
             Step.CREATE_JOB, CallKind.LOOKUP, lambda crid: self.graph.list_jobs(self.sp, crid)
         )
-        same = [j for j in jobs if j.get("templateId") == self.record.template_id]
+        same = [j for j in resp.value if j.id and j.template_id == self.record.template_id]
         return (same[0] if same else None), resp
 
     async def create_job(self) -> StepResult:
@@ -129,7 +133,7 @@ class Steps:
         while True:
             existing, listed = await self._find_job()
             if existing is not None:
-                rec.job_id, rec.create_sent_at = str(existing["id"]), None
+                rec.job_id, rec.create_sent_at = existing.id, None
                 return StepResult(Outcome.ADOPTED, listed, "adopted existing job")
             if rec.create_sent_at is not None and utcnow() < rec.create_sent_at + settle:
                 # An earlier POST's outcome was never seen (lost answer, crash): give Graph's
@@ -150,10 +154,9 @@ class Steps:
             except GraphError:
                 rec.create_sent_at = None  # a clear refusal: nothing was made
                 raise
-            body = created.body if isinstance(created.body, dict) else {}
-            if not body.get("id"):
+            if not created.value.id:
                 continue  # an answer without the job: list again rather than guess
-            rec.job_id, rec.create_sent_at = str(body["id"]), None
+            rec.job_id, rec.create_sent_at = created.value.id, None
             return StepResult(response=created, message="created job")
 
     async def save_secrets(self) -> StepResult:
@@ -198,7 +201,7 @@ class Steps:
         current = await self.calls.call(
             Step.START_JOB, CallKind.READ, lambda crid: self.graph.get_job(self.sp, job_id, crid)
         )
-        schedule, status = _job_state(current.body)
+        schedule, status = current.value.schedule_state, current.value.status_code
         if schedule == "Active" and status not in {"Paused", "Quarantine"}:
             return StepResult(Outcome.SKIPPED, current, f"already {schedule}/{status}")
         started = await self.calls.call(
@@ -228,7 +231,7 @@ class Steps:
             current = await self.calls.call(
                 Step.VERIFY, CallKind.READ, lambda crid: self.graph.get_job(self.sp, job_id, crid)
             )
-            schedule, status = _job_state(current.body)
+            schedule, status = current.value.schedule_state, current.value.status_code
             if status == "Quarantine":
                 raise _quarantined(current)
             if schedule == "Active" and status == "Active":
@@ -255,26 +258,19 @@ class Steps:
         return self.record.job_id
 
 
-def _job_state(body: Any) -> tuple[str, str]:
-    body = body if isinstance(body, dict) else {}
-    schedule = body.get("schedule") if isinstance(body.get("schedule"), dict) else {}
-    status = body.get("status") if isinstance(body.get("status"), dict) else {}
-    return str((schedule or {}).get("state") or ""), str((status or {}).get("code") or "")
-
-
-def _quarantined(current: GraphResponse) -> JobQuarantined:
-    status = current.body.get("status", {}) if isinstance(current.body, dict) else {}
-    quarantine = status.get("quarantine") or {}
-    error = quarantine.get("error") or {}
-    reason = quarantine.get("reason") or "Unknown"
-    detail = error.get("message") or "no message"
+def _quarantined(current: GraphResponse[SynchronizationJob]) -> JobQuarantined:
+    quarantine = current.value.status.quarantine
+    error = quarantine.error if quarantine else None
+    reason = (quarantine.reason if quarantine else None) or "Unknown"
+    code = (error.code if error else None) or "UnknownError"
+    detail = (error.message if error else None) or "no message"
     return JobQuarantined(
-        f"the job went to quarantine ({reason}): {error.get('code') or 'UnknownError'}: {detail}",
+        f"the job went to quarantine ({reason}): {code}: {detail}",
         graph_status=current.status,
         graph_request_id=current.request_id,
         details={
             "reason": reason,
-            "errorCode": error.get("code"),
-            "tenantActionable": error.get("tenantActionable"),
+            "errorCode": error.code if error else None,
+            "tenantActionable": error.tenant_actionable if error else None,
         },
     )

@@ -33,8 +33,8 @@ async def graph(fresh_sandbox: SandboxProcess) -> AsyncIterator[GraphClient]:
 
 
 async def test_lists_templates(graph: GraphClient) -> None:
-    templates, resp = await graph.list_templates(SCIM, "crid-1")
-    assert sorted(t["id"] for t in templates) == ["scim", "scimV2"]
+    resp = await graph.list_templates(SCIM, "crid-1")
+    assert sorted(str(t.id) for t in resp.value) == ["scim", "scimV2"]
     assert resp.status == 200
     assert resp.request_id
     assert resp.client_request_id == "crid-1"
@@ -44,8 +44,8 @@ async def test_paging_returns_every_item_once(
     graph: GraphClient, fresh_sandbox: SandboxProcess
 ) -> None:
     fresh_sandbox.patch_faults({"page_size": 1})
-    templates, _ = await graph.list_templates(SCIM, "crid")
-    assert sorted(t["id"] for t in templates) == ["scim", "scimV2"]
+    templates = (await graph.list_templates(SCIM, "crid")).value
+    assert sorted(str(t.id) for t in templates) == ["scim", "scimV2"]
     stats = fresh_sandbox.stats()
     assert sum(stats["calls"]["templates.list"].values()) == 2
 
@@ -91,8 +91,8 @@ async def test_lost_create_response_is_a_transport_error(
     fresh_sandbox.patch_faults({"lost_create_rate": 1.0})
     with pytest.raises(GraphTransportError):
         await graph.create_job(SALESFORCE, "salesforce", "crid")
-    jobs, _ = await graph.list_jobs(SALESFORCE, "crid")
-    assert [j["templateId"] for j in jobs] == ["salesforce"]
+    jobs = (await graph.list_jobs(SALESFORCE, "crid")).value
+    assert [j.template_id for j in jobs] == ["salesforce"]
 
 
 class _StaleFirst:
@@ -119,10 +119,10 @@ async def test_invalid_token_is_refreshed_once(fresh_sandbox: SandboxProcess) ->
     tokens = _StaleFirst(await TokenProvider.create(settings))
     try:
         client = GraphClient(session, settings.graph_url, tokens)  # type: ignore[arg-type]
-        templates, _ = await client.list_templates(SALESFORCE, "crid")
+        templates = (await client.list_templates(SALESFORCE, "crid")).value
     finally:
         await session.close()
-    assert [t["id"] for t in templates] == ["salesforce"]
+    assert [t.id for t in templates] == ["salesforce"]
     assert tokens.invalidated == ["not-a-valid-token"]
     assert fresh_sandbox.stats()["calls"]["templates.list"] == {"401": 1, "200": 1}
 
@@ -133,10 +133,10 @@ async def test_beta_endpoint_works_too(fresh_sandbox: SandboxProcess) -> None:
     session = new_session(settings)
     try:
         client = GraphClient(session, beta, await TokenProvider.create(settings))
-        templates, _ = await client.list_templates(SALESFORCE, "crid")
+        templates = (await client.list_templates(SALESFORCE, "crid")).value
     finally:
         await session.close()
-    assert [t["id"] for t in templates] == ["salesforce"]
+    assert [t.id for t in templates] == ["salesforce"]
 
 
 @pytest.mark.parametrize("no_proxy", [False, True])
@@ -153,11 +153,11 @@ async def test_https_proxy_and_no_proxy_are_honoured_by_msal_and_graph(
     try:
         tokens = await TokenProvider.create(settings)
         client = GraphClient(session, settings.graph_url, tokens)
-        templates, _ = await client.list_templates(SALESFORCE, "crid")
+        templates = (await client.list_templates(SALESFORCE, "crid")).value
     finally:
         await session.close()
         await proxy.stop()
-    assert [t["id"] for t in templates] == ["salesforce"]
+    assert [t.id for t in templates] == ["salesforce"]
     port = fresh_sandbox.info["port"]
     if no_proxy:
         assert proxy.seen == []
@@ -165,3 +165,29 @@ async def test_https_proxy_and_no_proxy_are_honoured_by_msal_and_graph(
         # msal (discovery + token) and the Graph call all went through the proxy.
         assert len(proxy.seen) >= 2
         assert set(proxy.seen) == {f"127.0.0.1:{port}"}
+
+
+async def test_jobs_are_parsed_into_models(graph: GraphClient) -> None:
+    created = await graph.create_job(SALESFORCE, "salesforce", "crid")
+    assert created.status == 201
+    assert created.value.id
+    assert created.value.template_id == "salesforce"
+    fetched = await graph.get_job(SALESFORCE, created.value.id, "crid")
+    assert fetched.value.id == created.value.id
+    assert fetched.value.schedule_state  # e.g. "Disabled" before start
+    assert fetched.value.status.quarantine is None
+
+
+def test_a_body_that_does_not_parse_is_a_graph_error() -> None:
+    """A 2xx answer whose body is not the resource is Graph's fault: MalformedResponse, with
+    the answer's status and request-id to quote."""
+    from workers.graph.client import GraphResponse, _parse
+    from workers.graph.models import Collection
+
+    answer = GraphResponse(200, {"value": "not-a-list"}, "rid-1", "crid")
+    with pytest.raises(GraphError) as info:
+        _parse(Collection, answer, "GET", "/jobs")
+    assert info.value.code == "MalformedResponse"
+    assert info.value.status == 200
+    assert info.value.request_id == "rid-1"
+    assert "value" in info.value.message
