@@ -1,0 +1,55 @@
+"""From a job's Graph status to one :class:`~service.core.health.Health` word, and why.
+
+Every signal Graph gives counts, worst first: a non-null ``status.quarantine`` whatever
+``status.code`` says (Graph's own Get example shows a quarantined job with code ``Paused``), a
+``Quarantine`` code, a ``Disabled`` or ``Paused`` schedule, a ``Failed`` last execution or
+successive complete failures, and ``NotRun``/``NotConfigured`` as "not yet". Used by the
+workflow's verify step and by the health watch, so both say the same thing about one job.
+Reference: synchronizationStatus, synchronizationQuarantine, synchronizationTaskExecution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.core.health import Health
+from workers.graph.models import SynchronizationJob
+
+#: Status codes that mean "configured, no cycle finished yet".
+NOT_YET = frozenset({"NotRun", "NotConfigured", ""})
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A job's health and a one-line reason that quotes Graph's own words."""
+
+    health: Health
+    reason: str
+
+
+def assess(job: SynchronizationJob) -> Assessment:
+    """The job's health, the worst signal first."""
+    status, schedule = job.status, job.schedule_state
+    quarantine = status.quarantine
+    if quarantine is not None or status.code == "Quarantine":
+        why = (quarantine.reason if quarantine else None) or "Unknown"
+        error = quarantine.error if quarantine else None
+        detail = f": {error.code}: {error.message}" if error and error.code else ""
+        return Assessment(Health.QUARANTINED, f"quarantined ({why}){detail}")
+    if schedule == "Disabled":
+        return Assessment(Health.DISABLED, "the job's schedule is Disabled")
+    if schedule == "Paused" or status.code == "Paused":
+        return Assessment(Health.PAUSED, "the job is paused")
+    last = status.last_execution
+    failures = status.count_successive_complete_failures or 0
+    if (last is not None and last.state == "Failed") or failures > 0:
+        error = last.error if last else None
+        detail = f": {error.code}: {error.message}" if error and error.code else ""
+        return Assessment(Health.FAILING, f"the last cycle failed ({failures} in a row){detail}")
+    if status.code in NOT_YET:
+        return Assessment(
+            Health.UNKNOWN, f"no cycle has finished yet ({status.code or 'no status'})"
+        )
+    if schedule == "Active" and status.code == "Active":
+        return Assessment(Health.HEALTHY, "scheduled and running")
+    return Assessment(Health.UNKNOWN, f"schedule {schedule or '?'}, status {status.code or '?'}")
