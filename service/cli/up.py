@@ -113,12 +113,32 @@ def _start_redis(children: Children, state: Path) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
+def _sandbox_env() -> dict[str, str]:
+    """The sandbox is not in the wheel: it runs from the source checkout this package was
+    installed from (``pip install -e '.[local]'``, as ``make run`` does)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "sandbox" / "__main__.py").is_file():
+        raise ConfigError(
+            "no tenant is configured (PROVISIONER_TENANT_ID) and the Graph sandbox is not "
+            "here: it runs from a source checkout (`make run`); or configure a tenant"
+        )
+    try:
+        import trustme  # noqa: F401  (the sandbox's own dependency, in the `local` extra)
+    except ImportError:
+        raise ConfigError(
+            "the Graph sandbox needs the `local` extra: pip install -e '.[local]'"
+        ) from None
+    path = os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def _start_sandbox(children: Children, state: Path) -> dict[str, Any]:
+    env = _sandbox_env()
     sandbox_dir = (state / "sandbox").resolve()
     info_file = sandbox_dir / "sandbox.json"
     info_file.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "sandbox", "--port", "0", "--state-dir", str(sandbox_dir)]
-    proc = children.start("sandbox", argv, os.environ, stdout=subprocess.DEVNULL)
+    proc = children.start("sandbox", argv, env, stdout=subprocess.DEVNULL)
 
     def ready() -> dict[str, Any] | None:
         try:
@@ -209,6 +229,20 @@ def run_up(*, host: str, port: int, state_dir: str) -> int:
         children.stop()
 
 
+def _cli() -> str:
+    """How to run this install's ``provisioner`` from the current directory: the bare name
+    when PATH finds this very script, else its path (``.venv/bin/provisioner`` after
+    ``make run``)."""
+    script = Path(sys.executable).parent / "provisioner"
+    on_path = shutil.which("provisioner")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "provisioner"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def _banner(base: str, api_key: str, sandbox: Mapping[str, Any] | None) -> None:
     sp = _sandbox_principal(sandbox) if sandbox else None
     body = json.dumps({"servicePrincipalId": sp or "<service principal object id>"})
@@ -219,14 +253,14 @@ def _banner(base: str, api_key: str, sandbox: Mapping[str, Any] | None) -> None:
         f"  Graph      {sandbox['graph_url'] + ' (sandbox)' if sandbox else 'your tenant'}",
         "",
         "  Provision an app:",
-        f"  curl -sS -X POST {base}/v1/provisioning-requests \\",
+        f"  curl -sS -i -X POST {base}/v1/provisioning-requests \\",
         f"       -H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' \\",
         f"       -d '{body}'",
         "",
         "  Then follow the Location header it returns (same Authorization header),",
         "  or use the command-line client:",
         f"  export PROVISIONER_API_URL={base} PROVISIONER_API_KEY={api_key}",
-        f"  provisioner submit --sp {sp or '<id>'} --wait",
+        f"  {_cli()} submit --sp {sp or '<id>'} --wait",
         "",
         f"  Status page: {base}/ui    Ctrl-C stops everything.",
         "",

@@ -53,8 +53,9 @@ def test_up_then_the_printed_curl_succeeds(tmp_path: Path) -> None:
         start = text.index("curl -sS")
         end = text.index("'\n", text.index("-d '", start)) + 1
         command = text[start:end].replace("\\\n", " ")
+        assert " -i " in command  # the 202 and its Location are shown
         out = subprocess.run(
-            [*shlex.split(command), "-D", "-"], capture_output=True, text=True, check=True
+            shlex.split(command), capture_output=True, text=True, check=True
         ).stdout
         assert " 202 " in out.splitlines()[0], out
         location = re.search(r"(?im)^location: (\S+)", out)
@@ -73,6 +74,16 @@ def test_up_then_the_printed_curl_succeeds(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert record["state"] == "succeeded", record
         assert record["jobId"]
+        # The printed client command runs as printed (the venv's script, not a bare name).
+        exports = re.search(r"export (PROVISIONER_API_URL=\S+) (PROVISIONER_API_KEY=\S+)", text)
+        submit = re.search(r"^  (\S+) submit (.+)$", text, re.M)
+        assert exports and submit, text
+        client_env = {**env, **dict(kv.split("=", 1) for kv in exports.groups())}
+        client = subprocess.run(
+            [submit.group(1), "submit", *shlex.split(submit.group(2))],
+            cwd=tmp_path, env=client_env, capture_output=True, text=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert client.returncode == 0, client.stdout + client.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         try:
