@@ -77,7 +77,8 @@ def test_up_then_the_printed_curl_succeeds(tmp_path: Path) -> None:
         # The printed client command runs as printed (the venv's script, not a bare name).
         exports = re.search(r"export (PROVISIONER_API_URL=\S+) (PROVISIONER_API_KEY=\S+)", text)
         submit = re.search(r"^  (\S+) submit (.+)$", text, re.M)
-        assert exports and submit, text
+        assert exports, text
+        assert submit, text
         client_env = {**env, **dict(kv.split("=", 1) for kv in exports.groups())}
         client = subprocess.run(
             [submit.group(1), "submit", *shlex.split(submit.group(2))],
