@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import structlog
 from arq import Retry
+from yarl import URL
 
 from service.core import signing
 from service.core.keys import Keys
@@ -71,7 +72,7 @@ async def deliver(
     record: Record,
     target: str,
     method: str,
-    url: str,
+    url: str | URL,
     *,
     notification: str,
     **options: Any,

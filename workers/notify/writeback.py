@@ -40,6 +40,7 @@ import aiohttp
 import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from yarl import URL
 
 from service.core.errors import ConfigError
 from service.core.models import CallbackAttempt, Record, utcnow
@@ -136,21 +137,27 @@ def note_text(record: Record) -> str:
     return "\n".join(lines)
 
 
-def _jira(target: JiraTarget, record: Record) -> tuple[str, str, dict[str, Any]]:
+def _url(base: str, encoded_path: str) -> URL:
+    """The base URL (normalised) followed by a path whose segments are already encoded, sent
+    exactly so (``encoded=True``: no re-quoting turns ``%3D`` back into ``=``)."""
+    return URL(str(URL(base.rstrip("/"))) + encoded_path, encoded=True)
+
+
+def _jira(target: JiraTarget, record: Record) -> tuple[str, URL, dict[str, Any]]:
     paragraphs = [
         {"type": "paragraph", "content": [{"type": "text", "text": line}]}
         for line in note_text(record).splitlines()
     ]
     key = segment(record.external_reference or "")
-    url = f"{target.base_url.rstrip('/')}/rest/api/3/issue/{key}/comment"
+    url = _url(target.base_url, f"/rest/api/3/issue/{key}/comment")
     body = {"body": {"type": "doc", "version": 1, "content": paragraphs}}
     auth = _basic(target.email, target.api_token_env)
     return "POST", url, {"json": body, "headers": auth}
 
 
-def _servicenow(target: ServiceNowTarget, record: Record) -> tuple[str, str, dict[str, Any]]:
+def _servicenow(target: ServiceNowTarget, record: Record) -> tuple[str, URL, dict[str, Any]]:
     sys_id = segment(record.external_reference or "")
-    url = f"{target.instance_url.rstrip('/')}/api/now/table/{segment(target.table)}/{sys_id}"
+    url = _url(target.instance_url, f"/api/now/table/{segment(target.table)}/{sys_id}")
     auth = _basic(target.username, target.password_env)
     return "PATCH", url, {"json": {"work_notes": note_text(record)}, "headers": auth}
 
