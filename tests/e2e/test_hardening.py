@@ -77,9 +77,8 @@ async def test_unparseable_header_lines_are_not_echoed_or_logged(
         for name, line in attacks.items():
             request = b"GET /v1/provisioning-requests HTTP/1.1\r\nHost: x\r\n" + line + b"\r\n\r\n"
             answers[name] = await asyncio.to_thread(_raw_request, port, request)
-        async with aiohttp.ClientSession() as session:  # still serving
-            async with session.get(f"{base}/healthz") as resp:
-                assert resp.status == 200
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/healthz") as resp:
+            assert resp.status == 200  # still serving
     finally:
         assert api.stop() == 0
     for name, answer in answers.items():
