@@ -18,7 +18,9 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from service.core import signing
+from service.core.errors import ConfigError
 from service.core.models import State
+from service.core.settings import load_settings
 from tests.helpers.harness import GITHUB, SALESFORCE, Harness, worker_settings
 from tests.helpers.local_server import serving
 
@@ -179,3 +181,21 @@ async def test_one_callers_failing_callbacks_are_capped(
     assert [(a, d) for a, d, _ in retried] == [(1, False), (2, True)]
     key = f"{harness.settings.queue_name}:callbacks-pending:tests"
     assert await redis.zcard(key) == 0  # the delivered one left the set
+
+
+def test_callback_secret_entries_split_at_the_last_colon_or_come_as_json() -> None:
+    settings = load_settings(
+        callback_secrets=f"portal:{SECRET}, webhook:standard:{SECRET},entra:3d9e8f7a:{SECRET}"
+    )
+    assert [s.name for s in settings.callback_secrets] == [
+        "portal",  # the old form keeps working
+        "webhook:standard",
+        "entra:3d9e8f7a",
+    ]
+    assert settings.callback_secret("webhook:standard") == SECRET
+    as_json = load_settings(callback_secrets=json.dumps({"odd,name:x": SECRET}))
+    assert as_json.callback_secret("odd,name:x") == SECRET
+    for bad in ("portal:not-a-whsec", "portal:whsec_!!!", "whsec_" + "A" * 40, "portal:whsec_YQ=="):
+        with pytest.raises(ConfigError, match="PROVISIONER_CALLBACK_SECRETS") as info:
+            load_settings(callback_secrets=bad)
+        assert SECRET not in str(info.value)
