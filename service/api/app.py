@@ -28,6 +28,8 @@ from service.api.middleware import logging_middleware
 from service.api.problems import problem_middleware
 from service.api.ratelimit import IntakeLimits
 from service.api.routes import routes
+from service.api.server import serve
+from service.api.startup import warn_unsigned_callbacks
 from service.api.state import (
     ALLOWLIST,
     AUTHENTICATORS,
@@ -210,11 +212,5 @@ def run_api(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> No
         entra_tokens=bool(settings.entra_audience),
         webhook_sources=sorted(app[WEBHOOKS].sources),
     )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=30.0,
-    )
+    warn_unsigned_callbacks(app)
+    serve(app, host=host, port=port, shutdown_timeout=30.0)  # run_app, minus echoing bad input

@@ -203,7 +203,11 @@ def _webhook_path(public: list[dict[str, Any]]) -> dict[str, Any]:
                     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
                 },
                 _header("X-Hub-Signature", "`sha256=<hex>` (jira)."),
-                _header("X-Atlassian-Webhook-Identifier", "Delivery id (jira)."),
+                _header(
+                    "X-Atlassian-Webhook-Identifier",
+                    "Ignored: not signed. A jira delivery must carry a fresh body `timestamp` "
+                    "(epoch ms) and is deduplicated by the SHA-256 of its signed body.",
+                ),
                 _header("webhook-id", "Delivery id (standard, servicenow)."),
                 _header("webhook-timestamp", "Unix seconds (standard, servicenow)."),
                 _header("webhook-signature", "`v1,<base64>` entries (standard, servicenow)."),

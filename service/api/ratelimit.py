@@ -1,5 +1,11 @@
 """Intake limits: a per-caller rate limit (429 + Retry-After) and a global queue-depth cap (503).
 
+The cap counts provisioning work only: the requests that are queued or running (the
+``{p}:state:queued`` and ``{p}:state:running`` indexes), not arq's whole queue, which also holds
+callbacks and ticket write-backs waiting for their next retry and the reconciler's next run. So
+one caller's failing callback receiver cannot make intake answer 503 for everyone (callbacks
+have their own per-caller cap, ``PROVISIONER_CALLBACK_MAX_PENDING``, in workers/notify).
+
 The rate limit is a GCRA (generic cell rate algorithm) kept in Redis, so it holds across API
 replicas: ``limit`` requests per ``window_s`` seconds, all of which may come at once, then one
 every ``window_s / limit`` seconds. One key per caller (``{p}:intake:{caller}``) holding the
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
+from service.core.models import State
 from service.core.store import guarded
 
 __all__ = ["IntakeLimits", "LimitDecision"]
@@ -75,9 +82,20 @@ class IntakeLimits:
             return LimitDecision(True)
         return LimitDecision(False, max(1, math.ceil(wait_us / 1_000_000)))
 
+    async def queue_depth(self) -> int:
+        """How many provisioning requests are queued or running (callbacks not counted)."""
+        keys = Keys(self.prefix)
+
+        async def run() -> int:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(keys.by_state(State.QUEUED.value))
+                pipe.zcard(keys.by_state(State.RUNNING.value))
+                return sum(int(n) for n in await pipe.execute())
+
+        return await guarded(run)
+
     async def queue_full(self) -> bool:
-        """True when the arq queue holds ``max_queue_depth`` jobs or more."""
+        """True when ``max_queue_depth`` provisioning requests or more are queued or running."""
         if self.max_queue_depth <= 0:
             return False
-        depth = int(await guarded(lambda: self.redis.zcard(self.prefix)))
-        return depth >= self.max_queue_depth
+        return await self.queue_depth() >= self.max_queue_depth

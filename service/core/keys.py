@@ -14,6 +14,8 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:throttle:{tenant}        the tenant's shared token bucket (hash)
     {p}:intake:{caller}          a caller's intake rate-limit counter
     {p}:ui-session:{sha256}      a status-page session
+    {p}:callback-body:{msg id}   a callback's body, built once, sent by every retry
+    {p}:callbacks-pending:{caller}  sorted set: that caller's notifications waiting for a retry
 """
 
 from __future__ import annotations
@@ -85,3 +87,11 @@ class Keys:
 
     def ui_session(self, session_digest: str) -> str:
         return f"{self.prefix}:ui-session:{session_digest}"
+
+    def callback_body(self, message_id: str) -> str:
+        """The stored body of one callback message (every retry sends these bytes)."""
+        return f"{self.prefix}:callback-body:{message_id}"
+
+    def callbacks_pending(self, caller: str) -> str:
+        """A caller's notifications waiting for a retry (score: when their window ends)."""
+        return f"{self.prefix}:callbacks-pending:{caller}"

@@ -187,6 +187,8 @@ class CallbackAttempt(_Wire):
     status: int | None = None  # the receiver's HTTP status; None when it gave no answer
     error: str | None = None
     delivered: bool = False
+    #: Not sent at all (``error`` says why, e.g. no callback secret for the caller).
+    skipped: bool = False
 
 
 _INTERNAL = frozenset({"retry_until", "lag_since", "create_sent_at"})  # the worker's bookkeeping

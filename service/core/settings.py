@@ -8,7 +8,9 @@ traceback.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -79,6 +81,44 @@ def read_api_keys_file(path: Path) -> tuple[ApiKey, ...]:
         raise ValueError(f"cannot read {str(path)!r}: {type(e).__name__}") from None
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     return _parse_api_keys(",".join(line for line in lines if line))
+
+
+def _callback_secret_value(caller: str, secret: str) -> NamedSecret:
+    if not caller or not secret.startswith("whsec_"):
+        raise ValueError(
+            "each entry must be CALLER:whsec_<base64 secret> (the caller may contain ':'), "
+            'or give a JSON object {"CALLER": "whsec_..."}'
+        )
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise ValueError(f"the secret for {caller[:60]!r} is not whsec_ and 16+ bytes of base64")
+    return NamedSecret(name=caller, value=secret)
+
+
+def _parse_callback_secrets(raw: object) -> tuple[NamedSecret, ...]:
+    """``CALLER:whsec_...`` entries, comma-separated, split at the last ``:`` (so callers such
+    as ``webhook:standard`` or ``entra:<appid>`` work), or a JSON object ``{caller: secret}``."""
+    if isinstance(raw, tuple | list):
+        return tuple(raw)
+    if not isinstance(raw, str):
+        raise ValueError("expected a comma-separated list of CALLER:whsec_... entries")
+    if raw.strip().startswith("{"):
+        try:
+            mapping = json.loads(raw)
+        except ValueError:
+            raise ValueError("is not a valid JSON object of caller -> whsec_ secret") from None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+            raise ValueError("the JSON object must map caller names to whsec_ strings")
+        return tuple(_callback_secret_value(k.strip(), v.strip()) for k, v in mapping.items())
+    pairs: list[NamedSecret] = []
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        caller, _, secret = entry.rpartition(":")
+        pairs.append(_callback_secret_value(caller.strip(), secret.strip()))
+    return tuple(pairs)
 
 
 def _split_list(raw: object) -> tuple[str, ...]:
@@ -172,6 +212,9 @@ class Settings(BaseSettings):
     writeback_file: Path | None = None
     callback_window_s: float = Field(default=24 * 3600, gt=0)
     callback_timeout_s: float = Field(default=10.0, gt=0)
+    #: Callbacks (and write-backs) of one caller that may wait for a retry at once; past it a
+    #: failing one is given up at once (0: no cap). Keeps one broken receiver from filling queues.
+    callback_max_pending: int = Field(default=100, ge=0)
 
     tenant_rate_limit: float = Field(default=0.0, ge=0)
     tenant_rate_burst: int = Field(default=10, ge=1)
@@ -199,17 +242,7 @@ class Settings(BaseSettings):
     @field_validator("callback_secrets", mode="before")
     @classmethod
     def _callback_secrets(cls, raw: object) -> tuple[NamedSecret, ...]:
-        if isinstance(raw, tuple | list):
-            return tuple(raw)
-        if not isinstance(raw, str):
-            raise ValueError("expected a comma-separated list of CALLER:whsec_... entries")
-        pairs: list[NamedSecret] = []
-        for entry in filter(None, (part.strip() for part in raw.split(","))):
-            caller, sep, secret = entry.partition(":")
-            if not sep or not caller.strip() or not secret.strip().startswith("whsec_"):
-                raise ValueError("each entry must be CALLER:whsec_<base64 secret>")
-            pairs.append(NamedSecret(name=caller.strip(), value=secret.strip()))
-        return tuple(pairs)
+        return _parse_callback_secrets(raw)
 
     def callback_secret(self, caller: str) -> str | None:
         """The Standard Webhooks secret (``whsec_...``) for signing a caller's callbacks."""

@@ -17,7 +17,8 @@ SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a ``whsec_<base64>`` secret (a bare secret is used as UTF-8 bytes)."""
     if secret.startswith(SECRET_PREFIX):
-        return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+        encoded = secret.removeprefix(SECRET_PREFIX)
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4))  # padding is optional
     return secret.encode()
 
 
@@ -28,12 +29,16 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def headers(secret: str | None, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers (no signature without a secret)."""
-    result = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
-    if secret:
-        result["webhook-signature"] = sign(secret, msg_id, timestamp, body)
-    return result
+def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers. There is no unsigned form: a message without a
+    secret is not sent at all (workers/notify/callbacks.py)."""
+    if not secret:
+        raise ValueError("a Standard Webhooks message needs a secret")
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+    }
 
 
 def verify(secrets: list[str], msg_id: str, timestamp: int, body: bytes, header: str) -> bool:

@@ -4,7 +4,10 @@ The host is resolved (``loop.getaddrinfo``) and every address it resolves to mus
 loopback, private (RFC 1918, ULA), link-local, multicast, reserved, unspecified, shared (CGNAT)
 and the cloud metadata addresses (169.254.169.254, fd00:ec2::254) are refused, unless the host
 or the address is in ``PROVISIONER_CALLBACK_ALLOWLIST`` (host names, IP addresses or CIDR
-ranges). A host that does not resolve is refused too: fail closed.
+ranges). A host that does not resolve is refused too: fail closed. An IPv6 address that embeds
+an IPv4 one (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, 6to4 ``2002::/16``,
+NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, Teredo ``2001::/32``) is refused when the IPv4
+address it carries would be: ``[2002:a9fe:a9fe::]`` is the metadata address.
 
 :class:`SafeResolver` repeats the check when the worker connects (aiohttp resolver), so a name
 that resolved to a public address at intake and to an internal one later (DNS rebinding) is
@@ -23,7 +26,13 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-__all__ = ["CallbackAllowlist", "SafeResolver", "address_forbidden", "check_callback_url"]
+__all__ = [
+    "CallbackAllowlist",
+    "SafeResolver",
+    "address_forbidden",
+    "check_callback_url",
+    "embedded_ipv4",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,6 +41,8 @@ METADATA_ADDRESSES = frozenset(
     {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 )
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 RESOLVE_TIMEOUT_S = 2.0
 
 
@@ -56,10 +67,30 @@ class CallbackAllowlist:
         return any(address in net for net in self.networks if net.version == address.version)
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, compatible, 6to4, NAT64, Teredo)."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)  # (server, client)
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in net for net in _NAT64):
+        found.append(low32)
+    if address in _IPV4_COMPATIBLE and int(address) > 0xFFFF:  # not ::, ::1 (checked as such)
+        found.append(low32)
+    return found
+
+
 def address_forbidden(address: IPAddress) -> bool:
     """True for every address a callback must not reach by default."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address_forbidden(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address_forbidden(v4) for v4 in embedded_ipv4(address)):
+            return True
+        if address.ipv4_mapped is not None:
+            return False  # an IPv4-mapped address is exactly its IPv4 address
     return (
         address in METADATA_ADDRESSES
         or address.is_loopback

@@ -49,3 +49,18 @@ async def test_queue_depth_cap_is_503(redis: Redis, redis_url: str) -> None:
         assert int(resp.headers["Retry-After"]) > 0
         assert (await resp.json(content_type=None))["type"].endswith("/queue-full")
         assert await redis.zcard("provisioner:queue") == 2
+
+
+async def test_queue_cap_counts_provisioning_work_not_callbacks(
+    redis: Redis, redis_url: str
+) -> None:
+    # One caller's failing receiver: many callback retries waiting in arq's queue, and the
+    # reconciler's next run. None of it is provisioning work.
+    waiting = {f"callback:{n:032x}:5": 1e15 + n for n in range(50)}
+    await redis.zadd("provisioner:queue", {**waiting, "cron:reconcile:1": 1e15})
+    async with api_client(make_settings(redis_url, max_queue_depth=2)) as client:
+        for n in range(2):
+            resp = await client.post(BASE, json={"servicePrincipalId": sp(n)}, headers=AUTH)
+            assert resp.status == 202, await resp.text()
+        resp = await client.post(BASE, json={"servicePrincipalId": sp(3)}, headers=AUTH)
+        assert resp.status == 503  # two queued requests fill it

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from service.core.crypto import new_encryption_key
 from service.core.settings import hash_api_key
@@ -77,6 +78,16 @@ class Stack:
         )
 
 
+def _webhooks_file(tmp_path: Path, sandbox: SandboxProcess) -> Path:
+    """The shipped example, its credential set bound to the generated app the Jira ticket names."""
+    conf = yaml.safe_load((EXAMPLES / "webhooks.yaml").read_text())
+    bound = conf["credential_sets"]["salesforce-prod"]
+    bound["service_principals"] = [sandbox.principals()[2]["id"]]
+    path = tmp_path / "webhooks.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     redis = RedisServer(tmp_path / "redis")
@@ -90,7 +101,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         "PROVISIONER_ENCRYPTION_KEY": encryption_key,
         "PROVISIONER_QUEUE_NAME": "redaction",
         "PROVISIONER_ENTRA_AUDIENCE": "api://provisioner",
-        "PROVISIONER_WEBHOOKS_FILE": str(EXAMPLES / "webhooks.yaml"),
+        "PROVISIONER_WEBHOOKS_FILE": str(_webhooks_file(tmp_path, sandbox)),
         "JIRA_WEBHOOK_SECRET": JIRA_SECRET,
         "SERVICENOW_WEBHOOK_SECRET": SN_SECRET,
         "STANDARD_WEBHOOK_SECRET": STD_SECRET,
@@ -193,6 +204,7 @@ async def test_no_secret_appears_in_any_log(stack: Stack) -> None:
         # 3. A signed Jira webhook whose ticket names a credential set, and a forged one.
         issue = json.loads((EXAMPLES / "jira-issue-created.json").read_text())
         issue["issue"]["fields"]["customfield_10050"] = principals[2]
+        issue["timestamp"] = int(time.time() * 1000)  # fresh: Jira's body stamp is checked
         raw = json.dumps(issue).encode()
         digest = hmac.new(JIRA_SECRET.encode(), raw, hashlib.sha256).hexdigest()
         hook_headers = {

@@ -7,12 +7,15 @@ import asyncio
 import hashlib
 import hmac
 import json
+import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 
 from service.core.settings import hash_api_key
@@ -29,17 +32,21 @@ KEY = "pk_ticket-flow-reader-key-89abcdef"
 
 
 @pytest.fixture
-async def fake_jira() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-    """A Jira that records the comments it is sent: (base URL, comments)."""
+async def fake_jira(tmp_path: Path) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A Jira over HTTPS (its CA in ``jira-ca.pem``) recording its comments: (base URL, them)."""
     comments: list[dict[str, Any]] = []
 
     async def comment(request: web.Request) -> web.Response:
         comments.append({"path": request.path, "body": await request.json()})
         return web.json_response({"id": "1"}, status=201)
 
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    (tmp_path / "jira-ca.pem").write_bytes(ca.cert_pem.bytes())
     jira = web.Application()
     jira.router.add_post("/rest/api/3/issue/{key}/comment", comment)
-    async with serving(jira) as base:
+    async with serving(jira, ctx) as base:
         yield base, comments
 
 
@@ -62,10 +69,15 @@ async def test_jira_issue_to_started_job_to_comment(
         f"jira:\n  base_url: {jira_url}\n  email: bot@example.com\n"
         "  api_token_env: E2E_JIRA_API_TOKEN\n"
     )
+    bundle = tmp_path / "bundle.pem"  # trust the sandbox and the fake Jira
+    bundle.write_text(
+        Path(fresh_sandbox.ca_path).read_text() + (tmp_path / "jira-ca.pem").read_text()
+    )
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     env = {
         **fresh_sandbox.env(),
+        "PROVISIONER_CA_BUNDLE": str(bundle),
         "PROVISIONER_REDIS_URL": redis.url,
         "PROVISIONER_API_KEYS": f"reader:{hash_api_key(KEY)}",
         "PROVISIONER_WEBHOOKS_FILE": str(webhooks),
@@ -81,8 +93,10 @@ async def test_jira_issue_to_started_job_to_comment(
         raise
     worker = start_worker(env, tmp_path)
     try:
-        body = (EXAMPLES / "jira-issue-created.json").read_bytes()
-        issue_key = json.loads(body)["issue"]["key"]
+        issue = json.loads((EXAMPLES / "jira-issue-created.json").read_text())
+        issue["timestamp"] = int(time.time() * 1000)  # Jira's own epoch-ms stamp: fresh
+        body = json.dumps(issue).encode()
+        issue_key = issue["issue"]["key"]
         signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
         headers = {
             "Content-Type": "application/json",
@@ -93,8 +107,9 @@ async def test_jira_issue_to_started_job_to_comment(
             async with session.post(f"{base}/v1/webhooks/jira", data=body, headers=headers) as r:
                 assert r.status == 202, await r.text()
                 request_id = (await r.json())["id"]
+            headers["X-Atlassian-Webhook-Identifier"] = "e2e-delivery-2"  # unsigned: ignored
             async with session.post(f"{base}/v1/webhooks/jira", data=body, headers=headers) as r:
-                assert (await r.json())["id"] == request_id  # a redelivery, nothing new
+                assert (await r.json())["id"] == request_id  # a replay, nothing new
             for _ in range(150):
                 if comments:
                     break

@@ -4,20 +4,21 @@ msal talks through ``requests``, which lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_B
 session's ``verify=`` without a word; enterprise machines and CI set those. The session built
 here pins ``verify`` after requests has merged the environment, so the extra CA is trusted
 whatever the environment says, while proxies (``HTTPS_PROXY``, ``NO_PROXY``) are still read
-from it. The Graph client gets an ``ssl.SSLContext`` with the same trust.
+from it. The extra CAs are trusted through an ``ssl.SSLContext`` given to urllib3, so no
+combined CA file is ever written. The Graph client gets an ``ssl.SSLContext`` with the same
+trust.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import ssl
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import certifi
 import requests
+from requests.adapters import HTTPAdapter
 
 
 def _base_bundle() -> Path:
@@ -28,29 +29,38 @@ def _base_bundle() -> Path:
     return Path(certifi.where())
 
 
-def combined_bundle(extra: Path | None) -> str:
-    """A PEM file trusting the usual CAs and, when given, the extra bundle. It is named after
-    its content, so every process with the same trust shares one file instead of adding its own."""
-    base = _base_bundle()
-    if extra is None:
-        return str(base)
-    content = base.read_bytes() + b"\n" + extra.read_bytes()
-    digest = hashlib.sha256(content).hexdigest()[:20]
-    path = Path(tempfile.gettempdir()) / f"provisioner-ca-{digest}.pem"
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(prefix="provisioner-ca-", suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
-    return str(path)
+class _TrustAdapter(HTTPAdapter):
+    """Verifies servers with one SSL context that trusts the usual CAs and the extra bundle.
+
+    No combined PEM file is written (none is left in the temp directory, whatever the
+    number of processes): urllib3 takes the context, and requests' per-request ``ca_certs``
+    (the pinned base bundle) is loaded into the same context, adding nothing new."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context  # before super().__init__, which builds the pool manager
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **pool_kwargs: Any) -> None:
+        pool_kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **pool_kwargs)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        proxy_kwargs.setdefault("ssl_context", self._context)  # for the tunnelled target
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
 
 
 class PinnedVerifySession(requests.Session):
-    """A requests session whose ``verify`` the environment cannot override."""
+    """A requests session whose trust the environment cannot override: the usual CAs (the
+    environment's bundle or certifi) plus, when given, the extra bundle (PROVISIONER_CA_BUNDLE)."""
 
-    def __init__(self, verify: str) -> None:
+    def __init__(self, extra: Path | None = None) -> None:
         super().__init__()
-        self.verify = verify
+        base = _base_bundle()
+        self.verify = str(base)
+        if extra is not None:
+            context = ssl.create_default_context(cafile=str(base))
+            context.load_verify_locations(cafile=str(extra))
+            self.mount("https://", _TrustAdapter(context))
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any

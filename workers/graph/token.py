@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from service.core.errors import ConfigError, TokenError
 from service.core.settings import Settings
-from workers.graph.tls import PinnedVerifySession, combined_bundle
+from workers.graph.tls import PinnedVerifySession
 
 
 def certificate_credential(pem: bytes) -> dict[str, str]:
@@ -59,7 +59,7 @@ class TokenProvider:
         else:
             assert settings.client_secret is not None
             credential = settings.client_secret.get_secret_value()
-        session = PinnedVerifySession(combined_bundle(settings.ca_bundle))
+        session = PinnedVerifySession(settings.ca_bundle)
 
         def build() -> Any:
             return msal.ConfidentialClientApplication(

@@ -17,6 +17,13 @@ Configured per webhook source in the YAML file named by ``PROVISIONER_WRITEBACK_
 - ServiceNow (Table API): ``PATCH {instance_url}/api/now/table/{table}/{externalReference}``
   with ``{"work_notes": "..."}``, basic auth; ``externalReference`` is the record's sys_id.
 
+Both addresses must be ``https://`` (anything else stops the worker at start-up: the basic
+auth credentials would go in the clear). The reference was checked against the ticket id
+format at intake (service/api/webhooks/mapping.py); here, whatever a record holds, every path
+segment is percent-encoded (``quote(x, safe="")``: ``/``, ``?``, ``#`` cannot leave the
+segment) and a reference that is empty, ``.`` or ``..`` is not written back at all, so no
+record can steer the integration account to another resource.
+
 The note gives the outcome, the job id and, on failure, the error code, message and Graph
 request-id. Like callbacks, the job is queued with the terminal state, retried on the same
 schedule for the same window, and every attempt is listed in the record's ``callbacks``.
@@ -27,15 +34,36 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiohttp
+import structlog
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from yarl import URL
 
 from service.core.errors import ConfigError
-from service.core.models import Record
+from service.core.models import CallbackAttempt, Record, utcnow
 from workers.notify.callbacks import deliver
 from workers.workflow.steps import Deps
+
+log = structlog.get_logger("workers.notify.writeback")
+
+
+def _https(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("must be an https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must be a plain https:// base URL (no credentials, query or fragment)")
+    return value
+
+
+def segment(value: str) -> str:
+    """One URL path segment, percent-encoded; ValueError for ``.``/``..``/empty."""
+    if value in ("", ".", ".."):
+        raise ValueError("is not a usable ticket reference")
+    return quote(value, safe="")
 
 
 class JiraTarget(BaseModel):
@@ -46,6 +74,11 @@ class JiraTarget(BaseModel):
     email: str
     api_token_env: str
 
+    @field_validator("base_url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        return _https(value)
+
 
 class ServiceNowTarget(BaseModel):
     """Where and as whom to add work notes on ServiceNow records."""
@@ -55,6 +88,11 @@ class ServiceNowTarget(BaseModel):
     table: str = "sc_req_item"
     username: str
     password_env: str
+
+    @field_validator("instance_url")
+    @classmethod
+    def _https_only(cls, value: str) -> str:
+        return _https(value)
 
 
 class WritebackConfig(BaseModel):
@@ -71,7 +109,12 @@ def load_writeback(path: Path | None) -> WritebackConfig:
         return WritebackConfig()
     try:
         config = WritebackConfig.model_validate(yaml.safe_load(path.read_text()) or {})
-    except (OSError, yaml.YAMLError, ValidationError) as e:
+    except ValidationError as e:
+        first = e.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"PROVISIONER_WRITEBACK_FILE: {where}: {message}") from None
+    except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"PROVISIONER_WRITEBACK_FILE: {str(e).splitlines()[0]}") from e
     for name in filter(None, [getattr(config.jira, "api_token_env", None),
                               getattr(config.servicenow, "password_env", None)]):  # fmt: skip
@@ -94,22 +137,27 @@ def note_text(record: Record) -> str:
     return "\n".join(lines)
 
 
-def _jira(target: JiraTarget, record: Record) -> tuple[str, str, dict[str, Any]]:
+def _url(base: str, encoded_path: str) -> URL:
+    """The base URL (normalised) followed by a path whose segments are already encoded, sent
+    exactly so (``encoded=True``: no re-quoting turns ``%3D`` back into ``=``)."""
+    return URL(str(URL(base.rstrip("/"))) + encoded_path, encoded=True)
+
+
+def _jira(target: JiraTarget, record: Record) -> tuple[str, URL, dict[str, Any]]:
     paragraphs = [
         {"type": "paragraph", "content": [{"type": "text", "text": line}]}
         for line in note_text(record).splitlines()
     ]
-    url = f"{target.base_url.rstrip('/')}/rest/api/3/issue/{record.external_reference}/comment"
+    key = segment(record.external_reference or "")
+    url = _url(target.base_url, f"/rest/api/3/issue/{key}/comment")
     body = {"body": {"type": "doc", "version": 1, "content": paragraphs}}
     auth = _basic(target.email, target.api_token_env)
     return "POST", url, {"json": body, "headers": auth}
 
 
-def _servicenow(target: ServiceNowTarget, record: Record) -> tuple[str, str, dict[str, Any]]:
-    url = (
-        f"{target.instance_url.rstrip('/')}/api/now/table/{target.table}/"
-        f"{record.external_reference}"
-    )
+def _servicenow(target: ServiceNowTarget, record: Record) -> tuple[str, URL, dict[str, Any]]:
+    sys_id = segment(record.external_reference or "")
+    url = _url(target.instance_url, f"/api/now/table/{segment(target.table)}/{sys_id}")
     auth = _basic(target.username, target.password_env)
     return "PATCH", url, {"json": {"work_notes": note_text(record)}, "headers": auth}
 
@@ -127,10 +175,20 @@ async def write_back(ctx: dict[str, Any], request_id: str) -> None:
     if record is None or not record.state.terminal or not record.external_reference:
         return
     source = record.caller.removeprefix("webhook:")
-    if source == "jira" and config.jira is not None:
-        method, url, options = _jira(config.jira, record)
-    elif source == "servicenow" and config.servicenow is not None:
-        method, url, options = _servicenow(config.servicenow, record)
-    else:
-        return  # no write-back configured for this source
-    await deliver(ctx, record, source, method, url, **options)
+    try:
+        if source == "jira" and config.jira is not None:
+            method, url, options = _jira(config.jira, record)
+        elif source == "servicenow" and config.servicenow is not None:
+            method, url, options = _servicenow(config.servicenow, record)
+        else:
+            return  # no write-back configured for this source
+    except ValueError as e:
+        reason = f"not sent: externalReference {e}"
+        record.callbacks.append(
+            CallbackAttempt(at=utcnow(), attempt=0, target=source, skipped=True, error=reason)
+        )
+        log.warning("writeback_skipped", provisioning_request_id=record.id, reason=reason)
+        await deps.store.save(record, notify=False)
+        return
+    notification = f"writeback:{record.id}:{len(record.history)}"
+    await deliver(ctx, record, source, method, url, notification=notification, **options)

@@ -137,6 +137,10 @@ class ApiKeyAuthenticator:
             return None
         return self.caller_for_key(token)
 
+    def names(self) -> tuple[str, ...]:
+        """The callers the keys in force belong to."""
+        return tuple(key.name for key in self._ring.current())
+
     def caller_for_key(self, token: str) -> str | None:
         """The name of the API key ``token``, or None (also used by the status page's login)."""
         digest = hash_api_key(token).encode()

@@ -1,4 +1,4 @@
-"""Ticketing webhook sources: their configuration, their signature checks and payload mapping.
+"""Ticketing webhook sources: their configuration, read and checked at start-up.
 
 ``PROVISIONER_WEBHOOKS_FILE`` (YAML or JSON) names each source (the ``{source}`` of
 ``POST /v1/webhooks/{source}``), its kind, where its secrets are (names of environment
@@ -12,46 +12,52 @@ variables, so the file holds no secret) and how its payload maps to a provisioni
           servicePrincipalId: /issue/fields/customfield_10050   # JSON pointer ...
           templateId: issue.fields.customfield_10051.value      # ... or dotted path
           externalReference: /issue/key
+          credentialsRef: /issue/fields/customfield_10052/value
         defaults: {templateId: scim}        # used when the mapped value is absent
+        reference_pattern: "^[A-Z][A-Z0-9_]*-[1-9][0-9]*$"   # default: the kind's id format
     credential_sets:                        # named by a payload's credentialsRef
-      salesforce-prod: {clientsecret: SF_CLIENT_SECRET, secrettoken: SF_TOKEN}
+      salesforce-prod:
+        values: {clientsecret: SF_CLIENT_SECRET, secrettoken: SF_TOKEN}
+        service_principals: [15331f0e-bdc6-41e2-afa0-a4c9abfe90b3]   # required: who may get it
+        templates: [salesforce]             # optional: and only with these templates
 
-Kinds:
-
-- ``jira``: ``X-Hub-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` (``X-Hub-Signature-256``
-  is accepted too); dedupe by ``X-Atlassian-Webhook-Identifier``.
-- ``standard``: Standard Webhooks (``webhook-id``, ``webhook-timestamp``,
-  ``webhook-signature: v1,<base64>`` over ``id.timestamp.body``, tolerance
-  ``PROVISIONER_WEBHOOK_TOLERANCE_S``); dedupe by ``webhook-id``.
-- ``servicenow``: either a bearer token (API key or Entra token) of a caller listed in
-  ``bearer_callers``, or the Standard Webhooks headers produced by the script include in
-  ``docs/webhooks.md``; dedupe by ``webhook-id``, else by ``mapping.deliveryId``.
+A credential set is bound to the service principals (and optionally templates) it may be sent
+to; a delivery naming it for anything else is refused at intake (422 ``credentialsRef``). The
+``externalReference`` of a delivery must match the source's ``reference_pattern`` (by default
+the kind's id format: a Jira issue key, a ServiceNow ``sys_id``; none for ``standard``),
+because the ticket write-back builds a URL from it. Kinds and their signatures:
+:mod:`service.api.webhooks.signatures`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-import time
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.core import signing
+from service.api.webhooks.signatures import (
+    MAX_ID_CHARS,
+    Rejected,
+    verify_hub_signature,
+    verify_standard,
+)
 
 __all__ = [
+    "MAX_ID_CHARS",
+    "REFERENCE_PATTERNS",
+    "CredentialSet",
     "Rejected",
     "WebhookSource",
     "WebhookSources",
     "load_webhook_sources",
-    "lookup",
-    "map_payload",
     "verify_hub_signature",
     "verify_standard",
 ]
@@ -59,19 +65,17 @@ __all__ = [
 Kind = Literal["jira", "servicenow", "standard"]
 _SOURCE_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-MAX_ID_CHARS = 256
-MISSING: Any = object()
+_CREDENTIAL_KEY = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
+_TEMPLATE_ID = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
+#: Each kind's ticket id format (what its write-back puts in a URL path).
+REFERENCE_PATTERNS: Mapping[Kind, str | None] = {
+    "jira": r"[A-Z][A-Z0-9_]*-[1-9][0-9]{0,17}",  # an issue key: PROJECT-123
+    "servicenow": r"[0-9a-f]{32}",  # a sys_id
+    "standard": None,  # whatever the source's reference_pattern says
+}
 
 
-class Rejected(Exception):
-    """A delivery that is not authentic (bad or missing signature, stale timestamp)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# -- configuration ------------------------------------------------------------------------------
+# -- the file -----------------------------------------------------------------------------------
 class FieldMap(BaseModel):
     """Where each request field is found in a payload (JSON pointer or dotted path)."""
 
@@ -95,22 +99,59 @@ class SourceConfig(BaseModel):
     defaults: dict[Literal["servicePrincipalId", "templateId", "externalReference"], str] = Field(
         default_factory=dict
     )
+    reference_pattern: Annotated[str, Field(min_length=1, max_length=500)] | None = None
 
     @field_validator("secret_env", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("reference_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"is not a regular expression ({e.msg})") from None
+        return value
+
+
+class CredentialSetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    values: dict[Annotated[str, Field(pattern=_CREDENTIAL_KEY)], str] = Field(min_length=1)
+    service_principals: list[str] = Field(min_length=1)
+    templates: list[Annotated[str, Field(pattern=_TEMPLATE_ID)]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bound(cls, raw: object) -> object:
+        if isinstance(raw, dict) and "values" not in raw:
+            raise ValueError(
+                "a credential set must be bound: put its variables under 'values' and list the "
+                "'service_principals' (and optionally 'templates') it may be used for "
+                "(see docs/webhooks.md)"
+            )
+        return raw
+
+    @field_validator("service_principals")
+    @classmethod
+    def _guids(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(UUID(v)) for v in value]
+        except ValueError:
+            raise ValueError("service_principals must be service principal GUIDs") from None
+
 
 class WebhooksFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sources: dict[Annotated[str, Field(pattern=_SOURCE_NAME)], SourceConfig]
-    credential_sets: dict[
-        str, dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")], str]
-    ] = Field(default_factory=dict)
+    credential_sets: dict[str, CredentialSetConfig] = Field(default_factory=dict)
 
 
+# -- what the handler uses ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class WebhookSource:
     """One configured source with its secrets resolved from the environment."""
@@ -121,6 +162,7 @@ class WebhookSource:
     bearer_callers: frozenset[str]
     mapping: FieldMap
     defaults: Mapping[str, str]
+    reference_pattern: re.Pattern[str] | None = None
 
     @property
     def caller(self) -> str:
@@ -129,11 +171,29 @@ class WebhookSource:
 
 
 @dataclass(frozen=True)
+class CredentialSet:
+    """Credential values (from the environment) and what they may be sent to."""
+
+    name: str
+    values: tuple[tuple[str, str], ...] = field(repr=False)
+    service_principals: frozenset[str]
+    templates: frozenset[str] | None  # None: any template
+
+    def refusal(self, service_principal_id: str, template_id: str | None) -> str | None:
+        """None when this set may go to this principal and template, else why not."""
+        if str(UUID(service_principal_id)) not in self.service_principals:
+            return "names a credential set that is not bound to this service principal"
+        if self.templates is not None and template_id not in self.templates:
+            return "names a credential set that is not bound to this template"
+        return None
+
+
+@dataclass(frozen=True)
 class WebhookSources:
     """Every configured source and the credential sets payloads may refer to."""
 
     sources: Mapping[str, WebhookSource]
-    credential_sets: Mapping[str, tuple[tuple[str, str], ...]] = field(repr=False)
+    credential_sets: Mapping[str, CredentialSet] = field(repr=False)
 
 
 def _env(name: str, where: str) -> str:
@@ -143,149 +203,60 @@ def _env(name: str, where: str) -> str:
     return value
 
 
+def _read(path: Path) -> Any:
+    try:
+        text = Path(path).read_text()
+        return json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read {str(path)!r}: {type(e).__name__}") from None
+
+
+def _source(name: str, conf: SourceConfig) -> WebhookSource:
+    kind: Kind
+    if conf.kind is not None:
+        kind = conf.kind
+    elif name in ("jira", "servicenow", "standard"):
+        kind = name  # type: ignore[assignment]
+    else:
+        raise ValueError(f"sources.{name}: set kind (jira, servicenow or standard)")
+    secrets = tuple(_env(n, f"sources.{name}.secret_env") for n in conf.secret_env)
+    if not secrets and not (kind == "servicenow" and conf.bearer_callers):
+        raise ValueError(f"sources.{name}: needs secret_env (or, for servicenow, bearer_callers)")
+    if conf.mapping.servicePrincipalId is None and "servicePrincipalId" not in conf.defaults:
+        raise ValueError(f"sources.{name}.mapping: servicePrincipalId is required")
+    pattern = conf.reference_pattern or REFERENCE_PATTERNS[kind]
+    return WebhookSource(
+        name=name,
+        kind=kind,
+        secrets=secrets,
+        bearer_callers=frozenset(conf.bearer_callers),
+        mapping=conf.mapping,
+        defaults={str(k): v for k, v in conf.defaults.items()},
+        reference_pattern=re.compile(pattern) if pattern else None,
+    )
+
+
 def load_webhook_sources(path: Path | None) -> WebhookSources:
     """Parse and validate the webhooks file and resolve its secrets (ValueError when wrong)."""
     if path is None:
         return WebhookSources({}, {})
     try:
-        text = Path(path).read_text()
-        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot read {str(path)!r}: {type(e).__name__}") from None
-    try:
-        parsed = WebhooksFile.model_validate(raw or {})
+        parsed = WebhooksFile.model_validate(_read(path) or {})
     except ValidationError as e:
         first = e.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "file"
         raise ValueError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
-    sources: dict[str, WebhookSource] = {}
-    for name, conf in parsed.sources.items():
-        kind: Kind
-        if conf.kind is not None:
-            kind = conf.kind
-        elif name in ("jira", "servicenow", "standard"):
-            kind = name  # type: ignore[assignment]
-        else:
-            raise ValueError(f"sources.{name}: set kind (jira, servicenow or standard)")
-        secrets = tuple(_env(n, f"sources.{name}.secret_env") for n in conf.secret_env)
-        if not secrets and not (kind == "servicenow" and conf.bearer_callers):
-            raise ValueError(
-                f"sources.{name}: needs secret_env (or, for servicenow, bearer_callers)"
-            )
-        if conf.mapping.servicePrincipalId is None and "servicePrincipalId" not in conf.defaults:
-            raise ValueError(f"sources.{name}.mapping: servicePrincipalId is required")
-        sources[name] = WebhookSource(
-            name=name,
-            kind=kind,
-            secrets=secrets,
-            bearer_callers=frozenset(conf.bearer_callers),
-            mapping=conf.mapping,
-            defaults={str(k): v for k, v in conf.defaults.items()},
-        )
+    sources = {name: _source(name, conf) for name, conf in parsed.sources.items()}
     sets = {
-        set_name: tuple(
-            (key, _env(env, f"credential_sets.{set_name}.{key}")) for key, env in entries.items()
+        set_name: CredentialSet(
+            name=set_name,
+            values=tuple(
+                (key, _env(env, f"credential_sets.{set_name}.values.{key}"))
+                for key, env in conf.values.items()
+            ),
+            service_principals=frozenset(conf.service_principals),
+            templates=None if conf.templates is None else frozenset(conf.templates),
         )
-        for set_name, entries in parsed.credential_sets.items()
+        for set_name, conf in parsed.credential_sets.items()
     }
     return WebhookSources(sources, sets)
-
-
-# -- signatures ---------------------------------------------------------------------------------
-def verify_hub_signature(secrets: tuple[str, ...], body: bytes, header: str | None) -> None:
-    """Check ``sha256=<hex>`` (HMAC-SHA256 of the raw body) against every secret."""
-    if not header:
-        raise Rejected("missing signature")
-    scheme, _, offered = header.strip().partition("=")
-    if scheme.lower() != "sha256" or not offered:
-        raise Rejected("unsupported signature scheme")
-    offered_b = offered.strip().lower().encode()
-    ok = False
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
-        ok |= hmac.compare_digest(expected, offered_b)
-    if not ok:
-        raise Rejected("signature mismatch")
-
-
-def verify_standard(
-    secrets: tuple[str, ...],
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    tolerance_s: int = 300,
-    now: float | None = None,
-) -> str:
-    """Check Standard Webhooks headers; return the ``webhook-id`` (the dedupe key)."""
-    msg_id = headers.get("webhook-id", "")
-    stamp = headers.get("webhook-timestamp", "")
-    signature = headers.get("webhook-signature", "")
-    if not msg_id or not stamp or not signature:
-        raise Rejected("missing webhook-id, webhook-timestamp or webhook-signature")
-    if len(msg_id) > MAX_ID_CHARS or not msg_id.isprintable():
-        raise Rejected("invalid webhook-id")
-    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
-        raise Rejected("invalid webhook-timestamp")
-    timestamp = int(stamp)
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
-        raise Rejected("timestamp outside the tolerance")
-    try:
-        ok = signing.verify(list(secrets), msg_id, timestamp, body, signature)
-    except ValueError:  # a whsec_ secret that is not base64 (config error): treat as mismatch
-        ok = False
-    if not ok:
-        raise Rejected("signature mismatch")
-    return msg_id
-
-
-# -- payload mapping ----------------------------------------------------------------------------
-def lookup(payload: Any, path: str) -> Any:
-    """The value at a JSON pointer (``/a/0/b``) or dotted path (``a.0.b``), else MISSING."""
-    if path.startswith("/"):
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-    else:
-        parts = path.split(".")
-    node = payload
-    for part in parts:
-        if isinstance(node, dict):
-            if part not in node:
-                return MISSING
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return MISSING
-    return node
-
-
-def map_payload(
-    source: WebhookSource, payload: Any, credential_sets: Mapping[str, tuple[tuple[str, str], ...]]
-) -> tuple[dict[str, Any], str | None]:
-    """The request body the payload stands for, and its delivery id from the mapping (if any).
-
-    Raises ValueError naming the request field when a credentials reference is unknown.
-    """
-    body: dict[str, Any] = {}
-    mapping = source.mapping
-    for name in ("servicePrincipalId", "templateId", "externalReference", "callbackUrl"):
-        path = getattr(mapping, name)
-        value = MISSING if path is None else lookup(payload, path)
-        if value is MISSING or value is None or value == "":
-            value = source.defaults.get(name, MISSING)
-        if value is MISSING:
-            continue
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        body[name] = str(value) if numeric else value
-    if mapping.credentialsRef is not None:
-        ref = lookup(payload, mapping.credentialsRef)
-        if ref not in (MISSING, None, ""):
-            if not isinstance(ref, str) or ref not in credential_sets:
-                raise ValueError("credentialsRef names no configured credential set")
-            body["credentials"] = [{"key": k, "value": v} for k, v in credential_sets[ref]]
-    delivery: str | None = None
-    if mapping.deliveryId is not None:
-        found = lookup(payload, mapping.deliveryId)
-        if isinstance(found, str | int) and str(found):
-            delivery = str(found)[:MAX_ID_CHARS]
-    return body, delivery

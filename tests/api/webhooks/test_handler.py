@@ -17,9 +17,11 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.api.app import create_app
-from service.api.webhooks.sources import load_webhook_sources, map_payload
+from service.api.webhooks.mapping import delivery_errors, map_payload
+from service.api.webhooks.sources import load_webhook_sources
 from service.core import signing
 from service.core.errors import ConfigError
+from service.core.models import ProvisionRequest
 from service.core.settings import hash_api_key
 from tests.api.test_routes import API_KEY, OTHER_KEY, api_client, make_settings
 
@@ -40,10 +42,16 @@ SECRETS = {
 }
 
 
-def jira_payload(sp: str = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3", key: str = "IAM-1") -> bytes:
+def jira_payload(
+    sp: str = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3",
+    key: str = "IAM-1",
+    timestamp_ms: int | None = None,
+) -> bytes:
+    """The shipped Jira example, sent now (Jira's body ``timestamp`` is epoch ms)."""
     data = json.loads((EXAMPLES / "jira-issue-created.json").read_text())
     data["issue"]["fields"]["customfield_10050"] = sp
     data["issue"]["key"] = key
+    data["timestamp"] = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     return json.dumps(data).encode()
 
 
@@ -225,13 +233,13 @@ async def test_servicenow_bearer_and_signature(client: TestClient[Any, Any], red
     resp = await client.post("/v1/webhooks/servicenow", data=body, headers=auth)
     assert (resp.status, (await resp.json())["id"]) == (202, record["id"])
     # The script include's signature (Standard Webhooks headers) for another item.
-    payload["sys_id"] = "other"
+    payload["sys_id"] = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
     payload["variables"]["service_principal_id"] = "01d564d9-8163-464e-bc90-b017bf5c8fa6"
     body2 = json.dumps(payload).encode()
     headers = standard_headers(body2, payload["sys_id"], [SN_SECRET])
     resp = await client.post("/v1/webhooks/servicenow", data=body2, headers=headers)
     assert resp.status == 202, await resp.text()
-    headers["webhook-signature"] = signing.sign(SN_SECRET, "other", 1, body2)
+    headers["webhook-signature"] = signing.sign(SN_SECRET, payload["sys_id"], 1, body2)
     resp = await client.post("/v1/webhooks/servicenow", data=body2, headers=headers)
     assert resp.status == 401
     assert await queued(redis) == 2
@@ -292,13 +300,19 @@ async def test_policy_forbids_webhook_caller(
 def test_shipped_examples_map(secrets_env: None) -> None:
     sources = load_webhook_sources(EXAMPLES / "webhooks.yaml")
     jira = json.loads((EXAMPLES / "jira-issue-created.json").read_text())
-    body, _ = map_payload(sources.sources["jira"], jira, sources.credential_sets)
+    mapped = map_payload(sources.sources["jira"], jira, sources)
+    body = mapped.body
     assert body["servicePrincipalId"] == "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"
     assert body["templateId"] == "salesforce"
     assert body["externalReference"] == "IAM-1042"
     assert {c["key"] for c in body["credentials"]} == {"clientsecret", "secrettoken"}
+    request = ProvisionRequest.model_validate(body)
+    assert delivery_errors(sources.sources["jira"], mapped, request) == []  # bound, a Jira key
     sn = json.loads((EXAMPLES / "servicenow-catalog-request.json").read_text())
-    body, delivery = map_payload(sources.sources["servicenow"], sn, sources.credential_sets)
+    mapped = map_payload(sources.sources["servicenow"], sn, sources)
+    body, delivery = mapped.body, mapped.delivery
+    request = ProvisionRequest.model_validate(body)
+    assert delivery_errors(sources.sources["servicenow"], mapped, request) == []
     assert body == {
         "servicePrincipalId": "cbe29441-8636-4563-a4a8-c390c0e83cb4",
         "templateId": "scimV2",

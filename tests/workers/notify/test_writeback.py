@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 
 from service.core.errors import ConfigError
@@ -32,6 +34,7 @@ class TicketSystem:
             {
                 "method": request.method,
                 "path": request.path,
+                "raw_path": request.raw_path,
                 "headers": dict(request.headers),
                 "json": await request.json(),
             }
@@ -41,11 +44,16 @@ class TicketSystem:
 
 
 @pytest.fixture
-async def tickets() -> AsyncIterator[TicketSystem]:
+async def tickets(tmp_path: Path) -> AsyncIterator[TicketSystem]:
+    """A fake Jira + ServiceNow over HTTPS (write-back URLs must be https), its CA in a file."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    (tmp_path / "tickets-ca.pem").write_bytes(ca.cert_pem.bytes())
     system = TicketSystem()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", system.handle)
-    async with serving(app) as base:
+    async with serving(app, server_ctx) as base:
         system.base = base
         yield system
 
@@ -67,8 +75,16 @@ def configured(
         f"servicenow:\n  instance_url: {tickets.base}\n  table: sc_req_item\n"
         "  username: provisioning\n  password_env: SN_PASSWORD\n"
     )
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(
+        Path(harness.sandbox.ca_path).read_text() + (tmp_path / "tickets-ca.pem").read_text()
+    )
     harness.settings = worker_settings(
-        harness.sandbox, redis_url, queue_name=harness.settings.queue_name, writeback_file=config
+        harness.sandbox,
+        redis_url,
+        queue_name=harness.settings.queue_name,
+        writeback_file=config,
+        ca_bundle=bundle,
     )
     return harness
 
@@ -137,3 +153,73 @@ def test_missing_secret_variable_is_a_config_error(
     config.write_text("jira:\n  base_url: https://x\n  unknown: 1\n")
     with pytest.raises(ConfigError, match="PROVISIONER_WRITEBACK_FILE"):
         load_writeback(config)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "jira:\n  base_url: http://acme.atlassian.net\n  email: a@b\n  api_token_env: T\n",
+        "servicenow:\n  instance_url: http://acme.service-now.com\n  username: u\n"
+        "  password_env: T\n",
+        "jira:\n  base_url: https://u:p@acme.atlassian.net\n  email: a@b\n  api_token_env: T\n",
+    ],
+    ids=["jira-http", "servicenow-http", "userinfo"],
+)
+def test_write_back_address_must_be_https(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    monkeypatch.setenv("T", "token-value")
+    config = tmp_path / "w.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=r"^PROVISIONER_WRITEBACK_FILE: .*(https|plain)"):
+        load_writeback(config)
+
+
+@pytest.mark.parametrize(
+    ("caller", "reference", "expected_raw_path"),
+    [
+        (
+            "webhook:servicenow",
+            "../../../sys_user/62826bf03710200044e0bfc8bcbe5df1?sysparm_input_display_value=true#",
+            "/api/now/table/sc_req_item/..%2F..%2F..%2Fsys_user%2F62826bf03710200044e0bfc8bcbe5df1"
+            "%3Fsysparm_input_display_value%3Dtrue%23",
+        ),
+        (
+            "webhook:jira",
+            "../OTHER-1/watchers",
+            "/rest/api/3/issue/..%2FOTHER-1%2Fwatchers/comment",
+        ),
+    ],
+    ids=["servicenow-sys_user", "jira-watchers"],
+)
+async def test_a_reference_stored_without_validation_stays_one_segment(
+    configured: Harness,
+    tickets: TicketSystem,
+    caller: str,
+    reference: str,
+    expected_raw_path: str,
+) -> None:
+    # Straight into the store, past the intake's format check (an old or planted record).
+    rec = await configured.submit(SALESFORCE, caller=caller, external_reference=reference)
+    await configured.drain()
+    [req] = tickets.requests
+    assert req["raw_path"] == expected_raw_path
+    assert not req["raw_path"].startswith(("/api/now/table/sys_user", "/rest/api/3/issue/OTHER"))
+    done = await configured.get(rec.id)
+    assert [c.delivered for c in done.callbacks] == [True]
+
+
+@pytest.mark.parametrize("reference", ["..", "."])
+async def test_a_dot_segment_reference_is_not_written_back(
+    configured: Harness, tickets: TicketSystem, reference: str
+) -> None:
+    rec = await configured.submit(
+        SALESFORCE, caller="webhook:servicenow", external_reference=reference
+    )
+    await configured.drain()
+    assert tickets.requests == []
+    [skipped] = (await configured.get(rec.id)).callbacks
+    assert skipped.skipped
+    assert skipped.target == "servicenow"
+    assert skipped.error is not None
+    assert "externalReference" in skipped.error
