@@ -14,6 +14,7 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:throttle:{tenant}        the tenant's shared token bucket (hash)
     {p}:intake:{caller}          a caller's intake rate-limit counter
     {p}:ui-session:{sha256}      a status-page session
+    {p}:ui-login:{address}       sign-in attempts from one client address (expires with its window)
 """
 
 from __future__ import annotations
@@ -85,3 +86,7 @@ class Keys:
 
     def ui_session(self, session_digest: str) -> str:
         return f"{self.prefix}:ui-session:{session_digest}"
+
+    def ui_login_attempts(self, client_address: str) -> str:
+        """Sign-in attempts on the status page from one client address (a counter)."""
+        return f"{self.prefix}:ui-login:{client_address}"
