@@ -40,8 +40,8 @@ from service.api.state import (
     WEBHOOKS,
 )
 from service.api.ui.errors import ui_middleware
+from service.api.ui.routes import setup_ui
 from service.api.ui.session import SessionAuthenticator
-from service.api.ui.wiring import setup_ui
 from service.api.webhooks.handler import routes as webhook_routes
 from service.api.webhooks.sources import WebhookSources, load_webhook_sources
 from service.core import redis as redis_conn

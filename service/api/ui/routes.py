@@ -21,12 +21,13 @@ from service.api.auth.keys import CALLER
 from service.api.metrics import queue_counters
 from service.api.problems import Problem
 from service.api.state import STORE
-from service.api.ui.render import page
+from service.api.ui import session, static
+from service.api.ui.render import page, setup_templates
 from service.api.ui.session import UI_PREFIX, can_read
 from service.core.models import Record, State
 from service.core.store import guarded
 
-__all__ = ["PAGE_SIZE", "routes"]
+__all__ = ["PAGE_SIZE", "routes", "setup_ui"]
 
 PAGE_SIZE = 50
 COUNTERS_REFRESH_S = 5
@@ -168,3 +169,13 @@ async def counters(request: web.Request) -> web.Response:
     """The live queue counters, as JSON (the pages poll this)."""
     _reader(request)
     return web.json_response(await _counters(request), headers={"Cache-Control": "no-store"})
+
+
+def setup_ui(app: web.Application) -> None:
+    """Wire the status page into the API app: the templates and the page, sign-in and static
+    routes (:func:`service.api.app.create_app` also puts the session authenticator in the chain
+    and :func:`service.api.ui.errors.ui_middleware` among the middlewares)."""
+    setup_templates(app)
+    app.add_routes(routes)
+    app.add_routes(session.routes)
+    app.add_routes(static.routes)
