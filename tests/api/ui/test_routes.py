@@ -126,7 +126,9 @@ async def test_filters_and_paging(client: TestClient[Any, Any]) -> None:
 async def test_another_callers_record_is_a_404_page(client: TestClient[Any, Any]) -> None:
     theirs = await add_record(client, caller="beta", id="c" * 32)
     await login(client)
-    for path in (f"/ui/requests/{theirs.id}", "/ui/requests/" + "d" * 32, "/ui/requests/..%2f"):
+    odd = ("..%2f", "%2A", "x:creds", "a" * 2000)
+    paths = [f"/ui/requests/{theirs.id}", "/ui/requests/" + "d" * 32]
+    for path in [*paths, *(f"/ui/requests/{o}" for o in odd)]:
         resp = await client.get(path)
         assert resp.status == 404, path
         assert "text/html" in resp.headers["Content-Type"]

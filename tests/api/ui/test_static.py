@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -49,3 +52,18 @@ async def test_the_script_uses_no_inline_code_or_eval() -> None:
     script = ASSETS["ui.js"].body.decode()
     for banned in ("eval(", "innerHTML", "new Function", "document.write"):
         assert banned not in script
+
+
+def test_the_wheel_takes_every_template_and_static_file() -> None:
+    # The files are package data; a new one whose pattern pyproject.toml lacks would be missing
+    # from the wheel (and the page broken only once installed).
+    root = Path(__file__).resolve().parents[3]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["service.api.ui"]
+    package = root / "service" / "api" / "ui"
+    files = [p for d in ("templates", "static") for p in (package / d).iterdir() if p.is_file()]
+    assert len(files) >= 9
+    for path in files:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch(relative, pattern) for pattern in patterns), relative
