@@ -41,8 +41,9 @@ from service.api.state import (
     STORE,
     WEBHOOKS,
 )
-from service.api.ui.routes import SessionAuthenticator, ui_middleware
-from service.api.ui.routes import routes as ui_routes
+from service.api.ui.errors import ui_middleware
+from service.api.ui.routes import setup_ui
+from service.api.ui.session import SessionAuthenticator
 from service.api.webhooks.handler import routes as webhook_routes
 from service.api.webhooks.sources import WebhookSources, load_webhook_sources
 from service.core import redis as redis_conn
@@ -171,7 +172,7 @@ def create_app(settings: Settings) -> web.Application:
     assert isinstance(sources, WebhookSources)
     assert isinstance(ring, ApiKeyRing)
     # The status page's session cookie (service/api/ui) is one more authenticator, on /ui only.
-    authenticators = (*build_authenticators(settings, policy, ring), SessionAuthenticator())
+    authenticators = (*build_authenticators(settings, policy, ring), SessionAuthenticator(ring))
     metrics = ApiMetrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -194,7 +195,7 @@ def create_app(settings: Settings) -> web.Application:
         app.cleanup_ctx.append(_sighup_context(ring))
     app.add_routes(routes)
     app.add_routes(webhook_routes)
-    app.add_routes(ui_routes)
+    setup_ui(app)
     return app
 
 

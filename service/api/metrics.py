@@ -2,7 +2,8 @@
 
 Each app owns an :class:`ApiMetrics` with its own registry (tests do not share counts). Request
 counters are updated as requests are answered; the queue gauges (depth, oldest queued request,
-requests by state, live workers, active throttle cool-downs) are read from Redis when scraped,
+requests by state, callbacks pending, live workers, active throttle cool-downs) are read from
+Redis when scraped,
 so every API replica reports the same, shared numbers. Label values stay bounded: route
 templates, not raw paths. The workers expose their own metrics (workers/metrics.py).
 """
@@ -64,7 +65,15 @@ class ApiMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "provisioner_queue_depth", "Jobs in the arq queue, deferred ones included.", registry=r
+            "provisioner_queue_depth",
+            "Provisioning requests queued, waiting for a worker (callbacks, ticket write-backs "
+            "and the reconciler's cron run not counted).",
+            registry=r,
+        )
+        self.callbacks_pending = Gauge(
+            "provisioner_callbacks_pending",
+            "Callback and ticket write-back jobs in the arq queue, deferred retries included.",
+            registry=r,
         )
         self.oldest_queued_age = Gauge(
             "provisioner_oldest_queued_age_seconds",
@@ -90,6 +99,7 @@ class ApiMetrics:
         """Read the shared queue numbers from Redis (called on each scrape)."""
         counters = await queue_counters(store)
         self.queue_depth.set(counters.queue_depth)
+        self.callbacks_pending.set(counters.callbacks_pending)
         self.requests_in_state.labels(state=State.QUEUED.value).set(counters.queued)
         self.requests_in_state.labels(state=State.RUNNING.value).set(counters.running)
         self.oldest_queued_age.set(counters.oldest_queued_age_s)
@@ -105,33 +115,51 @@ class ApiMetrics:
 class QueueCounters:
     """The shared queue numbers, as read from Redis (``/metrics`` and the status page)."""
 
+    #: Provisioning requests in state ``queued`` (the ``{p}:state:queued`` index).
     queue_depth: int
     queued: int
     running: int
     oldest_queued_age_s: float
     workers_alive: int
     throttle_cooldowns: int
+    #: Callback and write-back jobs in arq's queue (due now or deferred).
+    callbacks_pending: int = 0
     #: ``(tenant, seconds left)`` of each active cool-down, the longest first.
     cooldowns: tuple[tuple[str, float], ...] = ()
 
 
 async def queue_counters(store: Store) -> QueueCounters:
-    """Queue depth (arq jobs, deferred ones included), requests queued and running, the age of
-    the oldest queued one, fresh worker health keys and active tenant throttle cool-downs."""
+    """Queue depth (provisioning requests queued: arq's other jobs, the deferred callbacks and
+    the reconciler's next cron run, are not provisioning work), requests running, the age of the
+    oldest queued one, callbacks pending, fresh worker health keys and tenant cool-downs."""
     redis, keys = store.redis, store.keys
     queued_key = keys.by_state(State.QUEUED.value)
     oldest = await redis.zrange(queued_key, 0, 0, withscores=True)
     age = time.time() - oldest[0][1] / 1000 if oldest else 0.0
     cooldowns = await throttle_cooldowns(store)
+    queued = await redis.zcard(queued_key)
     return QueueCounters(
-        queue_depth=await redis.zcard(keys.queue),
-        queued=await redis.zcard(queued_key),
+        queue_depth=queued,
+        queued=queued,
+        callbacks_pending=await callbacks_pending(store),
         running=await redis.zcard(keys.by_state(State.RUNNING.value)),
         oldest_queued_age_s=max(0.0, age),
         workers_alive=await _count(store, keys.health_check("*")),
         throttle_cooldowns=len(cooldowns),
         cooldowns=cooldowns,
     )
+
+
+#: Job ids of the notification jobs (:func:`service.core.queue.notification_jobs`) start so.
+NOTIFICATION_JOB_PREFIXES = ("callback:", "writeback:")
+
+
+async def callbacks_pending(store: Store) -> int:
+    """Callback and ticket write-back jobs in arq's queue (one ``ZSCAN`` pass over it)."""
+    count = 0
+    async for member, _score in store.redis.zscan_iter(store.keys.queue, count=1000):
+        count += _text(member).startswith(NOTIFICATION_JOB_PREFIXES)
+    return count
 
 
 async def throttle_cooldowns(store: Store) -> tuple[tuple[str, float], ...]:

@@ -171,7 +171,7 @@ def validation_problem(exc: ValidationError, detail: str | None = None) -> Probl
     )
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
+def _from_http_exception(exc: web.HTTPException) -> Problem:
     headers = {
         k: v for k, v in exc.headers.items() if k.lower() not in {"content-type", "content-length"}
     }
@@ -180,35 +180,44 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
         detail = "The request body is larger than this server accepts."
     elif isinstance(exc, web.HTTPNotFound):
         detail = "No such resource."
-    return problem_response(exc.status, exc.reason, detail, headers=headers)
+    return Problem(exc.status, exc.reason, detail, headers=headers)
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into problem+json; an unexpected one is logged, never sent."""
-    try:
-        return await handler(request)
-    except Problem as e:
-        return e.response()
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return _from_http_exception(e)
-    except StoreUnavailable:
+def problem_for(request: web.Request, exc: Exception) -> Problem:
+    """The one mapping of an error to its status, title and detail (an unexpected error is
+    logged here, never sent). The API answers it as problem+json (:func:`problem_middleware`);
+    the status page renders it as an HTML page (:mod:`service.api.ui.errors`)."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, web.HTTPException):
+        return _from_http_exception(exc)
+    if isinstance(exc, StoreUnavailable):
         log.warning("store_unavailable", path=request.path)
-        return problem_response(
+        return Problem(
             503,
             "Service Unavailable",
             "The request store (Redis) cannot be reached; try again shortly.",
             slug="store-unavailable",
             headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
         )
-    except Exception:
-        request_id = request.get(REQUEST_ID, "")
-        log.exception("unhandled_error", path=request.path, method=request.method)
-        return problem_response(
-            500,
-            "Internal Server Error",
-            f"An unexpected error occurred; quote request id {request_id} to support.",
-            slug="internal-error",
-        )
+    request_id = request.get(REQUEST_ID, "")
+    log.error("unhandled_error", path=request.path, method=request.method, exc_info=exc)
+    return Problem(
+        500,
+        "Internal Server Error",
+        f"An unexpected error occurred; quote request id {request_id} to support.",
+        slug="internal-error",
+    )
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into problem+json (see :func:`problem_for`)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return problem_for(request, e).response()
+    except Exception as e:
+        return problem_for(request, e).response()

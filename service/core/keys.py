@@ -16,6 +16,7 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:ui-session:{sha256}      a status-page session
     {p}:callback-body:{msg id}   a callback's body, built once, sent by every retry
     {p}:callbacks-pending:{caller}  sorted set: that caller's notifications waiting for a retry
+    {p}:ui-login:{address}       sign-in attempts from one client address (expires with its window)
 """
 
 from __future__ import annotations
@@ -95,3 +96,7 @@ class Keys:
     def callbacks_pending(self, caller: str) -> str:
         """A caller's notifications waiting for a retry (score: when their window ends)."""
         return f"{self.prefix}:callbacks-pending:{caller}"
+
+    def ui_login_attempts(self, client_address: str) -> str:
+        """Sign-in attempts on the status page from one client address (a counter)."""
+        return f"{self.prefix}:ui-login:{client_address}"

@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     #: The /ui session cookie is always ``Secure`` (behind a TLS-terminating proxy); else only
     #: when the request came over https (service/api/ui/routes.py).
     ui_cookie_secure: bool = False
+    #: Sign-in attempts on /ui per client address and window (0: no limit); then 429.
+    ui_login_rate_limit: int = Field(default=10, ge=0)
+    ui_login_rate_window_s: float = Field(default=60.0, gt=0)
 
     # Entra ID access tokens as callers (on when ENTRA_AUDIENCE is set).
     entra_audience: str | None = None

@@ -4,12 +4,18 @@ Debian's ``chromium`` (``scripts/ensure-chromium``, run by ``make test``) driven
 ``playwright install`` (a browser download) is never used. With ``UPDATE_SCREENSHOTS=1`` it
 refreshes the README's screenshots ``docs/ui-status.png`` and ``docs/ui-request.png``; otherwise
 it writes them to the test's temporary folder, so a test run leaves the tree unchanged.
+
+The pages must fit the window at 1280 and 800 px (``scrollWidth <= innerWidth``: no sideways
+scrolling, long ids cut with a tooltip, long references wrapped), and the counters must tell
+provisioning work (queue depth) from a deferred callback (callbacks pending).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -47,6 +53,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DOCS = REPO_ROOT / "docs"
+CALLBACK_SECRET = "whsec_" + base64.b64encode(b"ui-browser-test-callback-secret!").decode()
+LONG_REFERENCE = "CHG0043 GitHub " + "very-long-ticket-reference-without-spaces-" * 4
+WIDTHS = (1280, 800)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,15 @@ class Stack:
     base: str
     redis_url: str
     tenant_id: str
+
+
+@pytest.fixture
+def dead_callback_url() -> Iterator[str]:
+    """An https URL on a loopback port that refuses connections (bound, never listening), so a
+    callback to it fails and is deferred for a retry."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"https://127.0.0.1:{sock.getsockname()[1]}/hook"
 
 
 @pytest.fixture
@@ -67,6 +85,8 @@ def stack(tmp_path: Path, fresh_sandbox: SandboxProcess) -> Iterator[Stack]:
         "PROVISIONER_ENCRYPTION_KEY": new_encryption_key(),
         "PROVISIONER_VERIFY_POLL_S": "0.1",
         "PROVISIONER_VERIFY_SETTLE_S": "1",
+        "PROVISIONER_CALLBACK_ALLOWLIST": "127.0.0.1",
+        "PROVISIONER_CALLBACK_SECRETS": f"portal:{CALLBACK_SECRET}",
     }
     api, base = start_api(env, tmp_path)
     worker = start_worker(env, tmp_path)
@@ -100,7 +120,39 @@ def wait_terminal(base: str, request_id: str, timeout_s: float = 30) -> dict[str
         time.sleep(0.2)
 
 
-def test_status_page_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
+def wait_callback_attempt(base: str, request_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The record once its first callback attempt is recorded (the worker then defers a retry)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record: dict[str, Any] = call(base, "GET", f"/v1/provisioning-requests/{request_id}")
+        if record["callbacks"]:
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+
+
+def assert_fits(page: Any, what: str, shots: Path) -> None:
+    """At each width the page scrolls only down, never sideways (a screenshot of each width goes
+    to ``shots``, the test's temporary folder)."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 700})
+        page.screenshot(path=str(shots / f"{what}-{width}.png"), full_page=True)
+        sizes = page.evaluate(
+            "() => [document.documentElement.scrollWidth, window.innerWidth,"
+            " document.body.scrollWidth]"
+        )
+        assert sizes[0] <= sizes[1], (what, width, sizes)
+        assert sizes[2] <= sizes[1], (what, width, sizes)
+        for header in ("Error", "Updated (UTC)") if what == "list" else ():
+            box = page.get_by_role("columnheader", name=header, exact=True).bounding_box()
+            assert box is not None, (what, width, header)
+            assert box["x"] >= 0, (what, width, header, box)
+            assert box["x"] + box["width"] <= width, (what, width, header, box)
+
+
+def test_status_page_in_headless_chromium(
+    stack: Stack, tmp_path: Path, dead_callback_url: str
+) -> None:
     shots = DOCS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
@@ -112,13 +164,17 @@ def test_status_page_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
         base,
         "POST",
         "/v1/provisioning-requests",
-        {"servicePrincipalId": SALESFORCE, "externalReference": "CHG0042 Salesforce"},
+        {
+            "servicePrincipalId": SALESFORCE,
+            "externalReference": "CHG0042 Salesforce",
+            "callbackUrl": dead_callback_url,
+        },
     )
     bad = call(
         base,
         "POST",
         "/v1/provisioning-requests",
-        {"servicePrincipalId": GITHUB, "externalReference": "CHG0043 GitHub"},
+        {"servicePrincipalId": GITHUB, "externalReference": LONG_REFERENCE},
     )
     good = wait_terminal(base, good["id"])
     bad = wait_terminal(base, bad["id"])
@@ -126,6 +182,9 @@ def test_status_page_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
     assert bad["state"] == "failed", bad
     graph_request_id = bad["error"]["graphRequestId"]
     assert graph_request_id
+    # The succeeded request's callback failed (connection refused) and waits for its retry.
+    attempt = wait_callback_attempt(base, good["id"])["callbacks"][0]
+    assert not attempt["delivered"], attempt
     # A throttle cool-down of the tenant, as a 429 from Graph leaves it (both requests are done).
     with Redis.from_url(stack.redis_url) as redis:
         redis.set(f"provisioner:queue:cooldown:{stack.tenant_id}", "1", ex=120)
@@ -133,7 +192,7 @@ def test_status_page_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 400})
+            page = browser.new_page(viewport={"width": 1280, "height": 700})
             page.set_default_timeout(10_000)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -167,12 +226,25 @@ def test_status_page_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
             # The counters render, and the script refreshed them from /ui/counters.
             expect(page.locator("#counters-updated")).to_contain_text("updated")
             expect(page.locator('[data-counter="workersAlive"]')).to_have_text("1")
+            # Nothing is queued: the deferred callback (and the reconciler's next cron run, also
+            # in arq's queue) are not provisioning work; the callback is counted apart.
             expect(page.locator('[data-counter="queueDepth"]')).to_have_text("0")
+            expect(page.locator('[data-counter="callbacksPending"]')).to_have_text("1")
             expect(page.locator('[data-counter="inFlight"]')).to_have_text("0")
             expect(page.locator('[data-counter="throttleCooldowns"]')).to_have_text("1")
             expect(page.locator("#cooldowns li")).to_have_count(1)
             expect(page.locator("#cooldowns li")).to_contain_text(stack.tenant_id)
             expect(page.locator("#cooldowns li")).to_contain_text("s left")
+            counters = page.evaluate(
+                "() => fetch('/ui/counters', {credentials: 'same-origin'}).then(r => r.json())"
+            )
+            assert counters["queueDepth"] == 0, counters
+            assert counters["callbacksPending"] == 1, counters
+            # The long reference wraps inside its cell; the ids are cut, whole in the tooltip.
+            link = rows.nth(0).locator("a")
+            expect(link).to_have_attribute("title", bad["id"])
+            assert_fits(page, "list", tmp_path)
+            page.set_viewport_size({"width": 1280, "height": 700})
             page.screenshot(path=str(shots / "ui-status.png"), full_page=True)
 
             page.select_option("select[name=state]", "failed")
@@ -185,6 +257,8 @@ def test_status_page_in_headless_chromium(stack: Stack, tmp_path: Path) -> None:
             timeline = page.locator("table.timeline tbody tr")
             expect(timeline.first).to_contain_text("resolve_template")
             expect(timeline.first).to_contain_text(graph_request_id)
+            assert_fits(page, "detail", tmp_path)
+            page.set_viewport_size({"width": 1280, "height": 700})
             page.screenshot(path=str(shots / "ui-request.png"), full_page=True)
 
             page.click("text=Sign out")
