@@ -79,6 +79,5 @@ def check_secret_key(key: str) -> str:
     hints = [_BY_LOWER[key.lower()]] if key.lower() in _BY_LOWER else []
     hints += [m for m in difflib.get_close_matches(key, SECRET_KEYS, n=3) if m not in hints]
     hint = f"; did you mean {' or '.join(repr(h) for h in hints)}?" if hints else ""
-    # A key is not a secret, but only a short plain one is quoted back.
-    shown = repr(key) if len(key) <= 64 and key.isascii() and key.isprintable() else "the key"
-    raise ValueError(f"{shown} is not a synchronizationSecret name Graph documents{hint}")
+    # Never quoted back: a secret pasted into the wrong field must not be echoed.
+    raise ValueError(f"is not a synchronizationSecret name Graph documents{hint}")

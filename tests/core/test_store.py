@@ -64,7 +64,7 @@ async def test_in_flight_rule(store: Store) -> None:
 
 
 async def test_credentials_encrypted_and_deleted_when_terminal(store: Store, redis: Redis) -> None:
-    creds = [Credential(key="token", value="plain-secret")]  # type: ignore[arg-type]
+    creds = [Credential(key="SecretToken", value="plain-secret")]  # type: ignore[arg-type]
     record, _ = await store.accept(rec(), creds)
     raw = await redis.get(K.credentials(record.id))
     assert raw is not None
@@ -80,7 +80,7 @@ async def test_credentials_encrypted_and_deleted_when_terminal(store: Store, red
 async def test_credentials_need_a_cipher(redis: Redis) -> None:
     plain = Store(redis, queue_name=QUEUE, record_ttl_s=3600)
     with pytest.raises(ValueError, match="encryption key"):
-        await plain.accept(rec(), [Credential(key="k", value="v")])  # type: ignore[arg-type]
+        await plain.accept(rec(), [Credential(key="SecretToken", value="v")])  # type: ignore[arg-type]
 
 
 async def test_list_pages_with_tied_scores(store: Store) -> None:
