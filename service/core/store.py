@@ -361,7 +361,7 @@ class Store:
 
     async def ids_in_state(self, state: State, limit: int = 10_000) -> builtins.list[str]:
         """Ids of the records in a state, oldest first (for the reconciler)."""
-        members = await guarded(lambda: self.redis.zrange(self._state_key(state), 0, limit - 1))
+        members = await guarded(lambda: self.redis.zrange(self.keys.by_state(state.value), 0, limit - 1))
         return [m.decode() for m in members]
 
     async def cancel_requested(self, request_id: str) -> bool:

@@ -96,7 +96,9 @@ def test_duplicate_credential_keys_reason() -> None:
     sp = "00000000-0000-4000-8000-000000000000"
     creds = [{"key": "UserName", "value": "1"}, {"key": "UserName", "value": "2"}]
     problem = _errors({"servicePrincipalId": sp, "credentials": creds})
-    assert problem.errors == [{"field": "credentials", "reason": "duplicate credential keys: UserName"}]
+    assert problem.errors == [
+        {"field": "credentials", "reason": "duplicate credential keys: UserName"}
+    ]
 
 
 async def _client(handler: Any) -> TestClient[Any, Any]:
