@@ -24,7 +24,7 @@ from service.api.auth.entra import EntraAuthenticator, JwksCache, tls_context
 from service.api.auth.keys import ApiKeyAuthenticator, ApiKeyRing, Authenticator, auth_middleware
 from service.api.auth.policy import AccessPolicy, load_access_policy
 from service.api.metrics import ApiMetrics, metrics_middleware
-from service.api.middleware import logging_middleware
+from service.api.middleware import ServerLogger, logging_middleware
 from service.api.problems import problem_middleware
 from service.api.ratelimit import IntakeLimits
 from service.api.routes import routes
@@ -174,6 +174,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = ApiMetrics()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
+        handler_args={"logger": ServerLogger()},
         middlewares=[
             logging_middleware,
             metrics_middleware(metrics),

@@ -2,16 +2,25 @@
 
 The id is the caller's ``X-Request-Id`` when it is short and plain, else a fresh one; it is
 bound into every log line written while the request runs and echoed on the answer.
+
+:class:`ServerLogger` is aiohttp's own (``aiohttp.server``) logger for the connection layer: a
+request the HTTP parser refuses (a NUL byte or another bad character in a header, a malformed
+request line) is answered 400 by aiohttp and written as one ``http_bad_request`` warning with
+the error's class only, never a traceback or the offending bytes (they may be a header's value).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
@@ -62,3 +71,20 @@ async def logging_middleware(request: web.Request, handler: Handler) -> web.Stre
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 caller=request.get(CALLER),
             )
+
+
+class ServerLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """``aiohttp.server``'s logger, with parser refusals as one-line warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            log.warning("http_bad_request", status=exc.code, error=type(exc).__name__)
+            return
+        self.logger.exception(msg, *args, **kwargs)

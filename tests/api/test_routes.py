@@ -331,7 +331,68 @@ async def test_unknown_route_and_method_are_problems(client: TestClient[Any, Any
     resp = await client.delete(BASE, headers=AUTH)
     assert resp.status == 405
     assert resp.content_type == "application/problem+json"
-    assert "POST" in resp.headers["Allow"]
+    assert resp.headers["Allow"] == "GET,HEAD,POST"
+    problem = await resp.json(content_type=None)
+    assert problem["detail"] == "DELETE is not allowed on this resource; allowed: GET, HEAD, POST."
+
+
+async def test_nul_byte_in_a_header_is_400_with_one_warning_line(
+    client: TestClient[Any, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\x00def\r\n\r\n")
+    await writer.drain()
+    head = await reader.readline()
+    assert head.startswith(b"HTTP/1.") and b" 400 " in head
+    writer.close()
+    await writer.wait_closed()
+    out = capsys.readouterr()
+    text = out.out + out.err
+    lines = [line for line in text.splitlines() if "http_bad_request" in line]
+    assert len(lines) == 1, text
+    assert "warning" in lines[0]
+    assert "BadHttpMessage" in lines[0]
+    assert "Traceback" not in text
+    assert "abc" not in text  # the header's value is not logged
+    assert "Error handling request" not in text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"externalReference": "CHG\x00001"}, "externalReference"),
+        ({"externalReference": "CHG\x1b[31m"}, "externalReference"),
+        ({"externalReference": "CHG\x07"}, "externalReference"),
+        ({"externalReference": "CHG\x85"}, "externalReference"),  # C1 (NEL)
+        ({"externalReference": "abc\u202edcba"}, "externalReference"),
+        ({"externalReference": "abc\u2066x\u2069"}, "externalReference"),
+        ({"metadata": {"team": "iam\x00"}}, "metadata.team"),
+        ({"metadata": {"team": "\u202bx"}}, "metadata.team"),
+        ({"metadata": {"te\x1bam": "x"}}, "metadata"),
+        ({"servicePrincipalId": "{" + SP + "}"}, "servicePrincipalId"),
+        ({"servicePrincipalId": "urn:uuid:" + SP}, "servicePrincipalId"),
+        ({"servicePrincipalId": SP.replace("-", "")}, "servicePrincipalId"),
+        ({"servicePrincipalId": "\uff16" + SP[1:]}, "servicePrincipalId"),  # full-width 6
+        ({"credentials": [{"key": "clientsecret", "value": "v"}]}, "credentials[0].key"),
+    ],
+)
+async def test_control_characters_and_other_guid_forms_are_refused(
+    client: TestClient[Any, Any], redis: Redis, body: dict[str, Any], field: str
+) -> None:
+    status, problem = await post(client, {"servicePrincipalId": SP, **body})
+    assert status == 422
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert await redis.zcard("provisioner:queue") == 0
+
+
+async def test_unknown_credential_key_names_near_matches(client: TestClient[Any, Any]) -> None:
+    creds = [{"key": "clientsecret", "value": SECRET}, {"key": "Nope", "value": SECRET}]
+    status, problem = await post(client, {"servicePrincipalId": SP, "credentials": creds})
+    assert status == 422
+    reasons = {e["field"]: e["reason"] for e in problem["errors"]}
+    assert "did you mean 'ClientSecret'" in reasons["credentials[0].key"]
+    assert "synchronizationSecret" in reasons["credentials[1].key"]
+    assert SECRET not in json.dumps(problem)
 
 
 async def test_bad_idempotency_key_header(client: TestClient[Any, Any]) -> None:
