@@ -230,7 +230,7 @@ class Store:
                         if await self._live(pipe, await pipe.get(inflight)) is not None:
                             await pipe.reset()  # type: ignore[no-untyped-call]
                             return None
-                        first = await pipe.lindex(waiting, 0)
+                        first = await pipe.lindex(waiting, 0)  # type: ignore[misc]
                         if first is None:
                             await pipe.reset()  # type: ignore[no-untyped-call]
                             return None
@@ -361,7 +361,9 @@ class Store:
 
     async def ids_in_state(self, state: State, limit: int = 10_000) -> builtins.list[str]:
         """Ids of the records in a state, oldest first (for the reconciler)."""
-        members = await guarded(lambda: self.redis.zrange(self.keys.by_state(state.value), 0, limit - 1))
+        members = await guarded(
+            lambda: self.redis.zrange(self.keys.by_state(state.value), 0, limit - 1)
+        )
         return [m.decode() for m in members]
 
     async def cancel_requested(self, request_id: str) -> bool:
@@ -411,4 +413,3 @@ def fingerprint(payload: dict[str, Any], cipher: CredentialCipher | None = None)
     if cipher is not None:
         return cipher.mac(canonical)
     return hashlib.sha256(canonical).hexdigest()
-

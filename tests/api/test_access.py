@@ -76,7 +76,8 @@ async def test_retry_after_the_policy_dropped_the_principal_is_403(
         assert resp.status == 403
         assert "owner" in (await resp.json())["detail"]
         record = await c.app[STORE].get(rid)  # type: ignore[union-attr]
-        assert record is not None and record.state is State.FAILED
+        assert record is not None
+        assert record.state is State.FAILED
         assert [h.outcome.value for h in record.history] == []  # never re-queued
 
 
@@ -97,7 +98,8 @@ async def test_retries_beyond_the_rate_are_429_and_enqueue_nothing(
         assert statuses == [202, 202, 429, 429]
         assert int(resp.headers["Retry-After"]) >= 1
         record = await c.app[STORE].get(rid)  # type: ignore[union-attr]
-        assert record is not None and record.state is State.FAILED
+        assert record is not None
+        assert record.state is State.FAILED
         cancel = await c.post(f"{BASE}/{rid}/cancel", headers=AUTH)
         assert cancel.status == 429
 
