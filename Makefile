@@ -47,9 +47,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 
-.PHONY: bench bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-profile
+.PHONY: bench bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-profile bench-listing
 
-bench: bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak
+bench: bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-listing
 
 bench-throttle: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.throttle $(BENCH_ARGS)
@@ -68,6 +68,9 @@ bench-scale: $(VENV)/.installed-bench
 
 bench-soak: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.soak $(BENCH_ARGS)
+
+bench-listing: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.listing $(BENCH_ARGS)
 
 bench-profile: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.profile $(BENCH_ARGS)

@@ -95,6 +95,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         queue_name=settings.queue_name,
         record_ttl_s=settings.record_ttl_s,
         cipher=cipher,
+        retention_s=settings.record_retention_s,
     )
     ctx["session"] = session
     ctx["callback_session"] = aiohttp.ClientSession(

@@ -7,7 +7,11 @@ Each pass looks at every ``queued`` and ``running`` record:
   request id, so this can never create a second job for a request that still has one;
 - one that started and is past its deadline (its retry budget plus ``PROVISIONER_STUCK_GRACE_S``)
   is failed with ``RequestStuck`` so that the caller hears about it instead of waiting for
-  ever. A request that never started is backlog, not stuck: it only needs a live job.
+  ever. A request that never started is backlog, not stuck: it only needs a live job;
+- one queued behind another caller's request is started once that one has ended.
+
+Then it removes the listing-index entries of finished records whose retention has passed
+(:meth:`~service.core.store.Store.trim_expired`).
 
 The cron job is ``unique``: with many workers, one of them runs each pass.
 """
@@ -34,6 +38,7 @@ class Pass:
     checked: int
     requeued: int
     failed: int
+    trimmed: int = 0  # index entries of expired finished records removed
 
 
 async def reconcile_once(store: Store, settings: Settings) -> Pass:
@@ -62,8 +67,19 @@ async def reconcile_once(store: Store, settings: Settings) -> Pass:
                 failed += 1
                 log.warning("request_stuck", provisioning_request_id=request_id)
                 continue
+            if record.queued_behind is not None:
+                # Waiting behind another caller's request: start it if that one has ended
+                # (its save normally does this; a crash in between is repaired here).
+                promoted = await store.promote_waiter(record)
+                if promoted is not None:
+                    requeued += 1
+                    log.warning("request_promoted", provisioning_request_id=promoted.id)
+                continue
             alive = await store.redis.exists(job_key(request_id), in_progress_key(request_id))
             if not alive and await store.enqueue(request_id):
                 requeued += 1
                 log.warning("request_requeued", provisioning_request_id=request_id)
-    return Pass(checked, requeued, failed)
+    trimmed = await store.trim_expired()
+    if trimmed:
+        log.info("index_trimmed", records=trimmed)
+    return Pass(checked, requeued, failed, trimmed)

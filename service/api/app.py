@@ -88,6 +88,7 @@ def _store_context(
             queue_name=settings.queue_name,
             record_ttl_s=settings.record_ttl_s,
             cipher=cipher,
+            retention_s=settings.record_retention_s,
         )
         app[LIMITS] = IntakeLimits(
             client,

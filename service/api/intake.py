@@ -3,7 +3,14 @@
 The API's ``POST /v1/provisioning-requests`` and the ticketing webhooks share these steps:
 the caller's permission, the intake rate limit and queue cap, the body's parsing, the target
 policy and the callback URL's SSRF check, the Idempotency-Key, then one transaction that stores
-and enqueues (:func:`submit`).
+and enqueues (:func:`submit`). Retries pass the same permission, target policy and limits
+(:mod:`service.api.routes`, :func:`service.api.access.authorize_action`).
+
+A POST for a (principal, template) the same caller already has in flight answers 200 with that
+record only when the body is the same (its keyed fingerprint is kept on the record); another
+body answers 409 ``request-in-flight`` naming it. While *another* caller's request holds the
+app, the new one is accepted (202) and queued behind it: the answer is the one a new request
+gets, so a caller never learns about another caller's work.
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ from uuid import uuid4
 from aiohttp import web
 from pydantic import ValidationError
 
-from service.api.auth.keys import CALLER, TOKEN_ROLES
-from service.api.auth.policy import Permission
+from service.api.access import forbidden, not_found
+from service.api.params import IDEMPOTENCY_KEY_MAX
 from service.api.problems import FieldError, Problem, validation_problem
 from service.api.state import ALLOWLIST, LIMITS, METRICS, POLICY, SETTINGS, STORE
 from service.core.models import ProvisionRequest, Record
@@ -41,27 +48,17 @@ def invalid(field: str, reason: str, status: int = 422) -> Problem:
     )
 
 
-def not_found() -> Problem:
-    return Problem(404, "Not Found", "No provisioning request with this id.")
+def conflict(detail: str, *, slug: str | None = None) -> Problem:
+    return Problem(409, "Conflict", detail, slug=slug)
 
 
-def conflict(detail: str) -> Problem:
-    return Problem(409, "Conflict", detail)
+async def enforce_intake_limits(
+    request: web.Request, caller: str, *, queue_cap: bool = True
+) -> None:
+    """429 + Retry-After past the caller's rate; 503 + Retry-After when the queue is full.
 
-
-def forbidden(detail: str) -> Problem:
-    return Problem(403, "Forbidden", detail)
-
-
-def require(request: web.Request, permission: Permission) -> None:
-    """403 unless the caller's policy (and token roles) grant ``permission``."""
-    granted = request.app[POLICY].permissions(request[CALLER], request.get(TOKEN_ROLES))
-    if permission not in granted:
-        raise forbidden(f"This caller lacks the {permission.value!r} permission.")
-
-
-async def enforce_intake_limits(request: web.Request, caller: str) -> None:
-    """429 + Retry-After past the caller's rate; 503 + Retry-After when the queue is full."""
+    New requests, webhook deliveries and retries pass both; a cancel passes the rate only (it
+    adds no work, and refusing it while the queue is full would keep work in)."""
     limits = request.app[LIMITS]
     decision = await limits.take(caller)
     if not decision.allowed:
@@ -72,7 +69,7 @@ async def enforce_intake_limits(request: web.Request, caller: str) -> None:
             slug="rate-limited",
             headers={"Retry-After": str(decision.retry_after_s)},
         )
-    if await limits.queue_full():
+    if queue_cap and await limits.queue_full():
         raise Problem(
             503,
             "Service Unavailable",
@@ -107,12 +104,13 @@ def idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
-    if not 1 <= len(key) <= 255 or not key.isprintable():
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        reason = f"must be 1-{IDEMPOTENCY_KEY_MAX} printable characters"
         raise Problem(
             400,
             "Invalid header",
-            "Idempotency-Key must be 1-255 printable characters.",
-            errors=[FieldError(field=IDEMPOTENCY_HEADER, reason="must be 1-255 characters")],
+            f"Idempotency-Key {reason}.",
+            errors=[FieldError(field=IDEMPOTENCY_HEADER, reason=reason)],
         )
     return key
 
@@ -139,7 +137,7 @@ async def replay(request: web.Request, entry: IdempotencyEntry, body_fp: str) ->
     return json_response(record.public(), entry.status, f"{BASE}/{record.id}")
 
 
-def new_record(body: ProvisionRequest, caller: str) -> Record:
+def new_record(body: ProvisionRequest, caller: str, body_fp: str) -> Record:
     return Record(
         id=uuid4().hex,
         service_principal_id=body.service_principal_id,
@@ -151,6 +149,7 @@ def new_record(body: ProvisionRequest, caller: str) -> Record:
         external_reference=body.external_reference,
         metadata=body.metadata,
         caller=caller,
+        request_fingerprint=body_fp,
     )
 
 
@@ -184,20 +183,25 @@ async def submit(
         if entry is not None:
             return await replay(request, entry, body_fp)
     try:
-        record, created = await store.accept(new_record(body, caller), body.credentials)
+        record, created = await store.accept(new_record(body, caller, body_fp), body.credentials)
     except Exception:
         if key is not None:
             # When Redis is down this fails too; the pending claim then expires within 30 s.
             with contextlib.suppress(Exception):
                 await store.release_idempotency_key(caller, key)
         raise
-    if record.caller != caller:
-        # Another caller's request holds the app; its record is not this caller's to see.
+    if not created and record.request_fingerprint != body_fp:
+        # The in-flight request asks for something else: say so rather than drop this one.
         if key is not None:
             await store.release_idempotency_key(caller, key)
-        raise conflict(
-            "A request for this service principal and template is already queued or running "
-            "for another caller; try again once it has finished."
+        raise Problem(
+            409,
+            "Request in flight",
+            f"Request {record.id} for this service principal and template is queued or running "
+            "with a different body (credentials, start, callbackUrl, templateId, "
+            "externalReference or metadata); cancel it or wait until it has finished.",
+            slug="request-in-flight",
+            headers={"Location": f"{BASE}/{record.id}"},
         )
     status = 202 if created else 200
     metrics = request.app[METRICS]

@@ -2,6 +2,9 @@
 
 The id is the caller's ``X-Request-Id`` when it is short and plain, else a fresh one; it is
 bound into every log line written while the request runs and echoed on the answer.
+
+Requests the HTTP parser refuses never reach a middleware: :mod:`service.api.server` answers
+and logs them.
 """
 
 from __future__ import annotations

@@ -180,6 +180,10 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
         detail = "The request body is larger than this server accepts."
     elif isinstance(exc, web.HTTPNotFound):
         detail = "No such resource."
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        detail = f"{exc.method} is not allowed on this resource; allowed: {allowed}."
+        headers["Allow"] = ",".join(sorted(exc.allowed_methods))
     return Problem(exc.status, exc.reason, detail, headers=headers)
 
 

@@ -1,60 +1,88 @@
 """The intake API's handlers (contract: ``docs/api.md``, built from :mod:`service.api.openapi`).
 
-Request ids are ``uuid4().hex``: 32 lowercase hex digits, no dashes, so they are never mistaken
-for a service principal's GUID when quoted in a ticket. Callers only ever see their own records:
-another caller's id answers 404, exactly like an unknown one. What a new request passes before
-it is stored is in :mod:`service.api.intake`; the application state in :mod:`service.api.state`.
+Each handler carries its OpenAPI operation (:func:`~service.api.openapi.meta.operation`) and
+parses its parameters with the models of :mod:`service.api.params`, which the document renders.
+Request ids are ``uuid4().hex``. Callers see their own records; another caller's id answers
+404, exactly like an unknown one, unless the caller holds ``operator`` (see
+:mod:`service.api.access`). What a new request passes before it is stored is in
+:mod:`service.api.intake`; retries and cancels pass the same permission, target policy and
+rate limit (retries the queue cap too).
 """
 
 from __future__ import annotations
 
-import re
-from uuid import UUID
-
 from aiohttp import web
 
+from service.api.access import authorize_action, list_caller, require, visible_record
 from service.api.auth.keys import CALLER
 from service.api.auth.policy import Permission
 from service.api.intake import (
     BASE,
+    IDEMPOTENCY_HEADER,
     authorize_body,
     conflict,
     enforce_intake_limits,
     idempotency_key,
     invalid,
     json_response,
-    not_found,
     parse_body,
-    require,
     submit,
 )
 from service.api.metrics import metrics_response
 from service.api.openapi import build_openapi
+from service.api.openapi.meta import Body, Header, operation
+from service.api.params import IDEMPOTENCY_KEY_MAX, ListParams, RequestPath, parse_list_params
 from service.api.state import METRICS, STORE
-from service.core.models import HistoryEntry, Outcome, Record, State, utcnow
-
-MAX_LIMIT = 200
-DEFAULT_LIMIT = 50
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_LIST_PARAMS = frozenset({"state", "servicePrincipalId", "cursor", "limit"})
+from service.core.models import HistoryEntry, Outcome, ProvisionRequest, Record, State, utcnow
 
 routes = web.RouteTableDef()
 
+RECORD = Body("Record")
+RECORD_AT = Body("Record", location=True)
+JSON = Body()
+_ACTION_PROBLEMS = (401, 403, 404, 409, 429, 503)
 
-async def _own_record(request: web.Request, permission: Permission) -> Record:
-    require(request, permission)
-    request_id = request.match_info["id"]
-    if not _REQUEST_ID.match(request_id):
-        raise not_found()
-    record = await request.app[STORE].get(request_id)
-    if record is None or record.caller != request[CALLER]:
-        raise not_found()
+
+async def _acted_on(request: web.Request, *, queue_cap: bool) -> Record:
+    """The record a retry or cancel acts on, once the caller may act on it and is within its
+    intake rate (and, with ``queue_cap``, the queue is not full)."""
+    record = await visible_record(request, request.match_info["id"], Permission.WRITE)
+    authorize_action(request, record)
+    await enforce_intake_limits(request, request[CALLER], queue_cap=queue_cap)
     return record
 
 
 @routes.post(BASE)
+@operation(
+    "createProvisioningRequest",
+    "Ask for provisioning of a service principal",
+    ok={202: RECORD_AT, 200: RECORD_AT},
+    problems=(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
+    body=ProvisionRequest,
+    headers=(
+        Header(
+            IDEMPOTENCY_HEADER,
+            f"1-{IDEMPOTENCY_KEY_MAX} printable characters, scoped to the caller, kept 24 h.",
+            {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+        ),
+    ),
+    description=(
+        "202 when stored and queued. While the caller's own request for the same "
+        "(servicePrincipalId, templateId) is queued or running, the same body answers 200 with "
+        "that record and a different body 409 `request-in-flight` naming it (Location). While "
+        "another caller's request holds the app, this one is accepted (202) and queued behind "
+        "it, as any new request is: nothing tells one caller about another's work. With "
+        "`Idempotency-Key`, the same key and body replay the first response, another body "
+        "gives 422 and a still-running first request 409. 403 when the caller's access policy "
+        "does not allow writes, this service principal or template; 429 past the caller's "
+        "rate limit and 503 when the queue is full (both with Retry-After). A `callbackUrl` "
+        "must be https and must not resolve to a loopback, private, link-local or metadata "
+        "address (422). GUIDs have one form (8-4-4-4-12 ASCII hex, returned lowercase); "
+        "`externalReference` and `metadata` refuse control and bidirectional characters; "
+        "credential keys are Graph's synchronizationSecret names (422 naming the field)."
+    ),
+)
 async def create_request(request: web.Request) -> web.Response:
-    """Accept a provisioning request: 202 when queued, 200 with the in-flight one for the app."""
     require(request, Permission.WRITE)
     caller = request[CALLER]
     await enforce_intake_limits(request, caller)
@@ -66,50 +94,42 @@ async def create_request(request: web.Request) -> web.Response:
 
 # reads ---------------------------------------------------------------------------------------
 @routes.get(BASE + "/{id}")
+@operation(
+    "getProvisioningRequest",
+    "One request (the caller's own; any caller's with `operator`)",
+    ok={200: RECORD},
+    problems=(401, 403, 404, 503),
+    path=RequestPath,
+)
 async def get_request(request: web.Request) -> web.Response:
-    """One of the caller's records."""
-    record = await _own_record(request, Permission.READ)
+    record = await visible_record(request, request.match_info["id"], Permission.READ)
     return json_response(record.public())
 
 
-def _list_params(request: web.Request) -> tuple[State | None, str | None, str | None, int]:
-    query = request.query
-    unknown = sorted(set(query) - _LIST_PARAMS)
-    if unknown:
-        raise invalid(unknown[0], "is not a known query parameter")
-    state: State | None = None
-    if "state" in query:
-        try:
-            state = State(query["state"])
-        except ValueError:
-            raise invalid("state", f"must be one of {', '.join(s.value for s in State)}") from None
-    principal: str | None = None
-    if "servicePrincipalId" in query:
-        try:
-            principal = str(UUID(query["servicePrincipalId"]))
-        except ValueError:
-            raise invalid("servicePrincipalId", "must be a GUID") from None
-    limit = DEFAULT_LIMIT
-    if "limit" in query:
-        raw = query["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            raise invalid("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-        limit = int(raw)
-    return state, principal, query.get("cursor") or None, limit
-
-
 @routes.get(BASE)
+@operation(
+    "listProvisioningRequests",
+    "A page of requests, newest first",
+    ok={200: Body("RecordPage")},
+    problems=(401, 403, 422, 503),
+    query=ListParams,
+    description=(
+        "The caller's own requests. A caller with the `operator` permission sees every "
+        "caller's (ticket requests made by `webhook:*` callers among them), or one caller's "
+        "with `caller`. A listing reads only the indexes of the callers it shows, so its cost "
+        "does not grow with other callers' records."
+    ),
+)
 async def list_requests(request: web.Request) -> web.Response:
-    """A page of the caller's records, newest first, with the cursor of the next page."""
     require(request, Permission.READ)
-    state, principal, cursor, limit = _list_params(request)
+    params = parse_list_params(request.query)
     try:
         records, next_cursor = await request.app[STORE].list(
-            state=state,
-            service_principal_id=principal,
-            caller=request[CALLER],
-            cursor=cursor,
-            limit=limit,
+            state=params.state,
+            service_principal_id=params.service_principal_id,
+            caller=list_caller(request, params),
+            cursor=params.cursor,
+            limit=params.limit,
         )
     except ValueError:
         raise invalid("cursor", "is not a cursor this API returned") from None
@@ -118,9 +138,21 @@ async def list_requests(request: web.Request) -> web.Response:
 
 # actions -------------------------------------------------------------------------------------
 @routes.post(BASE + "/{id}/cancel")
+@operation(
+    "cancelProvisioningRequest",
+    "Cancel a queued or running request",
+    ok={202: RECORD, 200: RECORD},
+    problems=_ACTION_PROBLEMS,
+    path=RequestPath,
+    description=(
+        "A queued request is cancelled at once; a running one stops at its next step "
+        "boundary (202). Already cancelled: 200. Succeeded or failed: 409. Needs `write`, "
+        "the target policy of the caller and of the request's owner (403) and passes the "
+        "caller's intake rate limit (429)."
+    ),
+)
 async def cancel_request(request: web.Request) -> web.Response:
-    """Cancel a queued request at once, or a running one at its next step boundary."""
-    record = await _own_record(request, Permission.WRITE)
+    record = await _acted_on(request, queue_cap=False)
     store = request.app[STORE]
     if record.state is State.CANCELLED:
         return json_response(record.public())
@@ -139,9 +171,21 @@ async def cancel_request(request: web.Request) -> web.Response:
 
 
 @routes.post(BASE + "/{id}/retry")
+@operation(
+    "retryProvisioningRequest",
+    "Re-drive a failed request from its last completed step",
+    ok={202: RECORD, 200: RECORD},
+    problems=_ACTION_PROBLEMS,
+    path=RequestPath,
+    description=(
+        "Failed: 202. Already queued or running: 200. Succeeded or cancelled: 409; 409 too "
+        "while the same caller's other request for the app is in flight. A retry passes "
+        "what a new request passes: `write`, the target policy of the caller and of the "
+        "request's owner (403), the caller's intake rate limit (429) and the queue cap (503)."
+    ),
+)
 async def retry_request(request: web.Request) -> web.Response:
-    """Re-drive a failed request from its last completed step."""
-    record = await _own_record(request, Permission.WRITE)
+    record = await _acted_on(request, queue_cap=True)
     store = request.app[STORE]
     if record.state in {State.QUEUED, State.RUNNING}:
         return json_response(record.public())
@@ -163,25 +207,30 @@ async def retry_request(request: web.Request) -> web.Response:
 
 # operations ----------------------------------------------------------------------------------
 @routes.get("/healthz")
+@operation("healthz", "Liveness", ok={200: JSON}, public=True)
 async def healthz(request: web.Request) -> web.Response:
-    """Alive: the process answers."""
     return json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
+@operation("readyz", "Readiness: Redis answers", ok={200: JSON}, problems=(503,), public=True)
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: Redis answers (else 503 + Retry-After from the problem middleware)."""
     await request.app[STORE].ping()
     return json_response({"status": "ready"})
 
 
 @routes.get("/metrics")
+@operation(
+    "metrics",
+    "Prometheus counters (text format 0.0.4)",
+    ok={200: Body(content_type="text/plain")},
+    public=True,
+)
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus counters."""
     return await metrics_response(request.app[METRICS], request.app[STORE])
 
 
 @routes.get("/openapi.json")
+@operation("openapi", "This document", ok={200: JSON}, public=True)
 async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI 3.1 document of this API."""
     return json_response(build_openapi())

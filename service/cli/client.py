@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, TextIO
 
@@ -156,9 +157,12 @@ def run_client(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 out.write("\n".join(render(record)) + "\n")
             return 1 if record["state"] == "failed" else 0
         if args.command == "list":
-            query = "&".join(
-                f"{k}={v}" for k, v in (("state", args.state), ("servicePrincipalId", args.sp)) if v
+            pairs = (
+                ("state", args.state),
+                ("servicePrincipalId", args.sp),
+                ("caller", args.caller),
             )
+            query = urllib.parse.urlencode([(k, v) for k, v in pairs if v])
             _, page = client.call(
                 "GET", "/v1/provisioning-requests" + (f"?{query}" if query else "")
             )
@@ -166,7 +170,7 @@ def run_client(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 code = rec["error"]["code"] if rec.get("error") else ""
                 out.write(
                     f"{rec['id']}  {rec['state']:<9}  {rec['servicePrincipalId']}  "
-                    f"{rec.get('templateId') or '-':<20} {code}\n"
+                    f"{rec.get('templateId') or '-':<20} {rec.get('caller') or '-':<20} {code}\n"
                 )
             return 0
         if args.command in {"retry", "cancel"}:
@@ -195,6 +199,9 @@ def add_client_commands(sub: Any) -> None:
     listing = sub.add_parser("list", help="list requests")
     listing.add_argument("--state", choices=[s.value for s in State])
     listing.add_argument("--sp", help="only this service principal")
+    listing.add_argument(
+        "--caller", help="only this caller's requests (another caller's needs 'operator')"
+    )
     for name in ("retry", "cancel"):
         cmd = sub.add_parser(name, help=f"{name} a request")
         cmd.add_argument("id")

@@ -10,7 +10,7 @@
     provisioner keys encryption              a new PROVISIONER_ENCRYPTION_KEY value
     provisioner submit --sp ID [--wait]      ask a running API to provision an app
     provisioner status ID [--watch]          a request's steps, live with --watch
-    provisioner list [--state failed]        requests, newest first
+    provisioner list [--state S] [--caller C] requests, newest first (every caller's for operators)
     provisioner retry ID | cancel ID         re-drive a failed request, or stop one
 
 Start-up problems (a bad setting, Redis or the authority unreachable) end the process with one

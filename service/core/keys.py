@@ -8,7 +8,12 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:cancel:{id}              set by the API; the worker stops at the next step boundary
     {p}:inflight:{sp}:{t}        id of the queued/running request for a (principal, template)
     {p}:idem:{caller}:{sha256}   an Idempotency-Key entry
-    {p}:index, :state:{s}, :sp:{sp}   sorted sets (score = creation ms) for listing
+    {p}:state:queued, :running   the in-flight records (score = creation ms): reconciler, metrics
+    {p}:caller:{caller}:index    a caller's records (score = creation ms), newest-first listing;
+    {p}:caller:{caller}:state:{s}, :sp:{sp}   the same, by state and by service principal
+    {p}:all:index, :state:{s}, :sp:{sp}       every caller's records (operators' listing)
+    {p}:expiring                 finished records by expiry ms; the reconciler trims their entries
+    {p}:waiting:{sp}:{t}         ids queued behind another caller's in-flight request (a list)
     {p}:health-check:{worker}    arq's health-check key of a worker
     {p}:cooldown:{tenant}        the tenant's throttle cool-down (its TTL is the cool-down)
     {p}:throttle:{tenant}        the tenant's shared token bucket (hash)
@@ -62,15 +67,33 @@ class Keys:
     def idempotency(self, caller: str, key_digest: str) -> str:
         return f"{self.prefix}:idem:{caller}:{key_digest}"
 
-    @property
-    def index(self) -> str:
-        return f"{self.prefix}:index"
+    def waiting(self, service_principal_id: str, template: str) -> str:
+        """Requests of other callers queued behind the in-flight one (a list, oldest first)."""
+        return f"{self.prefix}:waiting:{service_principal_id}:{template}"
 
     def by_state(self, state_value: str) -> str:
+        """The in-flight set of a state (only ``queued`` and ``running`` are written)."""
         return f"{self.prefix}:state:{state_value}"
 
-    def by_principal(self, service_principal_id: str) -> str:
-        return f"{self.prefix}:sp:{service_principal_id}"
+    def _scope(self, caller: str | None) -> str:
+        return f"{self.prefix}:all" if caller is None else f"{self.prefix}:caller:{caller}"
+
+    def caller_index(self, caller: str | None) -> str:
+        """A caller's listing index (None: every caller's, for operators)."""
+        return f"{self._scope(caller)}:index"
+
+    def caller_state(self, caller: str | None, state_value: str) -> str:
+        """A caller's records in one state (None: every caller's)."""
+        return f"{self._scope(caller)}:state:{state_value}"
+
+    def caller_principal(self, caller: str | None, service_principal_id: str) -> str:
+        """A caller's records for one service principal (None: every caller's)."""
+        return f"{self._scope(caller)}:sp:{service_principal_id}"
+
+    @property
+    def expiring(self) -> str:
+        """Finished records scored by the time they expire (member: JSON [id, caller, sp])."""
+        return f"{self.prefix}:expiring"
 
     def health_check(self, worker_name: str) -> str:
         """A worker's arq health-check key (``*``: a pattern for all), fresh while it lives."""

@@ -11,7 +11,6 @@ import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
-from uuid import UUID
 
 from pydantic import (
     AfterValidator,
@@ -20,9 +19,19 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from service.core.text import (
+    GUID_PATTERN,
+    SECRET_KEYS,
+    canonical_guid,
+    check_plain_text,
+    check_secret_key,
+    forbidden_character,
+)
 
 _SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 
@@ -32,21 +41,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _guid(value: str) -> str:
-    try:
-        return str(UUID(value))
-    except ValueError:
-        raise ValueError("must be a GUID like 00000000-0000-0000-0000-000000000000") from None
-
-
 def _https(value: str) -> str:
     if not re.match(r"^https://[^/\s?#]+", value):
         raise ValueError("must be an https:// URL")
     return value
 
 
-Guid = Annotated[str, StringConstraints(strict=True, max_length=64), AfterValidator(_guid)]
+Guid = Annotated[
+    str,
+    StringConstraints(strict=True),
+    AfterValidator(canonical_guid),
+    WithJsonSchema({"type": "string", "format": "uuid", "pattern": GUID_PATTERN}),
+]
 SafeId = Annotated[str, StringConstraints(strict=True, pattern=_SAFE_ID)]
+#: Free text a person reads (ticket ids, metadata): no control or bidi characters.
+PlainText = Annotated[str, AfterValidator(check_plain_text)]
+SecretKey = Annotated[
+    str,
+    StringConstraints(strict=True),
+    AfterValidator(check_secret_key),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": list(SECRET_KEYS),
+            "description": "A synchronizationSecret name as Graph documents it (case-sensitive).",
+        }
+    ),
+]
 
 
 class _Wire(BaseModel):
@@ -58,7 +79,7 @@ class Credential(_Wire):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    key: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+    key: SecretKey
     value: Annotated[SecretStr, Field(min_length=1, max_length=8192)]
 
 
@@ -76,12 +97,12 @@ class ProvisionRequest(_Wire):
     callback_url: (
         Annotated[str, StringConstraints(max_length=2048), AfterValidator(_https)] | None
     ) = None
-    external_reference: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = (
-        None
-    )
-    metadata: Annotated[dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=20)] = (
-        Field(default_factory=dict)
-    )
+    external_reference: (
+        Annotated[PlainText, StringConstraints(min_length=1, max_length=256)] | None
+    ) = None
+    metadata: Annotated[
+        dict[str, Annotated[PlainText, Field(max_length=256)]], Field(max_length=20)
+    ] = Field(default_factory=dict)
 
     @field_validator("credentials")
     @classmethod
@@ -99,6 +120,10 @@ class ProvisionRequest(_Wire):
         for key in value:
             if not 1 <= len(key) <= 64:
                 raise ValueError("metadata keys must be 1-64 characters")
+            if forbidden_character(key) is not None:
+                raise ValueError(
+                    "metadata keys must not contain control or bidirectional characters"
+                )
         return value
 
     def fingerprint_payload(self) -> dict[str, Any]:
@@ -191,7 +216,11 @@ class CallbackAttempt(_Wire):
     skipped: bool = False
 
 
-_INTERNAL = frozenset({"retry_until", "lag_since", "create_sent_at"})  # the worker's bookkeeping
+# The worker's bookkeeping, and intake's: the body's keyed fingerprint (a second POST for the
+# in-flight app is only the same request when it matches) and the request it waits behind.
+_INTERNAL = frozenset(
+    {"retry_until", "lag_since", "create_sent_at", "request_fingerprint", "queued_behind"}
+)
 
 
 class Record(_Wire):
@@ -216,6 +245,8 @@ class Record(_Wire):
     retry_until: datetime | None = None
     lag_since: datetime | None = None
     create_sent_at: datetime | None = None  # a create POST whose answer is not recorded yet
+    request_fingerprint: str | None = None  # HMAC of the request body (never the body itself)
+    queued_behind: str | None = None  # another caller's in-flight request this one waits for
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
     callbacks: list[CallbackAttempt] = Field(default_factory=list)

@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     record_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
+    #: How long a finished record (and its listing-index entries) is kept after its last write.
+    record_retention_s: int = Field(default=30 * 24 * 3600, ge=60)
     #: The /ui session cookie is always ``Secure`` (behind a TLS-terminating proxy); else only
     #: when the request came over https (service/api/ui/routes.py).
     ui_cookie_secure: bool = False

@@ -3,12 +3,12 @@
 The keys are described and built in :mod:`service.core.keys`.
 
 :meth:`Store.accept` writes the record, its credentials, its index entries and the arq job in
-one MULTI/EXEC, so a 202 never means "stored but not queued" or the reverse.
+one MULTI/EXEC, so a 202 never means "stored but not queued" or the reverse. The listing
+indexes (per caller, and their retention) are kept by :mod:`service.core.indexes`.
 """
 
 from __future__ import annotations
 
-import base64
 import builtins
 import hashlib
 import json
@@ -24,6 +24,7 @@ from redis.exceptions import WatchError
 
 from service.core.crypto import CredentialCipher
 from service.core.errors import StoreUnavailable
+from service.core.indexes import Indexes
 from service.core.keys import Keys, job_key
 from service.core.models import Credential, Record, State
 from service.core.queue import FUNCTION, JOB_EXPIRES_MS, encoded_job, notification_jobs
@@ -64,67 +65,98 @@ class Store:
         queue_name: str,
         record_ttl_s: int,
         cipher: CredentialCipher | None = None,
+        retention_s: int | None = None,
     ) -> None:
         self.redis = redis
         self.queue_name = queue_name
         self.record_ttl_s = record_ttl_s
+        self.retention_s = record_ttl_s if retention_s is None else retention_s
         self.cipher = cipher
         self.keys = Keys(queue_name)
+        self.indexes = Indexes(
+            redis, self.keys, record_ttl_s=record_ttl_s, retention_s=self.retention_s
+        )
 
     # keys -------------------------------------------------------------------------------
     def record_key(self, request_id: str) -> str:
         """The Redis key of a record."""
         return self.keys.record(request_id)
 
+    @staticmethod
+    def _slot(record: Record) -> tuple[str, str]:
+        return record.service_principal_id, record.requested_template_id or "*"
+
     def _inflight_key(self, record: Record) -> str:
-        return self.keys.inflight(record.service_principal_id, record.requested_template_id or "*")
+        return self.keys.inflight(*self._slot(record))
 
-    def _index_keys(self, record: Record) -> tuple[str, str]:
-        return self.keys.index, self.keys.by_principal(record.service_principal_id)
-
-    def _state_key(self, state: State) -> str:
-        return self.keys.by_state(state.value)
+    def _waiting_key(self, record: Record) -> str:
+        return self.keys.waiting(*self._slot(record))
 
     # intake -----------------------------------------------------------------------------
     async def accept(
         self, record: Record, credentials: list[Credential] | None = None
     ) -> tuple[Record, bool]:
-        """Store and enqueue a new request atomically, unless one for the same principal and
-        template is still queued or running: then return that one and ``False``."""
+        """Store and enqueue a new request atomically; returns it and ``True``.
+
+        While a request of the same caller for the same principal and template is queued or
+        running, nothing is written and that one is returned with ``False``. While another
+        caller's is, the new request is stored as queued *behind* it (no job yet; it starts
+        when that one ends, see :meth:`promote_waiter`), so that a caller never learns about
+        another's work."""
         creds_token = None
         if credentials:
             if self.cipher is None:
                 raise ValueError("credentials given but no encryption key is configured")
             creds_token = self.cipher.encrypt(credentials)
-        inflight = self._inflight_key(record)
-        return await guarded(lambda: self._accept(record, inflight, creds_token))
+        return await guarded(lambda: self._accept(record, creds_token))
 
-    async def _accept(
-        self, record: Record, inflight: str, creds_token: bytes | None
-    ) -> tuple[Record, bool]:
+    async def _live(self, pipe: Any, request_id: bytes | str | None) -> Record | None:
+        if not request_id:
+            return None
+        rid = request_id.decode() if isinstance(request_id, bytes) else request_id
+        raw = await pipe.get(self.record_key(rid))
+        existing = Record.from_json(raw) if raw is not None else None
+        return existing if existing is not None and not existing.state.terminal else None
+
+    async def _own_waiter(self, pipe: Any, record: Record) -> Record | None:
+        for member in await pipe.lrange(self._waiting_key(record), 0, -1):
+            waiter = await self._live(pipe, member)
+            if waiter is not None and waiter.caller == record.caller:
+                return waiter
+        return None
+
+    async def _accept(self, record: Record, creds_token: bytes | None) -> tuple[Record, bool]:
+        inflight, waiting = self._inflight_key(record), self._waiting_key(record)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(inflight)
-                    existing_id = await pipe.get(inflight)
-                    if existing_id:
-                        raw = await pipe.get(self.record_key(existing_id.decode()))
-                        if raw is not None:
-                            existing = Record.from_json(raw)
-                            if not existing.state.terminal:
-                                await pipe.reset()  # type: ignore[no-untyped-call]
-                                return existing, False
+                    await pipe.watch(inflight, waiting)
+                    holder = await self._live(pipe, await pipe.get(inflight))
+                    if holder is not None and holder.caller == record.caller:
+                        await pipe.reset()  # type: ignore[no-untyped-call]
+                        return holder, False
+                    if holder is not None:
+                        mine = await self._own_waiter(pipe, record)
+                        if mine is not None:
+                            await pipe.reset()  # type: ignore[no-untyped-call]
+                            return mine, False
+                        record.queued_behind = holder.id
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(inflight, record.id, ex=self.record_ttl_s)
                     if creds_token is not None:
                         pipe.set(
                             self.keys.credentials(record.id), creds_token, ex=self.record_ttl_s
                         )
                     self._write(pipe, record)
-                    self._queue_job(pipe, record.id)
+                    if holder is None:
+                        pipe.set(inflight, record.id, ex=self.record_ttl_s)
+                        self._queue_job(pipe, record.id)
+                    else:
+                        pipe.rpush(waiting, record.id)
+                        pipe.expire(waiting, self.record_ttl_s)
                     await pipe.execute()
                     return record, True
                 except WatchError:
+                    record.queued_behind = None
                     continue
 
     def _queue_job(
@@ -144,15 +176,9 @@ class Store:
         pipe.zadd(self.queue_name, {job_id: now_ms + defer_ms}, nx=True)
 
     def _write(self, pipe: Any, record: Record) -> None:
-        score = record.created_at.timestamp() * 1000
-        pipe.set(self.record_key(record.id), record.to_json(), ex=self.record_ttl_s)
-        for key in self._index_keys(record):
-            pipe.zadd(key, {record.id: score})
-        for state in State:
-            if state is record.state:
-                pipe.zadd(self._state_key(state), {record.id: score})
-            else:
-                pipe.zrem(self._state_key(state), record.id)
+        ttl = self.indexes.ttl_s(record)
+        pipe.set(self.record_key(record.id), record.to_json(), ex=ttl)
+        self.indexes.write(pipe, record)
 
     # reads and updates ------------------------------------------------------------------
     async def get(self, request_id: str) -> Record | None:
@@ -162,15 +188,17 @@ class Store:
 
     async def save(self, record: Record, *, notify: bool = True) -> None:
         """Write a record back (the worker is its only writer while it runs). A terminal state
-        releases the in-flight claim so a new request for the same app can start, and queues
-        the notifications (callback, ticket write-back) in the same transaction, unless
-        ``notify=False``: a notification job saving its own delivery attempts."""
+        releases the in-flight claim so a new request for the same app can start (the first
+        request queued behind it starts now), and queues the notifications (callback, ticket
+        write-back) in the same transaction, unless ``notify=False``: a notification job
+        saving its own delivery attempts."""
 
         async def run() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 self._write(pipe, record)
                 if record.state.terminal:
                     pipe.eval(_RELEASE, 1, self._inflight_key(record), record.id)
+                    pipe.lrem(self._waiting_key(record), 0, record.id)
                     pipe.delete(self.keys.credentials(record.id), self.keys.cancel(record.id))
                     # Queued with the terminal state itself: a crash cannot lose them.
                     for function, job_id in notification_jobs(
@@ -185,31 +213,74 @@ class Store:
                 await pipe.execute()
 
         await guarded(run)
+        if record.state.terminal and notify:
+            # A crash here is repaired by the reconciler (it promotes waiters of free slots).
+            await self.promote_waiter(record)
+
+    async def promote_waiter(self, record: Record) -> Record | None:
+        """When the (principal, template) slot of ``record`` is free, give it to the oldest
+        live request queued behind it and enqueue that one; returns it (None: nothing to do)."""
+        inflight, waiting = self._inflight_key(record), self._waiting_key(record)
+
+        async def run() -> Record | None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(inflight, waiting)
+                        if await self._live(pipe, await pipe.get(inflight)) is not None:
+                            await pipe.reset()  # type: ignore[no-untyped-call]
+                            return None
+                        first = await pipe.lindex(waiting, 0)  # type: ignore[misc]
+                        if first is None:
+                            await pipe.reset()  # type: ignore[no-untyped-call]
+                            return None
+                        await pipe.watch(inflight, waiting, self.record_key(first.decode()))
+                        waiter = await self._live(pipe, first)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.lpop(waiting)
+                        if waiter is not None:
+                            waiter.queued_behind = None
+                            self._write(pipe, waiter)
+                            pipe.set(inflight, waiter.id, ex=self.record_ttl_s)
+                            self._queue_job(pipe, waiter.id)
+                        await pipe.execute()
+                        if waiter is not None:
+                            return waiter
+                    except WatchError:
+                        continue
+
+        return await guarded(run)
 
     async def redrive(self, record: Record) -> tuple[Record, bool]:
         """Put a failed request back to ``queued`` with a fresh retry budget, re-claiming its
-        in-flight slot and enqueuing it in one transaction. Returns the request now in flight
-        for the same principal and template and False when another one holds the slot."""
-        inflight = self._inflight_key(record)
+        in-flight slot and enqueuing it in one transaction. When the same caller's request
+        holds the slot, returns that one and False; when another caller's does, the request
+        is queued behind it (as in :meth:`accept`)."""
+        inflight, waiting = self._inflight_key(record), self._waiting_key(record)
 
         async def run() -> tuple[Record, bool]:
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
                     try:
-                        await pipe.watch(inflight, job_key(record.id))
-                        holder = await pipe.get(inflight)
-                        if holder and holder.decode() != record.id:
-                            raw = await pipe.get(self.record_key(holder.decode()))
-                            other = Record.from_json(raw) if raw is not None else None
-                            if other is not None and not other.state.terminal:
-                                await pipe.reset()  # type: ignore[no-untyped-call]
-                                return other, False
+                        await pipe.watch(inflight, waiting, job_key(record.id))
+                        holder_id = await pipe.get(inflight)
+                        holder = None
+                        if holder_id and holder_id.decode() != record.id:
+                            holder = await self._live(pipe, holder_id)
+                        if holder is not None and holder.caller == record.caller:
+                            await pipe.reset()  # type: ignore[no-untyped-call]
+                            return holder, False
                         job_exists = await pipe.exists(job_key(record.id))
+                        record.queued_behind = None if holder is None else holder.id
                         pipe.multi()  # type: ignore[no-untyped-call]
-                        pipe.set(inflight, record.id, ex=self.record_ttl_s)
                         self._write(pipe, record)
-                        if not job_exists:
-                            self._queue_job(pipe, record.id)
+                        if holder is None:
+                            pipe.set(inflight, record.id, ex=self.record_ttl_s)
+                            if not job_exists:
+                                self._queue_job(pipe, record.id)
+                        else:
+                            pipe.rpush(waiting, record.id)
+                            pipe.expire(waiting, self.record_ttl_s)
                         await pipe.execute()
                         return record, True
                     except WatchError:
@@ -246,57 +317,21 @@ class Store:
         cursor: str | None = None,
         limit: int = 50,
     ) -> tuple[builtins.list[Record], str | None]:
-        """A page of records, newest first, and the cursor of the next page (None at the end)."""
-        if service_principal_id is not None:
-            key = self.keys.by_principal(service_principal_id)
-        elif state is not None:
-            key = self._state_key(state)
-        else:
-            key = self.keys.index
-        max_score: float | str = "+inf"
-        after_id = ""
-        if cursor:
-            max_score, after_id = _decode_cursor(cursor)
-        found: builtins.list[Record] = []
-        offset = 0  # members already read at max_score (a run of equal scores)
-        while len(found) < limit:
-            top, skip = max_score, offset
-            batch = await guarded(
-                lambda: self.redis.zrevrangebyscore(
-                    key,
-                    top,  # noqa: B023 - awaited before the loop moves on
-                    "-inf",
-                    start=skip,  # noqa: B023
-                    num=limit * 2 + 1,
-                    withscores=True,
-                )
+        """A page of ``caller``'s records (None: every caller's, for operators), newest first,
+        and the cursor of the next page (None at the end). Reads only that caller's indexes."""
+        return await guarded(
+            lambda: self.indexes.page(
+                caller=caller,
+                state=state,
+                service_principal_id=service_principal_id,
+                cursor=cursor,
+                limit=limit,
             )
-            if not batch:
-                return found, None
-            keys = [self.record_key(member.decode()) for member, _ in batch]
-            raws = await guarded(lambda: self.redis.mget(keys))  # noqa: B023
-            for (member, score), raw in zip(batch, raws, strict=True):
-                rid = member.decode()
-                if after_id and score == max_score and rid >= after_id:
-                    continue
-                if raw is None:
-                    continue  # expired record; its index entry is trimmed lazily
-                rec = Record.from_json(raw)
-                if state is not None and rec.state is not state:
-                    continue
-                if caller is not None and rec.caller != caller:
-                    continue
-                found.append(rec)
-                if len(found) == limit:
-                    return found, _encode_cursor(score, rid)
-            last_score = batch[-1][1]
-            if len(batch) < limit * 2 + 1:
-                return found, None
-            if last_score == max_score:
-                offset += len(batch)  # all ties: read on past them, not the same batch again
-            else:
-                max_score, after_id, offset = last_score, batch[-1][0].decode(), 0
-        return found, None
+        )
+
+    async def trim_expired(self) -> int:
+        """Drop the index entries of expired finished records (the reconciler calls this)."""
+        return await guarded(self.indexes.trim_expired)
 
     # credentials and cancellation -------------------------------------------------------
     async def credentials(self, request_id: str) -> builtins.list[Credential] | None:
@@ -326,7 +361,9 @@ class Store:
 
     async def ids_in_state(self, state: State, limit: int = 10_000) -> builtins.list[str]:
         """Ids of the records in a state, oldest first (for the reconciler)."""
-        members = await guarded(lambda: self.redis.zrange(self._state_key(state), 0, limit - 1))
+        members = await guarded(
+            lambda: self.redis.zrange(self.keys.by_state(state.value), 0, limit - 1)
+        )
         return [m.decode() for m in members]
 
     async def cancel_requested(self, request_id: str) -> bool:
@@ -376,16 +413,3 @@ def fingerprint(payload: dict[str, Any], cipher: CredentialCipher | None = None)
     if cipher is not None:
         return cipher.mac(canonical)
     return hashlib.sha256(canonical).hexdigest()
-
-
-def _encode_cursor(score: float, request_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{score!r}|{request_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        score, _, request_id = base64.urlsafe_b64decode(padded).decode().partition("|")
-        return float(score), request_id
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError("cursor is not one this API returned") from e

@@ -130,3 +130,41 @@ def test_main_prints_json_and_markdown(capsys: Any) -> None:
     assert '"openapi": "3.1.0"' in capsys.readouterr().out
     assert main(["markdown"]) == 0
     assert capsys.readouterr().out.startswith("# Intake API reference")
+
+
+def test_parameters_are_rendered_from_the_models_the_handlers_parse_with() -> None:
+    from service.api import params
+    from service.api.openapi.meta import operation_of
+    from service.api.routes import get_request, list_requests
+
+    paths = build_openapi()["paths"]
+    listing = {p["name"]: p for p in paths[params_base()]["get"]["parameters"]}
+    assert set(listing) == {a or n for n, a in _aliases(params.ListParams)}
+    limit = listing["limit"]["schema"]
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (
+        1,
+        params.MAX_LIMIT,
+        params.DEFAULT_LIMIT,
+    )
+    assert listing["state"]["schema"]["enum"] == [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+    ]
+    assert listing["cursor"]["schema"]["pattern"] == params.CURSOR_PATTERN
+    item = paths[params_base() + "/{id}"]["get"]["parameters"][0]
+    assert (item["in"], item["required"]) == ("path", True)
+    assert item["schema"]["pattern"] == params.REQUEST_ID_PATTERN
+    # The handlers carry the very models rendered.
+    assert operation_of(list_requests).query is params.ListParams  # type: ignore[union-attr]
+    assert operation_of(get_request).path is params.RequestPath  # type: ignore[union-attr]
+
+
+def params_base() -> str:
+    return "/v1/provisioning-requests"
+
+
+def _aliases(model: Any) -> list[tuple[str, str | None]]:
+    return [(name, f.alias) for name, f in model.model_fields.items()]

@@ -94,9 +94,11 @@ def test_malformed_json_is_400() -> None:
 
 def test_duplicate_credential_keys_reason() -> None:
     sp = "00000000-0000-4000-8000-000000000000"
-    creds = [{"key": "a", "value": "1"}, {"key": "a", "value": "2"}]
+    creds = [{"key": "UserName", "value": "1"}, {"key": "UserName", "value": "2"}]
     problem = _errors({"servicePrincipalId": sp, "credentials": creds})
-    assert problem.errors == [{"field": "credentials", "reason": "duplicate credential keys: a"}]
+    assert problem.errors == [
+        {"field": "credentials", "reason": "duplicate credential keys: UserName"}
+    ]
 
 
 async def _client(handler: Any) -> TestClient[Any, Any]:

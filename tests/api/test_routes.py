@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from service.api.app import METRICS, STORE, create_app
+from service.api.server import QuietAppRunner
 from service.core.models import ErrorInfo, State
 from service.core.settings import Settings, hash_api_key, load_settings
+from service.core.text import SECRET_KEYS
 from tests.helpers.redis_server import RedisServer
 
 API_KEY = "alpha-secret-key"
@@ -48,12 +51,19 @@ def make_settings(redis_url: str, *, encryption: bool = True, **overrides: Any) 
 @asynccontextmanager
 async def api_client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
     """The real app on a random local port, with a client pointed at it."""
-    client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings)))
+    client: TestClient[Any, Any] = TestClient(QuietTestServer(create_app(settings)))
     await client.start_server()
     try:
         yield client
     finally:
         await client.close()
+
+
+class QuietTestServer(TestServer):
+    """aiohttp's test server on the connection handler `provisioner api` serves with."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return QuietAppRunner(self.app, **kwargs)
 
 
 def sp(n: int) -> str:
@@ -133,8 +143,33 @@ async def test_in_flight_duplicate_returns_200_with_same_record(
     assert third["id"] != first["id"]
 
 
-async def test_in_flight_request_of_another_caller_is_409_without_details(
-    client: TestClient[Any, Any],
+async def test_in_flight_with_another_body_is_409_naming_the_request(
+    client: TestClient[Any, Any], redis: Redis
+) -> None:
+    body = {"servicePrincipalId": SP, "templateId": "t1", "start": False}
+    status, first = await post(client, body)
+    assert status == 202
+    changes: list[dict[str, Any]] = [
+        {"start": True},
+        {"callbackUrl": "https://portal.example/cb"},
+        {"credentials": [{"key": "SecretToken", "value": SECRET}]},
+        {"externalReference": "CHG-2"},
+        {"metadata": {"team": "other"}},
+    ]
+    for change in changes:
+        status, problem = await post(client, {**body, **change}, **{"Idempotency-Key": "k-1"})
+        assert status == 409, change
+        assert problem["type"].endswith("/request-in-flight")
+        assert first["id"] in problem["detail"]
+        assert SECRET not in json.dumps(problem)
+    # Nothing was dropped silently and nothing new was queued; the key was released.
+    assert await redis.zcard("provisioner:queue") == 1
+    status, same = await post(client, body, **{"Idempotency-Key": "k-1"})
+    assert (status, same["id"]) == (200, first["id"])
+
+
+async def test_in_flight_request_of_another_caller_queues_behind_it_unseen(
+    client: TestClient[Any, Any], redis: Redis
 ) -> None:
     body = {"servicePrincipalId": SP, "externalReference": "ALPHA-ONLY"}
     status, first = await post(client, body)
@@ -145,17 +180,20 @@ async def test_in_flight_request_of_another_caller_is_409_without_details(
         headers={**OTHER_AUTH, "Idempotency-Key": "b-1"},
     )
     text = await resp.text()
-    assert resp.status == 409
+    # The answer a new request gets: 202 and beta's own queued record, nothing of alpha's.
+    assert resp.status == 202
     assert first["id"] not in text
     assert "ALPHA-ONLY" not in text
-    # The key was released: once alpha's request is done, beta's retry with it goes through.
+    second = json.loads(text)
+    assert second["state"] == "queued"
+    assert "queuedBehind" not in second
+    # Queued behind alpha's: no job until that one ends, then it gets the slot and a job.
+    assert not await redis.exists(f"arq:job:{second['id']}")
+    again = await client.post(BASE, json={"servicePrincipalId": SP}, headers=OTHER_AUTH)
+    assert (again.status, (await again.json())["id"]) == (200, second["id"])
     await _set_state(client, first["id"], State.SUCCEEDED)
-    resp = await client.post(
-        BASE,
-        json={"servicePrincipalId": SP},
-        headers={**OTHER_AUTH, "Idempotency-Key": "b-1"},
-    )
-    assert resp.status == 202
+    assert await redis.exists(f"arq:job:{second['id']}")
+    assert (await redis.get(f"provisioner:queue:inflight:{SP}:*")).decode() == second["id"]
 
 
 async def test_credentials_accepted_never_echoed_nor_stored_in_clear(
@@ -175,7 +213,10 @@ async def test_credentials_accepted_never_echoed_nor_stored_in_clear(
     resp = await client.post(BASE, json=bad, headers=AUTH)
     assert resp.status == 422
     assert SECRET not in await resp.text()
-    too_long = {"servicePrincipalId": SP, "credentials": [{"key": "k", "value": SECRET * 400}]}
+    too_long = {
+        "servicePrincipalId": SP,
+        "credentials": [{"key": "SecretToken", "value": SECRET * 400}],
+    }
     resp = await client.post(BASE, json=too_long, headers=AUTH)
     assert resp.status == 422
     assert SECRET not in await resp.text()
@@ -196,7 +237,7 @@ async def test_credentials_accepted_never_echoed_nor_stored_in_clear(
 
 async def test_credentials_without_encryption_key_rejected(redis: Redis, redis_url: str) -> None:
     async with api_client(make_settings(redis_url, encryption=False)) as c:
-        body = {"servicePrincipalId": SP, "credentials": [{"key": "k", "value": SECRET}]}
+        body = {"servicePrincipalId": SP, "credentials": [{"key": "SecretToken", "value": SECRET}]}
         resp = await c.post(BASE, json=body, headers=AUTH)
         problem = await resp.json(content_type=None)
         assert resp.status == 422
@@ -208,7 +249,7 @@ async def test_credentials_without_encryption_key_rejected(redis: Redis, redis_u
 
 # bad input -------------------------------------------------------------------------------------
 def _creds(n: int) -> list[dict[str, str]]:
-    return [{"key": f"k{i}", "value": "v"} for i in range(n)]
+    return [{"key": k, "value": "v"} for k in SECRET_KEYS[:n]]
 
 
 @pytest.mark.parametrize(
@@ -224,17 +265,20 @@ def _creds(n: int) -> list[dict[str, str]]:
         ({"servicePrincipalId": SP, "templateId": "a" * 129}, "templateId", "pattern"),
         ({"servicePrincipalId": SP, "callbackUrl": "http://x.example"}, "callbackUrl", "https"),
         (
-            {"servicePrincipalId": SP, "credentials": [{"key": "ok", "value": "v"}, {"key": "2"}]},
+            {
+                "servicePrincipalId": SP,
+                "credentials": [{"key": "SecretToken", "value": "v"}, {"key": "2", "value": "v"}],
+            },
             "credentials[1].key",
-            "pattern",
+            "synchronizationSecret",
         ),
         (
-            {"servicePrincipalId": SP, "credentials": [{"key": "a", "value": ""}]},
+            {"servicePrincipalId": SP, "credentials": [{"key": "Password", "value": ""}]},
             "credentials[0].value",
             "at least 1",
         ),
         (
-            {"servicePrincipalId": SP, "credentials": [{"key": "a", "value": "x", "y": 1}]},
+            {"servicePrincipalId": SP, "credentials": [{"key": "Password", "value": "x", "y": 1}]},
             "credentials[0].y",
             "not a known field",
         ),
@@ -296,7 +340,69 @@ async def test_unknown_route_and_method_are_problems(client: TestClient[Any, Any
     resp = await client.delete(BASE, headers=AUTH)
     assert resp.status == 405
     assert resp.content_type == "application/problem+json"
-    assert "POST" in resp.headers["Allow"]
+    assert resp.headers["Allow"] == "GET,HEAD,POST"
+    problem = await resp.json(content_type=None)
+    assert problem["detail"] == "DELETE is not allowed on this resource; allowed: GET, HEAD, POST."
+
+
+async def test_nul_byte_in_a_header_is_400_with_one_warning_line(
+    client: TestClient[Any, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\x00def\r\n\r\n")
+    await writer.drain()
+    head = await reader.readline()
+    assert head.startswith(b"HTTP/1.")
+    assert b" 400 " in head
+    writer.close()
+    await writer.wait_closed()
+    out = capsys.readouterr()
+    text = out.out + out.err
+    lines = [line for line in text.splitlines() if "http_request_unparseable" in line]
+    assert len(lines) == 1, text
+    assert "warning" in lines[0]
+    assert "BadHttpMessage" in lines[0]
+    assert "Traceback" not in text
+    assert "abc" not in text  # the header's value is not logged
+    assert "Error handling request" not in text
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"externalReference": "CHG\x00001"}, "externalReference"),
+        ({"externalReference": "CHG\x1b[31m"}, "externalReference"),
+        ({"externalReference": "CHG\x07"}, "externalReference"),
+        ({"externalReference": "CHG\x85"}, "externalReference"),  # C1 (NEL)
+        ({"externalReference": "abc\u202edcba"}, "externalReference"),
+        ({"externalReference": "abc\u2066x\u2069"}, "externalReference"),
+        ({"metadata": {"team": "iam\x00"}}, "metadata.team"),
+        ({"metadata": {"team": "\u202bx"}}, "metadata.team"),
+        ({"metadata": {"te\x1bam": "x"}}, "metadata"),
+        ({"servicePrincipalId": "{" + SP + "}"}, "servicePrincipalId"),
+        ({"servicePrincipalId": "urn:uuid:" + SP}, "servicePrincipalId"),
+        ({"servicePrincipalId": SP.replace("-", "")}, "servicePrincipalId"),
+        ({"servicePrincipalId": "\uff16" + SP[1:]}, "servicePrincipalId"),  # full-width 6
+        ({"credentials": [{"key": "clientsecret", "value": "v"}]}, "credentials[0].key"),
+    ],
+)
+async def test_control_characters_and_other_guid_forms_are_refused(
+    client: TestClient[Any, Any], redis: Redis, body: dict[str, Any], field: str
+) -> None:
+    status, problem = await post(client, {"servicePrincipalId": SP, **body})
+    assert status == 422
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert await redis.zcard("provisioner:queue") == 0
+
+
+async def test_unknown_credential_key_names_near_matches(client: TestClient[Any, Any]) -> None:
+    creds = [{"key": "clientsecret", "value": SECRET}, {"key": "Nope", "value": SECRET}]
+    status, problem = await post(client, {"servicePrincipalId": SP, "credentials": creds})
+    assert status == 422
+    reasons = {e["field"]: e["reason"] for e in problem["errors"]}
+    assert "did you mean 'ClientSecret'" in reasons["credentials[0].key"]
+    assert "synchronizationSecret" in reasons["credentials[1].key"]
+    assert SECRET not in json.dumps(problem)
 
 
 async def test_bad_idempotency_key_header(client: TestClient[Any, Any]) -> None:

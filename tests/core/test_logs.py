@@ -93,7 +93,7 @@ async def test_one_line_per_request_without_secrets(
 ) -> None:
     configure_logging(load_settings(log_format="json"))
     async with api_client(make_settings(redis_url, log_format="json")) as client:
-        body = {"servicePrincipalId": SP, "credentials": [{"key": "tok", "value": SECRET}]}
+        body = {"servicePrincipalId": SP, "credentials": [{"key": "SecretToken", "value": SECRET}]}
         resp = await client.post(BASE, json=body, headers={**AUTH, "X-Request-Id": "rq-42"})
         assert resp.status == 202
         assert resp.headers["X-Request-Id"] == "rq-42"

@@ -17,6 +17,7 @@ from service.core.models import (
     State,
     Step,
 )
+from service.core.text import SECRET_KEYS
 
 SP = "6F1C3B9E-2A4D-4C8E-9B1F-0D2E3F4A5B6C"
 
@@ -56,9 +57,9 @@ def test_wire_names_are_camel_case_only() -> None:
         {"metadata": {"k" * 65: "v"}},
         {"metadata": {f"k{i}": "v" for i in range(21)}},
         {"metadata": {"k": "v" * 257}},
-        {"credentials": [{"key": "a", "value": "1"}, {"key": "a", "value": "2"}]},
-        {"credentials": [{"key": "a", "value": "x" * 8193}]},
-        {"credentials": [{"key": "a"}]},
+        {"credentials": [{"key": "UserName", "value": "1"}, {"key": "UserName", "value": "2"}]},
+        {"credentials": [{"key": "Password", "value": "x" * 8193}]},
+        {"credentials": [{"key": "Password"}]},
     ],
 )
 def test_rejected_bodies(body: dict[str, object]) -> None:
@@ -70,7 +71,7 @@ def test_accepted_limits() -> None:
     req = parse(
         templateId="a" * 128,
         callbackUrl="https://portal.example/cb?x=1",
-        credentials=[{"key": f"k{i}", "value": "v"} for i in range(20)],
+        credentials=[{"key": k, "value": "v"} for k in SECRET_KEYS[:20]],
         metadata={f"k{i}": "v" * 256 for i in range(20)},
     )
     assert req.credentials is not None
@@ -78,17 +79,17 @@ def test_accepted_limits() -> None:
 
 
 def test_secret_values_stay_hidden_but_fingerprint_sees_them() -> None:
-    req = parse(credentials=[{"key": "token", "value": "s3cret"}])
+    req = parse(credentials=[{"key": "SecretToken", "value": "s3cret"}])
     assert "s3cret" not in repr(req)
     assert "s3cret" not in req.model_dump_json()
-    assert req.fingerprint_payload()["credentials"] == [{"key": "token", "value": "s3cret"}]
-    other = parse(credentials=[{"key": "token", "value": "other"}])
+    assert req.fingerprint_payload()["credentials"] == [{"key": "SecretToken", "value": "s3cret"}]
+    other = parse(credentials=[{"key": "SecretToken", "value": "other"}])
     assert req.fingerprint_payload() != other.fingerprint_payload()
 
 
 def test_credential_model_is_strict() -> None:
     with pytest.raises(ValidationError):
-        Credential.model_validate({"key": "a", "value": "b", "extra": 1})
+        Credential.model_validate({"key": "UserName", "value": "b", "extra": 1})
 
 
 def test_record_public_json_and_roundtrip() -> None:

@@ -64,7 +64,7 @@ async def test_in_flight_rule(store: Store) -> None:
 
 
 async def test_credentials_encrypted_and_deleted_when_terminal(store: Store, redis: Redis) -> None:
-    creds = [Credential(key="token", value="plain-secret")]  # type: ignore[arg-type]
+    creds = [Credential(key="SecretToken", value="plain-secret")]  # type: ignore[arg-type]
     record, _ = await store.accept(rec(), creds)
     raw = await redis.get(K.credentials(record.id))
     assert raw is not None
@@ -80,7 +80,7 @@ async def test_credentials_encrypted_and_deleted_when_terminal(store: Store, red
 async def test_credentials_need_a_cipher(redis: Redis) -> None:
     plain = Store(redis, queue_name=QUEUE, record_ttl_s=3600)
     with pytest.raises(ValueError, match="encryption key"):
-        await plain.accept(rec(), [Credential(key="k", value="v")])  # type: ignore[arg-type]
+        await plain.accept(rec(), [Credential(key="SecretToken", value="v")])  # type: ignore[arg-type]
 
 
 async def test_list_pages_with_tied_scores(store: Store) -> None:
@@ -165,3 +165,63 @@ async def test_unreachable_redis_raises_store_unavailable_fast() -> None:
     finally:
         await client.aclose()
     assert time.monotonic() - started < 3
+
+
+async def test_another_callers_request_waits_behind_the_in_flight_one(
+    store: Store, redis: Redis
+) -> None:
+    first, created = await store.accept(rec(template="t", caller="a"))
+    assert created
+    second, created = await store.accept(rec(template="t", caller="b"))
+    assert created
+    assert second.queued_behind == first.id
+    assert not await redis.exists(f"arq:job:{second.id}")
+    again, created = await store.accept(rec(template="t", caller="b"))
+    assert (again.id, created) == (second.id, False)
+    third, _ = await store.accept(rec(template="t", caller="c"))
+    first.state = State.SUCCEEDED
+    await store.save(first)  # hands the slot to the oldest waiter
+    assert await redis.exists(f"arq:job:{second.id}")
+    assert not await redis.exists(f"arq:job:{third.id}")
+    got = await store.get(second.id)
+    assert got is not None
+    assert got.queued_behind is None
+    assert await redis.get(K.inflight(SP, "t")) == second.id.encode()
+
+
+async def test_cancelled_waiter_is_skipped_and_a_lost_holder_is_repaired(
+    store: Store, redis: Redis
+) -> None:
+    from service.core.settings import load_settings
+    from workers.reconcile import reconcile_once
+
+    first, _ = await store.accept(rec(template="t", caller="a"))
+    waiter, _ = await store.accept(rec(template="t", caller="b"))
+    last, _ = await store.accept(rec(template="t", caller="c"))
+    waiter.state = State.CANCELLED
+    await store.save(waiter)
+    assert await redis.lrange(K.waiting(SP, "t"), 0, -1) == [last.id.encode()]
+    # The holder's record vanishes without a terminal save (expired, deleted by hand):
+    await redis.delete(K.record(first.id))
+    settings = load_settings(redis_url="redis://unused")
+    result = await reconcile_once(store, settings)
+    assert result.requeued == 1
+    assert await redis.exists(f"arq:job:{last.id}")
+    assert not await redis.exists(f"arq:job:{waiter.id}")
+
+
+async def test_retry_behind_another_callers_request_waits(store: Store, redis: Redis) -> None:
+    mine, _ = await store.accept(rec(template="t", caller="a"))
+    mine.state = State.FAILED
+    await store.save(mine)
+    other, _ = await store.accept(rec(template="t", caller="b"))
+    await redis.delete(f"arq:job:{mine.id}")
+    mine.state = State.QUEUED
+    again, requeued = await store.redrive(mine)
+    assert requeued
+    assert again.queued_behind == other.id
+    assert not await redis.exists(f"arq:job:{mine.id}")
+    older = rec(template="t", caller="b", state=State.FAILED)
+    await store.save(older)
+    holder, requeued = await store.redrive(older)  # the same caller's request holds it
+    assert (holder.id, requeued) == (other.id, False)

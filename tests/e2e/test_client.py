@@ -73,6 +73,11 @@ def test_submit_wait_status_list(api_env: dict[str, str]) -> None:
 
     listed = cli(api_env, "list", "--state", "succeeded")
     assert request_id in listed.stdout
+    own = cli(api_env, "list", "--caller", listed.stdout.split()[4])  # the caller column
+    assert request_id in own.stdout
+    other = cli(api_env, "list", "--caller", "webhook:jira")  # needs 'operator'
+    assert other.returncode == 2
+    assert "403" in other.stderr
 
 
 def test_failed_request_shows_error_and_retry_is_refused_while_it_cannot_help(

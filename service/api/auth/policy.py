@@ -14,7 +14,12 @@ Read from ``PROVISIONER_ACCESS_POLICY_FILE`` (YAML or JSON), validated at start-
         service_principals: ["tag:hr-apps", 15331f0e-bdc6-41e2-afa0-a4c9abfe90b3]
         templates: ["*"]
       "webhook:jira": {permissions: [write], service_principals: ["*"]}
+      support: {permissions: [read, write, operator]}   # every caller's requests too
     default: null                 # the entry for callers not listed (null: they may do nothing)
+
+``operator`` lets a caller read, list, retry and cancel the requests of every caller (ticket
+requests made by ``webhook:*`` callers among them); its retries and cancels still pass its own
+target policy and the request owner's.
 
 An API-key caller gets its entry's ``permissions``. An Entra-token caller gets what its token's
 ``roles`` / ``scp`` grant through ``roles``, narrowed to its entry's ``permissions``. Without a
@@ -54,16 +59,20 @@ TAG_PREFIX = "tag:"
 
 
 class Permission(StrEnum):
-    """What a caller may do: ``read`` its requests, ``write`` (submit, cancel, retry)."""
+    """What a caller may do: ``read`` its requests, ``write`` (submit, cancel, retry), and as
+    ``operator`` do so with every caller's requests (read and list them with ``read``, retry
+    and cancel them with ``write``)."""
 
     READ = "read"
     WRITE = "write"
+    OPERATOR = "operator"
 
 
 ALL = frozenset(Permission)
 DEFAULT_ROLES: dict[str, list[Permission]] = {
     "Provisioning.ReadWrite.All": [Permission.READ, Permission.WRITE],
     "Provisioning.Read.All": [Permission.READ],
+    "Provisioning.Operate.All": [Permission.READ, Permission.WRITE, Permission.OPERATOR],
 }
 
 
@@ -156,6 +165,10 @@ class AccessPolicy(BaseModel):
         for role in token_roles:
             granted.update(self.roles.get(role, ()))
         return allowed & granted
+
+    def is_operator(self, caller: str, token_roles: Iterable[str] | None) -> bool:
+        """True when ``caller`` may see (and, with write, act on) every caller's requests."""
+        return Permission.OPERATOR in self.permissions(caller, token_roles)
 
     def target_allowed(
         self, caller: str, service_principal_id: str, template_id: str | None

@@ -305,7 +305,7 @@ def test_shipped_examples_map(secrets_env: None) -> None:
     assert body["servicePrincipalId"] == "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"
     assert body["templateId"] == "salesforce"
     assert body["externalReference"] == "IAM-1042"
-    assert {c["key"] for c in body["credentials"]} == {"clientsecret", "secrettoken"}
+    assert {c["key"] for c in body["credentials"]} == {"ClientSecret", "SecretToken"}
     request = ProvisionRequest.model_validate(body)
     assert delivery_errors(sources.sources["jira"], mapped, request) == []  # bound, a Jira key
     sn = json.loads((EXAMPLES / "servicenow-catalog-request.json").read_text())
