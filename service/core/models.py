@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -20,9 +20,12 @@ from pydantic import (
     Field,
     SecretStr,
     StringConstraints,
+    ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 _SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 
@@ -62,6 +65,96 @@ class Credential(_Wire):
     value: Annotated[SecretStr, Field(min_length=1, max_length=8192)]
 
 
+_NAME = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"  # printable, not blank
+DisplayName = Annotated[str, StringConstraints(strict=True, max_length=256, pattern=_NAME)]
+DEFAULT_APP_ROLE = "00000000-0000-0000-0000-000000000000"  # "no specific app role" (Graph)
+
+
+class _Strict(_Wire):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True
+    )
+
+
+class ApplicationSpec(_Strict):
+    """A gallery application to create (or adopt): by template id or by its gallery name."""
+
+    application_template_id: Guid | None = None
+    gallery_name: DisplayName | None = None
+    display_name: DisplayName
+
+    @model_validator(mode="after")
+    def _one_template(self) -> ApplicationSpec:
+        if (self.application_template_id is None) == (self.gallery_name is None):
+            raise ValueError("name exactly one of applicationTemplateId and galleryName")
+        return self
+
+
+class AssignmentSpec(_Strict):
+    """A user, group or service principal to assign to the app (appRoleAssignedTo)."""
+
+    principal_id: Guid
+    app_role_id: Guid | None = None  # None: the app's default user role (docs/workflow.md)
+
+
+class AttributeMappingSpec(_Strict):
+    """One attribute mapping of one object mapping to set (``source``) or drop (``remove``)."""
+
+    object_mapping: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    target: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=10_000)] | None = None
+    remove: bool = False
+
+    @model_validator(mode="after")
+    def _set_or_remove(self) -> AttributeMappingSpec:
+        if (self.source is None) != self.remove:
+            raise ValueError('give either "source" or "remove": true')
+        return self
+
+
+Scope = Literal["assigned", "all"]
+
+
+def check_onboarding(
+    sp: str | None,
+    application: ApplicationSpec | None,
+    assignments: list[AssignmentSpec] | None,
+    mappings: list[AttributeMappingSpec] | None,
+    credential_keys: list[str],
+    scope: str | None,
+) -> list[tuple[str, str]]:
+    """Cross-field rules of the onboarding fields (issue 13), as (field, reason) pairs."""
+    problems: list[tuple[str, str]] = []
+    if sp is None and application is None:
+        problems.append(("servicePrincipalId", "is required unless application is given"))
+    if sp is not None and application is not None:
+        problems.append(("application", "cannot be combined with servicePrincipalId"))
+    pairs = [(a.principal_id, a.app_role_id) for a in assignments or []]
+    if len(pairs) != len(set(pairs)):
+        problems.append(("assignments", "names the same principalId and appRoleId twice"))
+    targets = [(m.object_mapping, m.target.lower()) for m in mappings or []]
+    if len(targets) != len(set(targets)):
+        problems.append(("attributeMappings", "names the same objectMapping and target twice"))
+    if scope is not None and "SyncAll" in credential_keys:
+        problems.append(("credentials", "must not hold SyncAll when scope is given"))
+    return problems
+
+
+def field_errors(title: str, problems: list[tuple[str, str]], source: Any) -> ValidationError:
+    """A ValidationError locating each (field, reason) at its own field, not at the body."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", "Value error, {reason}", {"reason": r}),
+                loc=(f,),
+                input=source,
+            )
+            for f, r in problems
+        ],
+    )
+
+
 class ProvisionRequest(_Wire):
     """The body of ``POST /v1/provisioning-requests``; unknown fields are rejected."""
 
@@ -69,7 +162,7 @@ class ProvisionRequest(_Wire):
         alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True
     )
 
-    service_principal_id: Guid
+    service_principal_id: Guid | None = None  # or ``application`` (issue 13)
     template_id: SafeId | None = None
     credentials: Annotated[list[Credential], Field(max_length=20)] | None = None
     start: bool = True
@@ -82,6 +175,26 @@ class ProvisionRequest(_Wire):
     metadata: Annotated[dict[str, Annotated[str, Field(max_length=256)]], Field(max_length=20)] = (
         Field(default_factory=dict)
     )
+
+    application: ApplicationSpec | None = None
+    assignments: Annotated[list[AssignmentSpec], Field(max_length=50)] | None = None
+    scope: Scope | None = None  # "assigned" (the default) or "all": the SyncAll secret
+    attribute_mappings: Annotated[list[AttributeMappingSpec], Field(max_length=100)] | None = None
+
+    @model_validator(mode="after")
+    def _onboarding(self) -> ProvisionRequest:
+        keys = [c.key for c in self.credentials or []]
+        problems = check_onboarding(
+            self.service_principal_id,
+            self.application,
+            self.assignments,
+            self.attribute_mappings,
+            keys,
+            self.scope,
+        )
+        if problems:
+            raise field_errors(type(self).__name__, problems, None)
+        return self
 
     @field_validator("credentials")
     @classmethod
@@ -129,9 +242,12 @@ class State(StrEnum):
 class Step(StrEnum):
     """The workflow's steps, in order."""
 
+    INSTANTIATE_APP = "instantiate_app"
+    ASSIGN = "assign"
     RESOLVE_TEMPLATE = "resolve_template"
     CREATE_JOB = "create_job"
     SAVE_SECRETS = "save_secrets"
+    MAP_ATTRIBUTES = "map_attributes"
     START_JOB = "start_job"
     VERIFY = "verify"
 
@@ -189,7 +305,9 @@ class CallbackAttempt(_Wire):
     delivered: bool = False
 
 
-_INTERNAL = frozenset({"retry_until", "lag_since", "create_sent_at"})  # the worker's bookkeeping
+_INTERNAL = frozenset(
+    {"retry_until", "lag_since", "create_sent_at", "instantiate_sent_at", "instantiated_at"}
+)  # the worker's bookkeeping
 
 
 class Record(_Wire):
@@ -214,6 +332,15 @@ class Record(_Wire):
     retry_until: datetime | None = None
     lag_since: datetime | None = None
     create_sent_at: datetime | None = None  # a create POST whose answer is not recorded yet
+    # onboarding (issue 13); service_principal_id stays "" until instantiate_app records it
+    application: ApplicationSpec | None = None
+    application_template_id: str | None = None  # the gallery template, once resolved
+    assignments: list[AssignmentSpec] = Field(default_factory=list)
+    scope: Scope | None = None
+    attribute_mappings: list[AttributeMappingSpec] = Field(default_factory=list)
+    assignments_made: list[str] = Field(default_factory=list)  # ids this service created
+    instantiate_sent_at: datetime | None = None  # an instantiate POST not answered yet
+    instantiated_at: datetime | None = None  # when the new principal's id became known
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
     callbacks: list[CallbackAttempt] = Field(default_factory=list)

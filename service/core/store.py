@@ -36,6 +36,13 @@ _RELEASE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
+# Sets KEYS[1] to ARGV[1] (TTL ARGV[2]) unless another value holds it; returns that holder.
+_CLAIM = (
+    "local h = redis.call('GET', KEYS[1]) "
+    "if (not h) or h == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "return false end return h"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyEntry:
@@ -77,9 +84,16 @@ class Store:
         return self.keys.record(request_id)
 
     def _inflight_key(self, record: Record) -> str:
+        app = record.application
+        if app is not None:
+            # Named by gallery app: its principal is not known at intake (issue 13).
+            name = app.application_template_id or f"name:{_digest(app.gallery_name or '')}"
+            return self.keys.inflight_app(name, _digest(app.display_name))
         return self.keys.inflight(record.service_principal_id, record.requested_template_id or "*")
 
-    def _index_keys(self, record: Record) -> tuple[str, str]:
+    def _index_keys(self, record: Record) -> tuple[str, ...]:
+        if not record.service_principal_id:
+            return (self.keys.index,)  # indexed by principal once instantiate_app knows it
         return self.keys.index, self.keys.by_principal(record.service_principal_id)
 
     def _state_key(self, state: State) -> str:
@@ -363,6 +377,29 @@ class Store:
         """Drop a pending claim whose request was rejected, so the caller may try again."""
         await guarded(lambda: self.redis.delete(self._idem_key(caller, key)))
 
+    # gallery apps ------------------------------------------------------------------------
+    async def claim_app(
+        self, template_id: str, display_name: str, request_id: str, ttl_s: int
+    ) -> str | None:
+        """Claim the instantiation of (template, display name) for a request, or refresh its
+        own claim; None when held now, else the id of the request that holds it."""
+        key = self.keys.app_claim(template_id, _digest(display_name))
+
+        async def run() -> str | None:
+            holder: Any = await self.redis.eval(_CLAIM, 1, key, request_id, str(ttl_s))  # type: ignore[misc]
+            return None if not holder else str(holder.decode())
+
+        return await guarded(run)
+
+    async def release_app(self, template_id: str, display_name: str, request_id: str) -> None:
+        """Drop a request's own instantiation claim (never another request's)."""
+        key = self.keys.app_claim(template_id, _digest(display_name))
+
+        async def run() -> None:
+            await self.redis.eval(_RELEASE, 1, key, request_id)  # type: ignore[misc]
+
+        await guarded(run)
+
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers."""
         await guarded(self.redis.ping)
@@ -376,6 +413,10 @@ def fingerprint(payload: dict[str, Any], cipher: CredentialCipher | None = None)
     if cipher is not None:
         return cipher.mac(canonical)
     return hashlib.sha256(canonical).hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _encode_cursor(score: float, request_id: str) -> str:
