@@ -143,6 +143,19 @@ class SchemaStore:
             self.by_job[job_id] = build(job_id, target_name, targets)
         return copy.deepcopy(self.by_job[job_id])
 
+    def mappings_json(self) -> dict[str, dict[str, str | None]]:
+        """Per job: ``objectMapping.target`` -> its source expression (for the tests)."""
+        out: dict[str, dict[str, str | None]] = {}
+        for job_id, schema in self.by_job.items():
+            found = out.setdefault(job_id, {})
+            for rule in schema.get("synchronizationRules") or []:
+                for om in rule.get("objectMappings") or []:
+                    for am in om.get("attributeMappings") or []:
+                        source = am.get("source") or {}
+                        key = f"{om.get('name')}.{am.get('targetAttributeName')}"
+                        found[key] = source.get("expression")
+        return out
+
     def put(
         self, job_id: str, target_name: str, targets: dict[str, list[str]], body: dict[str, Any]
     ) -> None:
