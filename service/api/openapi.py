@@ -115,7 +115,12 @@ def _schemas() -> dict[str, Any]:
     record["required"] = list(record["properties"])
     record["properties"]["id"]["pattern"] = "^[0-9a-f]{32}$"
     body = schemas["ProvisionRequest"]["properties"]
-    body["servicePrincipalId"]["format"] = "uuid"
+    body["servicePrincipalId"]["anyOf"][0]["format"] = "uuid"
+    # Name an existing principal or a gallery app to create (issue 13), not both.
+    schemas["ProvisionRequest"]["oneOf"] = [
+        {"required": ["servicePrincipalId"], "not": {"required": ["application"]}},
+        {"required": ["application"], "not": {"required": ["servicePrincipalId"]}},
+    ]
     body["callbackUrl"]["anyOf"][0].update({"format": "uri", "pattern": "^https://"})
     schemas["Problem"] = _PROBLEM
     schemas["RecordPage"] = _PAGE

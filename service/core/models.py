@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     StringConstraints,
     ValidationError,
@@ -140,6 +141,17 @@ def check_onboarding(
     return problems
 
 
+def _details(error: Any) -> InitErrorDetails:
+    """An error of one ValidationError, to be raised again in another."""
+    ctx = error.get("ctx") or {}
+    message = str(error["msg"]).replace("{", "{{").replace("}", "}}")
+    return InitErrorDetails(
+        type=PydanticCustomError(error["type"], message, {k: str(v) for k, v in ctx.items()}),
+        loc=tuple(error["loc"]),
+        input=error.get("input"),
+    )
+
+
 def field_errors(title: str, problems: list[tuple[str, str]], source: Any) -> ValidationError:
     """A ValidationError locating each (field, reason) at its own field, not at the body."""
     return ValidationError.from_exception_data(
@@ -180,6 +192,24 @@ class ProvisionRequest(_Wire):
     assignments: Annotated[list[AssignmentSpec], Field(max_length=50)] | None = None
     scope: Scope | None = None  # "assigned" (the default) or "all": the SyncAll secret
     attribute_mappings: Annotated[list[AttributeMappingSpec], Field(max_length=100)] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _target_named(cls, data: Any, handler: ModelWrapValidatorHandler[ProvisionRequest]) -> Any:
+        """Report a missing target with the other errors, not only once they are fixed."""
+        try:
+            return handler(data)
+        except ValidationError as e:
+            named = isinstance(data, dict) and ({"servicePrincipalId", "application"} & set(data))
+            if named or not isinstance(data, dict):
+                raise
+            missing = InitErrorDetails(
+                type=PydanticCustomError("missing", "Field required"),
+                loc=("servicePrincipalId",),
+                input=data,
+            )
+            errors = [missing, *(_details(d) for d in e.errors())]
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
 
     @model_validator(mode="after")
     def _onboarding(self) -> ProvisionRequest:
