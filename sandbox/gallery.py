@@ -214,8 +214,6 @@ class GalleryState:
             "duplicateApps": sorted(k for k, n in apps.items() if n > 1),
             "assignments": self.assignments.stats_json(),
             "schemaPuts": dict(self.schemas.puts),
-            "syncAll": {
-                sp: self.tenant.secrets.get(sp, {}).get("SyncAll") for sp in self.apps
-            },
+            "syncAll": {sp: self.tenant.secrets.get(sp, {}).get("SyncAll") for sp in self.apps},
             "mappings": self.schemas.mappings_json(),
         }
