@@ -59,7 +59,7 @@ async def assign(s: Steps) -> StepResult:
     """Add the missing assignments; skipped when the request names none."""
     rec = s.record
     if not rec.assignments:
-        return StepResult(Outcome.SKIPPED, message="no assignments in the request")
+        return StepResult(Outcome.SKIPPED, message="no assignments in the request", silent=True)
     default = None
     if any(a.app_role_id is None for a in rec.assignments):
         default = await _default_role(s)

@@ -22,7 +22,9 @@ async def map_attributes(s: Steps) -> StepResult:
     """GET the job's schema, change the named mappings, PUT it back when anything changed."""
     rec = s.record
     if not rec.attribute_mappings:
-        return StepResult(Outcome.SKIPPED, message="no attribute mappings in the request")
+        return StepResult(
+            Outcome.SKIPPED, message="no attribute mappings in the request", silent=True
+        )
     assert rec.job_id is not None
     job_id = rec.job_id
     doc = await s.calls.call(

@@ -51,7 +51,9 @@ async def instantiate_app(s: Steps) -> StepResult:
     """Adopt the gallery app's principal, or instantiate it once; then wait until it is seen."""
     rec, app = s.record, s.record.application
     if app is None:
-        return StepResult(Outcome.SKIPPED, message="the request names a service principal")
+        return StepResult(
+            Outcome.SKIPPED, message="the request names a service principal", silent=True
+        )
     template_id = rec.application_template_id or app.application_template_id
     if template_id is None:
         template_id = await _template_by_name(s, app)

@@ -80,7 +80,8 @@ class Run:
                     raise Defer(5.0, "token endpoint unreachable") from e
                 await self.fail(step, began, _token_failure(e))
                 return
-            self._history(step, result.outcome, began, result.response, result.message)
+            if not result.silent:
+                self._history(step, result.outcome, began, result.response, result.message)
             await self.deps.store.save(rec)
             if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
                 await self.deps.store.forget_credentials(rec.id)

@@ -52,6 +52,7 @@ class StepResult:
     outcome: Outcome = Outcome.SUCCEEDED
     response: GraphResponse[Any] | None = None
     message: str | None = None
+    silent: bool = False  # a step the request does not use: no history line (onboarding)
 
 
 class Steps:
