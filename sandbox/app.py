@@ -12,7 +12,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from sandbox import control, entra, graph
+from sandbox import control, entra, graph, onboarding_routes
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext, build_context
 from sandbox.entra import TOKENS_KEY, InvalidToken, has_role
 from sandbox.faults import TOKEN_ROUTE
@@ -46,6 +46,8 @@ class Route:
     path: str  # below /v1.0 and /beta
     handler: Handler
     write: bool
+    roles: frozenset[str] | None = None  # any one grants access; None: the sync roles
+    principal_checks: bool = True  # the middleware's 404 / "new principal" 401 on {sp}
 
 
 GRAPH_ROUTES: tuple[Route, ...] = (
@@ -73,6 +75,7 @@ GRAPH_ROUTES: tuple[Route, ...] = (
     ),
     Route("secrets.put", "PUT", f"{SYNC}/secrets", graph.put_secrets, True),
     Route("secrets.get", "GET", f"{SYNC}/secrets", graph.get_secrets, False),
+    *(Route(*r) for r in onboarding_routes.ROUTES),  # gallery, assignments, schema
 )
 ROUTE_BY_HANDLER: dict[object, Route] = {r.handler: r for r in GRAPH_ROUTES}
 KNOWN_PATHS = tuple(
@@ -132,7 +135,10 @@ async def _graph_call(
         claims = ctx.tokens.verify(request.headers.get("Authorization"))
     except InvalidToken as exc:
         raise GraphError(401, "InvalidAuthenticationToken", str(exc)) from exc
-    if not has_role(claims, write=route.write):
+    roles = set(claims.get("roles") or ())
+    if not (
+        roles & route.roles if route.roles is not None else has_role(claims, write=route.write)
+    ):
         raise GraphError(
             403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
         )
@@ -146,6 +152,8 @@ async def _graph_call(
         if status in (429, 503):
             raise _throttled(ctx, engine.profile.retry_after_s, status)
         raise injected(status)
+    if not route.principal_checks:
+        return await handler(request)
     sp_id = request.match_info["sp"]
     state.principal(sp_id)
     if state.is_new(sp_id):

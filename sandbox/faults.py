@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sandbox.gallery_faults import GalleryFaults
 from sandbox.seed import parse_document
 
 GRAPH_ROUTES = (
@@ -57,6 +58,7 @@ class FaultProfile(BaseModel):
     create_status: Literal[200, 201] = 201
     initial_status_code: Literal["NotConfigured", "Paused"] = "NotConfigured"
     random_seed: int | None = None
+    gallery: GalleryFaults = Field(default_factory=GalleryFaults)  # sandbox/gallery.py
 
     @field_validator("errors")
     @classmethod

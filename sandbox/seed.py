@@ -17,6 +17,8 @@ KNOWN_ROLES = (
     "Application.ReadWrite.OwnedBy",
     "Application.ReadWrite.All",
     "Directory.ReadWrite.All",
+    "Application.Read.All",
+    "AppRoleAssignment.ReadWrite.All",
 )
 
 
@@ -71,11 +73,49 @@ class SeedGenerate(_Model):
     newForMs: float = Field(default=0, ge=0)
 
 
+class SeedAppRole(_Model):
+    id: str
+    displayName: str
+    value: str | None = None
+    allowedMemberTypes: list[str] = Field(default_factory=lambda: ["User"])
+    isEnabled: bool = True
+
+
+def _default_targets() -> dict[str, list[str]]:
+    return {
+        "User": ["userName", "active", "email", "displayName", "department", "title"],
+        "Group": ["displayName", "members"],
+    }
+
+
+class SeedGalleryApp(_Model):
+    """A gallery application template (sandbox/gallery.py): instantiating it makes a principal
+    with these sync ``templates`` and ``appRoles``, whose job schema targets
+    ``targetAttributes`` (object name -> attribute names) in a directory named after it."""
+
+    id: str
+    displayName: str
+    publisher: str = "Sandbox"
+    categories: list[str] = Field(default_factory=list)
+    provisioning: bool = True
+    appRoles: list[SeedAppRole] = Field(default_factory=list)
+    templates: list[SeedTemplate] = Field(default_factory=list)
+    targetAttributes: dict[str, list[str]] = Field(default_factory=_default_targets)
+
+    @model_validator(mode="after")
+    def _valid(self) -> SeedGalleryApp:
+        uuid.UUID(self.id)
+        for role in self.appRoles:
+            uuid.UUID(role.id)
+        return self
+
+
 class Seed(_Model):
     tenantId: str
     applications: list[SeedApplication] = Field(default_factory=list)
     servicePrincipals: list[SeedPrincipal] = Field(default_factory=list)
     generate: SeedGenerate = Field(default_factory=SeedGenerate)
+    applicationTemplates: list[SeedGalleryApp] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> Seed:

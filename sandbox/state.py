@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.gallery import GalleryState
 from sandbox.models import (
     NO_ERROR,
     QUARANTINE_ERROR,
@@ -135,6 +136,7 @@ class TenantState:
         self.stats = Stats()
         for p in self.seed.all_principals():
             self.add_principal(p)
+        self.gallery = GalleryState(self, self._clock, self._now)  # sandbox/gallery.py
 
     def add_principal(self, p: SeedPrincipal) -> Principal:
         principal = Principal(
@@ -326,6 +328,7 @@ class TenantState:
             "secrets": dict(s.secrets),
             "faults": dict(s.faults),
             "total_calls": sum(sum(c.values()) for c in s.calls.values()),
+            "gallery": self.gallery.stats_json(),
         }
 
     def principals_json(self) -> list[dict[str, Any]]:

@@ -16,12 +16,13 @@ gets, so a caller never learns about another caller's work.
 from __future__ import annotations
 
 import contextlib
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from service.api.access import forbidden, not_found
+from service.api.auth.policy import ANY
 from service.api.params import IDEMPOTENCY_KEY_MAX
 from service.api.problems import FieldError, Problem, validation_problem
 from service.api.state import ALLOWLIST, LIMITS, METRICS, POLICY, SETTINGS, STORE
@@ -140,7 +141,7 @@ async def replay(request: web.Request, entry: IdempotencyEntry, body_fp: str) ->
 def new_record(body: ProvisionRequest, caller: str, body_fp: str) -> Record:
     return Record(
         id=uuid4().hex,
-        service_principal_id=body.service_principal_id,
+        service_principal_id=body.service_principal_id or "",  # "": instantiate_app sets it
         template_id=body.template_id,
         requested_template_id=body.template_id,
         start=body.start,
@@ -150,13 +151,34 @@ def new_record(body: ProvisionRequest, caller: str, body_fp: str) -> Record:
         metadata=body.metadata,
         caller=caller,
         request_fingerprint=body_fp,
+        application=body.application,
+        assignments=body.assignments or [],
+        # An app made here starts "assigned only" unless asked otherwise (SyncAll "false").
+        scope=body.scope or ("assigned" if body.application is not None else None),
+        attribute_mappings=body.attribute_mappings or [],
     )
+
+
+def application_allowed(request: web.Request, caller: str, template_id: str | None) -> str | None:
+    """Why ``caller`` may not create a gallery app, or None: creating one needs a policy
+    allowing every service principal (``*``), as the new principal cannot be named in it."""
+    policy = request.app[POLICY]
+    entry = policy.entry(caller)
+    if entry is None:
+        return "this caller has no rights"
+    if ANY not in entry.service_principals:
+        return "this caller may not create applications (its policy names service principals)"
+    return policy.target_allowed(caller, str(UUID(int=0)), template_id)
 
 
 async def authorize_body(request: web.Request, body: ProvisionRequest, caller: str) -> None:
     """403 when the caller may not provision this principal/template; 422 for an unsafe
     ``callbackUrl`` (SSRF). Runs before anything is stored, so before any Graph call."""
-    reason = request.app[POLICY].target_allowed(caller, body.service_principal_id, body.template_id)
+    if body.service_principal_id is None:
+        reason = application_allowed(request, caller, body.template_id)
+    else:
+        policy = request.app[POLICY]
+        reason = policy.target_allowed(caller, body.service_principal_id, body.template_id)
     if reason is not None:
         raise forbidden(reason[0].upper() + reason[1:] + ".")
     if body.callback_url is not None:

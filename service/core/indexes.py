@@ -45,11 +45,10 @@ class Indexes:
         return self.retention_s if record.state.terminal else self.record_ttl_s
 
     def _scoped(self, scope: str | None, record: Record) -> list[str]:
-        return [
-            self.keys.caller_index(scope),
-            self.keys.caller_principal(scope, record.service_principal_id),
-            self.keys.caller_state(scope, record.state.value),
-        ]
+        keys = [self.keys.caller_index(scope), self.keys.caller_state(scope, record.state.value)]
+        if record.service_principal_id:  # "" until instantiate_app knows an app's principal
+            keys.append(self.keys.caller_principal(scope, record.service_principal_id))
+        return keys
 
     def write(self, pipe: Any, record: Record) -> None:
         """Add the record's index writes to a transaction (its key is written by the caller)."""

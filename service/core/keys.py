@@ -7,6 +7,9 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:creds:{id}               its credentials, one Fernet token (deleted once saved to Graph)
     {p}:cancel:{id}              set by the API; the worker stops at the next step boundary
     {p}:inflight:{sp}:{t}        id of the queued/running request for a (principal, template)
+    {p}:inflight:app:{a}:{sha}   the same for a request naming a gallery app (template or gallery
+                                 name, sha256 of its display name) instead of a principal
+    {p}:app-claim:{a}:{sha}      the request instantiating (template id, display name) right now
     {p}:idem:{caller}:{sha256}   an Idempotency-Key entry
     {p}:state:queued, :running   the in-flight records (score = creation ms): reconciler, metrics
     {p}:caller:{caller}:index    a caller's records (score = creation ms), newest-first listing;
@@ -63,6 +66,9 @@ class Keys:
 
     def inflight(self, service_principal_id: str, template: str) -> str:
         return f"{self.prefix}:inflight:{service_principal_id}:{template}"
+
+    def app_claim(self, template_id: str, display_name_digest: str) -> str:
+        return f"{self.prefix}:app-claim:{template_id}:{display_name_digest}"
 
     def idempotency(self, caller: str, key_digest: str) -> str:
         return f"{self.prefix}:idem:{caller}:{key_digest}"

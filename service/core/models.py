@@ -10,19 +10,23 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from service.core.text import (
     GUID_PATTERN,
@@ -83,6 +87,107 @@ class Credential(_Wire):
     value: Annotated[SecretStr, Field(min_length=1, max_length=8192)]
 
 
+_NAME = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"  # printable, not blank
+DisplayName = Annotated[str, StringConstraints(strict=True, max_length=256, pattern=_NAME)]
+DEFAULT_APP_ROLE = "00000000-0000-0000-0000-000000000000"  # "no specific app role" (Graph)
+
+
+class _Strict(_Wire):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True
+    )
+
+
+class ApplicationSpec(_Strict):
+    """A gallery application to create (or adopt): by template id or by its gallery name."""
+
+    application_template_id: Guid | None = None
+    gallery_name: DisplayName | None = None
+    display_name: DisplayName
+
+    @model_validator(mode="after")
+    def _one_template(self) -> ApplicationSpec:
+        if (self.application_template_id is None) == (self.gallery_name is None):
+            raise ValueError("name exactly one of applicationTemplateId and galleryName")
+        return self
+
+
+class AssignmentSpec(_Strict):
+    """A user, group or service principal to assign to the app (appRoleAssignedTo)."""
+
+    principal_id: Guid
+    app_role_id: Guid | None = None  # None: the app's default user role (docs/workflow.md)
+
+
+class AttributeMappingSpec(_Strict):
+    """One attribute mapping of one object mapping to set (``source``) or drop (``remove``)."""
+
+    object_mapping: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    target: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=10_000)] | None = None
+    remove: bool = False
+
+    @model_validator(mode="after")
+    def _set_or_remove(self) -> AttributeMappingSpec:
+        if (self.source is None) != self.remove:
+            raise ValueError('give either "source" or "remove": true')
+        return self
+
+
+Scope = Literal["assigned", "all"]
+
+
+def check_onboarding(
+    sp: str | None,
+    application: ApplicationSpec | None,
+    assignments: list[AssignmentSpec] | None,
+    mappings: list[AttributeMappingSpec] | None,
+    credential_keys: list[str],
+    scope: str | None,
+) -> list[tuple[str, str]]:
+    """Cross-field rules of the onboarding fields (issue 13), as (field, reason) pairs."""
+    problems: list[tuple[str, str]] = []
+    if sp is None and application is None:
+        problems.append(("servicePrincipalId", "is required unless application is given"))
+    if sp is not None and application is not None:
+        problems.append(("application", "cannot be combined with servicePrincipalId"))
+    pairs = [(a.principal_id, a.app_role_id) for a in assignments or []]
+    if len(pairs) != len(set(pairs)):
+        problems.append(("assignments", "names the same principalId and appRoleId twice"))
+    targets = [(m.object_mapping, m.target.lower()) for m in mappings or []]
+    if len(targets) != len(set(targets)):
+        problems.append(("attributeMappings", "names the same objectMapping and target twice"))
+    if scope is not None and "SyncAll" in credential_keys:
+        problems.append(("credentials", "must not hold SyncAll when scope is given"))
+    return problems
+
+
+def _details(error: Any) -> InitErrorDetails:
+    """An error of one ValidationError, to be raised again in another."""
+    ctx = error.get("ctx") or {}
+    message = str(error["msg"]).replace("{", "{{").replace("}", "}}")
+    return InitErrorDetails(
+        type=PydanticCustomError(error["type"], message, {k: str(v) for k, v in ctx.items()}),
+        loc=tuple(error["loc"]),
+        input=error.get("input"),
+    )
+
+
+def field_errors(title: str, problems: list[tuple[str, str]], source: Any) -> ValidationError:
+    """A ValidationError locating each (field, reason) at its own field, not at the body."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", "Value error, {reason}", {"reason": r}),
+                loc=(f,),
+                input=source,
+            )
+            for f, r in problems
+        ],
+    )
+
+
 class ProvisionRequest(_Wire):
     """The body of ``POST /v1/provisioning-requests``; unknown fields are rejected."""
 
@@ -90,7 +195,7 @@ class ProvisionRequest(_Wire):
         alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True
     )
 
-    service_principal_id: Guid
+    service_principal_id: Guid | None = None  # or ``application`` (issue 13)
     template_id: SafeId | None = None
     credentials: Annotated[list[Credential], Field(max_length=20)] | None = None
     start: bool = True
@@ -103,6 +208,44 @@ class ProvisionRequest(_Wire):
     metadata: Annotated[
         dict[str, Annotated[PlainText, Field(max_length=256)]], Field(max_length=20)
     ] = Field(default_factory=dict)
+
+    application: ApplicationSpec | None = None
+    assignments: Annotated[list[AssignmentSpec], Field(max_length=50)] | None = None
+    scope: Scope | None = None  # "assigned" (the default) or "all": the SyncAll secret
+    attribute_mappings: Annotated[list[AttributeMappingSpec], Field(max_length=100)] | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _target_named(cls, data: Any, handler: ModelWrapValidatorHandler[ProvisionRequest]) -> Any:
+        """Report a missing target with the other errors, not only once they are fixed."""
+        try:
+            return handler(data)
+        except ValidationError as e:
+            named = isinstance(data, dict) and ({"servicePrincipalId", "application"} & set(data))
+            if named or not isinstance(data, dict):
+                raise
+            missing = InitErrorDetails(
+                type=PydanticCustomError("missing", "Field required"),
+                loc=("servicePrincipalId",),
+                input=data,
+            )
+            errors = [missing, *(_details(d) for d in e.errors())]
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
+
+    @model_validator(mode="after")
+    def _onboarding(self) -> ProvisionRequest:
+        keys = [c.key for c in self.credentials or []]
+        problems = check_onboarding(
+            self.service_principal_id,
+            self.application,
+            self.assignments,
+            self.attribute_mappings,
+            keys,
+            self.scope,
+        )
+        if problems:
+            raise field_errors(type(self).__name__, problems, None)
+        return self
 
     @field_validator("credentials")
     @classmethod
@@ -154,9 +297,12 @@ class State(StrEnum):
 class Step(StrEnum):
     """The workflow's steps, in order."""
 
+    INSTANTIATE_APP = "instantiate_app"
+    ASSIGN = "assign"
     RESOLVE_TEMPLATE = "resolve_template"
     CREATE_JOB = "create_job"
     SAVE_SECRETS = "save_secrets"
+    MAP_ATTRIBUTES = "map_attributes"
     START_JOB = "start_job"
     VERIFY = "verify"
 
@@ -219,7 +365,15 @@ class CallbackAttempt(_Wire):
 # The worker's bookkeeping, and intake's: the body's keyed fingerprint (a second POST for the
 # in-flight app is only the same request when it matches) and the request it waits behind.
 _INTERNAL = frozenset(
-    {"retry_until", "lag_since", "create_sent_at", "request_fingerprint", "queued_behind"}
+    {
+        "retry_until",
+        "lag_since",
+        "create_sent_at",
+        "request_fingerprint",
+        "queued_behind",
+        "instantiate_sent_at",
+        "instantiated_at",
+    }
 )
 
 
@@ -247,6 +401,15 @@ class Record(_Wire):
     create_sent_at: datetime | None = None  # a create POST whose answer is not recorded yet
     request_fingerprint: str | None = None  # HMAC of the request body (never the body itself)
     queued_behind: str | None = None  # another caller's in-flight request this one waits for
+    # onboarding (issue 13); service_principal_id stays "" until instantiate_app records it
+    application: ApplicationSpec | None = None
+    application_template_id: str | None = None  # the gallery template, once resolved
+    assignments: list[AssignmentSpec] = Field(default_factory=list)
+    scope: Scope | None = None
+    attribute_mappings: list[AttributeMappingSpec] = Field(default_factory=list)
+    assignments_made: list[str] = Field(default_factory=list)  # ids this service created
+    instantiate_sent_at: datetime | None = None  # an instantiate POST not answered yet
+    instantiated_at: datetime | None = None  # when the new principal's id became known
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
     callbacks: list[CallbackAttempt] = Field(default_factory=list)

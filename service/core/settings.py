@@ -212,6 +212,10 @@ class Settings(BaseSettings):
     create_settle_s: float = Field(default=10.0, ge=0)
     verify_poll_s: float = Field(default=2.0, gt=0)
     verify_settle_s: float = Field(default=15.0, ge=0)
+    # Gallery apps (issue 13): instantiate has no idempotency key (docs/workflow.md).
+    instantiate_settle_s: float = Field(default=120.0, ge=0)
+    app_replication_budget_s: float = Field(default=600.0, gt=0)
+    app_poll_s: float = Field(default=5.0, gt=0)
 
     callback_secrets: Annotated[tuple[NamedSecret, ...], NoDecode] = ()
     writeback_file: Path | None = None

@@ -37,6 +37,13 @@ _RELEASE = (
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
+# Sets KEYS[1] to ARGV[1] (TTL ARGV[2]) unless another value holds it; returns that holder.
+_CLAIM = (
+    "local h = redis.call('GET', KEYS[1]) "
+    "if (not h) or h == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "return false end return h"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyEntry:
@@ -84,6 +91,12 @@ class Store:
 
     @staticmethod
     def _slot(record: Record) -> tuple[str, str]:
+        """The in-flight slot: (principal, template); for a request that names a gallery app,
+        whose principal is not known at intake, (its template or name, its display name)."""
+        app = record.application
+        if app is not None:
+            name = app.application_template_id or f"name:{_digest(app.gallery_name or '')}"
+            return f"app:{name}", _digest(app.display_name)
         return record.service_principal_id, record.requested_template_id or "*"
 
     def _inflight_key(self, record: Record) -> str:
@@ -400,6 +413,29 @@ class Store:
         """Drop a pending claim whose request was rejected, so the caller may try again."""
         await guarded(lambda: self.redis.delete(self._idem_key(caller, key)))
 
+    # gallery apps ------------------------------------------------------------------------
+    async def claim_app(
+        self, template_id: str, display_name: str, request_id: str, ttl_s: int
+    ) -> str | None:
+        """Claim the instantiation of (template, display name) for a request, or refresh its
+        own claim; None when held now, else the id of the request that holds it."""
+        key = self.keys.app_claim(template_id, _digest(display_name))
+
+        async def run() -> str | None:
+            holder: Any = await self.redis.eval(_CLAIM, 1, key, request_id, str(ttl_s))  # type: ignore[misc]
+            return None if not holder else str(holder.decode())
+
+        return await guarded(run)
+
+    async def release_app(self, template_id: str, display_name: str, request_id: str) -> None:
+        """Drop a request's own instantiation claim (never another request's)."""
+        key = self.keys.app_claim(template_id, _digest(display_name))
+
+        async def run() -> None:
+            await self.redis.eval(_RELEASE, 1, key, request_id)  # type: ignore[misc]
+
+        await guarded(run)
+
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless Redis answers."""
         await guarded(self.redis.ping)
@@ -413,3 +449,7 @@ def fingerprint(payload: dict[str, Any], cipher: CredentialCipher | None = None)
     if cipher is not None:
         return cipher.mac(canonical)
     return hashlib.sha256(canonical).hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

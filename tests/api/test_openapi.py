@@ -80,7 +80,7 @@ def test_operations_list_their_statuses() -> None:
 def test_schemas_come_from_the_models() -> None:
     schemas = build_openapi()["components"]["schemas"]
     body = schemas["ProvisionRequest"]
-    assert body["required"] == ["servicePrincipalId"]
+    assert [o["required"] for o in body["oneOf"]] == [["servicePrincipalId"], ["application"]]
     assert body["additionalProperties"] is False
     assert schemas["Credential"]["properties"]["value"]["writeOnly"] is True
     record = schemas["Record"]["properties"]

@@ -17,19 +17,27 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from service.core.errors import GraphError, GraphTransportError
 from service.core.settings import Settings
+from workers.graph.apps import (
+    ApplicationServicePrincipal,
+    ApplicationTemplate,
+    AppRoleAssignment,
+    ServicePrincipal,
+    odata_string,
+)
 from workers.graph.models import (
     Collection,
     ODataError,
     SynchronizationJob,
     SynchronizationTemplate,
 )
+from workers.graph.schema import SchemaDocument, SynchronizationSchema
 from workers.graph.tls import ssl_context
 from workers.graph.token import TokenProvider
 from workers.workflow.retry import parse_retry_after
@@ -237,6 +245,95 @@ class GraphClient:
         """PUT .../synchronization/secrets (204)."""
         return await self._no_content(
             "PUT", f"{self._sync(sp)}/secrets", crid, "secrets.put", json={"value": credentials}
+        )
+
+    # Gallery apps, principals, app role assignments and schemas (issue 13) ---------------
+    async def find_application_templates(
+        self, odata_filter: str, crid: str
+    ) -> GraphResponse[list[ApplicationTemplate]]:
+        """GET /applicationTemplates?$filter=..., all pages (``$filter`` works on displayName
+        and categories only; literals quoted with :func:`~workers.graph.apps.odata_string`)."""
+        query = quote(odata_filter, safe="")
+        return await self.list_all(
+            ApplicationTemplate,
+            f"/applicationTemplates?$filter={query}",
+            client_request_id=crid,
+            route="applicationTemplates.list",
+        )
+
+    async def instantiate(
+        self, template_id: str, display_name: str, crid: str
+    ) -> GraphResponse[ApplicationServicePrincipal]:
+        """POST /applicationTemplates/{id}/instantiate: not idempotent, list principals first."""
+        return await self._typed(
+            ApplicationServicePrincipal,
+            "POST",
+            f"/applicationTemplates/{quote(template_id, safe='')}/instantiate",
+            crid,
+            "applicationTemplates.instantiate",
+            json={"displayName": display_name},
+        )
+
+    async def find_service_principals(
+        self, template_id: str, crid: str
+    ) -> GraphResponse[list[ServicePrincipal]]:
+        """GET /servicePrincipals?$filter=applicationTemplateId eq '...', all pages."""
+        query = quote(f"applicationTemplateId eq {odata_string(template_id)}", safe="")
+        return await self.list_all(
+            ServicePrincipal,
+            f"/servicePrincipals?$filter={query}",
+            client_request_id=crid,
+            route="servicePrincipals.list",
+        )
+
+    async def get_service_principal(self, sp: str, crid: str) -> GraphResponse[ServicePrincipal]:
+        """GET /servicePrincipals/{id} (404 while a new one replicates)."""
+        return await self._typed(
+            ServicePrincipal, "GET", f"/servicePrincipals/{sp}", crid, "servicePrincipals.get"
+        )
+
+    async def list_app_role_assignments(
+        self, sp: str, crid: str
+    ) -> GraphResponse[list[AppRoleAssignment]]:
+        """GET /servicePrincipals/{id}/appRoleAssignedTo, all pages."""
+        return await self.list_all(
+            AppRoleAssignment,
+            f"/servicePrincipals/{sp}/appRoleAssignedTo",
+            client_request_id=crid,
+            route="appRoleAssignedTo.list",
+        )
+
+    async def add_app_role_assignment(
+        self, sp: str, principal_id: str, app_role_id: str, crid: str
+    ) -> GraphResponse[AppRoleAssignment]:
+        """POST /servicePrincipals/{id}/appRoleAssignedTo (201)."""
+        body = {"principalId": principal_id, "resourceId": sp, "appRoleId": app_role_id}
+        return await self._typed(
+            AppRoleAssignment,
+            "POST",
+            f"/servicePrincipals/{sp}/appRoleAssignedTo",
+            crid,
+            "appRoleAssignedTo.add",
+            json=body,
+        )
+
+    async def get_job_schema(
+        self, sp: str, job_id: str, crid: str
+    ) -> GraphResponse[SchemaDocument]:
+        """GET .../jobs/{jobId}/schema: the raw document (a PUT sends it back whole)."""
+        url = f"{self._sync(sp)}/jobs/{job_id}/schema"
+        resp = await self.request("GET", url, client_request_id=crid, route="schema.get")
+        typed = _parse(SynchronizationSchema, resp, "GET", url)
+        raw = resp.value if isinstance(resp.value, dict) else {}
+        raw = {k: v for k, v in raw.items() if not k.startswith("@odata.")}
+        return GraphResponse(resp.status, SchemaDocument(raw, typed), resp.request_id, crid)
+
+    async def put_job_schema(
+        self, sp: str, job_id: str, raw: dict[str, Any], crid: str
+    ) -> GraphResponse[None]:
+        """PUT .../jobs/{jobId}/schema (204): replaces the whole schema."""
+        return await self._no_content(
+            "PUT", f"{self._sync(sp)}/jobs/{job_id}/schema", crid, "schema.put", json=raw
         )
 
 

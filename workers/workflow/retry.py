@@ -31,6 +31,8 @@ class CallKind(StrEnum):
     READ = "read"  # GET on the job we just created or adopted
     WRITE = "write"  # PUT secrets, start, validateCredentials: safe, the workflow checks first
     CREATE = "create"  # POST jobs: not idempotent, never repeated without listing first
+    APP = "app"  # GET a principal that may not have replicated: 404/401 go back to the step
+    GRANT = "grant"  # POST appRoleAssignedTo: 5xx unclear (list again), 404/401 lag
 
 
 class Disposition(StrEnum):
@@ -72,6 +74,14 @@ POLICY: dict[CallKind, dict[int, Disposition]] = {
     CallKind.CREATE: {
         429: _T, 500: _A, 502: _A, 503: _A, 504: _A, TRANSPORT: _A,
         401: _C, 409: _C,
+    },
+    # instantiate_app waits out a new principal's 404 / 401 on its own budget.
+    CallKind.APP: {
+        429: _T, 500: _X, 502: _X, 503: _X, 504: _X, TRANSPORT: _X,
+    },
+    CallKind.GRANT: {
+        429: _T, 500: _A, 502: _A, 503: _A, 504: _A, TRANSPORT: _A,
+        401: _C, 404: _C, 409: _C,
     },
 }  # fmt: skip
 

@@ -1,5 +1,8 @@
 """The provisioning workflow: resolve_template -> create_job -> save_secrets -> start_job -> verify.
 
+A request naming a gallery app runs instantiate_app and assign first and map_attributes after
+save_secrets (:mod:`workers.workflow.onboarding`); for other requests those steps are skipped.
+
 arq delivers a job at least once, so every step is safe to run twice: it checks Graph (or the
 record) before it changes anything, and records its outcome, Graph's request-id and status in
 the record's history before the next step starts. A run resumes at the first step without a
@@ -26,6 +29,7 @@ from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State,
 from service.core.tracing import span
 from workers.graph.client import GraphResponse
 from workers.workflow.calls import CallRunner, Defer, monotonic_ms
+from workers.workflow.onboarding import onboarding_table
 from workers.workflow.steps import Deps, StepResult, Steps
 
 __all__ = ["Defer", "Deps", "Run", "StepResult", "run_request"]
@@ -40,7 +44,8 @@ class Run:
         self.deps = deps
         self.record = record
         self.calls = CallRunner(deps.settings, record, deps.throttle, deps.stopping, deps.metrics)
-        self._steps = Steps(deps, record, self.calls).table()
+        steps = Steps(deps, record, self.calls)
+        self._steps = {**steps.table(), **onboarding_table(steps)}
 
     async def execute(self) -> None:
         """Run the remaining steps; record success, failure, cancellation or a deferral."""
@@ -75,7 +80,8 @@ class Run:
                     raise Defer(5.0, "token endpoint unreachable") from e
                 await self.fail(step, began, _token_failure(e))
                 return
-            self._history(step, result.outcome, began, result.response, result.message)
+            if not result.silent:
+                self._history(step, result.outcome, began, result.response, result.message)
             await self.deps.store.save(rec)
             if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
                 await self.deps.store.forget_credentials(rec.id)

@@ -29,6 +29,7 @@ from workers.graph.models import SynchronizationJob
 from workers.metrics import WorkerMetrics
 from workers.workflow.calls import Ambiguous, CallRunner
 from workers.workflow.retry import CallKind
+from workers.workflow.scope import sync_all_secret
 from workers.workflow.throttle import Throttle
 
 
@@ -51,6 +52,7 @@ class StepResult:
     outcome: Outcome = Outcome.SUCCEEDED
     response: GraphResponse[Any] | None = None
     message: str | None = None
+    silent: bool = False  # a step the request does not use: no history line (onboarding)
 
 
 class Steps:
@@ -59,9 +61,13 @@ class Steps:
     def __init__(self, deps: Deps, record: Record, calls: CallRunner) -> None:
         self.deps = deps
         self.record = record
-        self.sp = record.service_principal_id
         self.calls = calls
         self.graph = deps.graph
+
+    @property
+    def sp(self) -> str:
+        """The principal's id (set by instantiate_app for a request naming a gallery app)."""
+        return self.record.service_principal_id
 
     def table(self) -> dict[Step, Callable[[], Awaitable[StepResult]]]:
         """Each step's coroutine, by step."""
@@ -160,16 +166,32 @@ class Steps:
             return StepResult(response=created, message="created job")
 
     async def save_secrets(self) -> StepResult:
-        """Validate the caller's credentials with Graph, then save them; skipped without any."""
-        if not self.record.has_credentials:
+        """Validate the caller's credentials with Graph, then save them with the scope's
+        ``SyncAll`` in one PUT; skipped when there is neither."""
+        scope = sync_all_secret(self.record)
+        if not self.record.has_credentials and scope is None:
             return StepResult(Outcome.SKIPPED, message="no credentials in the request")
-        credentials = await self.deps.store.credentials(self.record.id)
-        if credentials is None:
-            raise WorkflowFailed(
-                "the request's credentials are no longer stored (expired?); submit it again",
-                code="CredentialsMissing",
-            )
-        pairs = [{"key": c.key, "value": c.value.get_secret_value()} for c in credentials]
+        pairs: list[dict[str, str]] = []
+        if self.record.has_credentials:
+            credentials = await self.deps.store.credentials(self.record.id)
+            if credentials is None:
+                raise WorkflowFailed(
+                    "the request's credentials are no longer stored (expired?); submit it again",
+                    code="CredentialsMissing",
+                )
+            pairs = [{"key": c.key, "value": c.value.get_secret_value()} for c in credentials]
+            await self._validate(pairs)
+        saved = await self.calls.call(
+            Step.SAVE_SECRETS,
+            CallKind.WRITE,
+            lambda crid: self.graph.put_secrets(self.sp, pairs + ([scope] if scope else []), crid),
+        )
+        what = f"validated and saved {len(pairs)} secrets" if pairs else "saved no credentials"
+        return StepResult(
+            response=saved, message=what + (f", SyncAll {scope['value']}" if scope else "")
+        )
+
+    async def _validate(self, pairs: list[dict[str, str]]) -> None:
         job_id = self._job_id()
         try:
             await self.calls.call(
@@ -186,12 +208,6 @@ class Steps:
                     graph_request_id=e.request_id,
                 ) from e
             raise
-        saved = await self.calls.call(
-            Step.SAVE_SECRETS,
-            CallKind.WRITE,
-            lambda crid: self.graph.put_secrets(self.sp, pairs, crid),
-        )
-        return StepResult(response=saved, message=f"validated and saved {len(pairs)} secrets")
 
     async def start_job(self) -> StepResult:
         """Start the job unless it already runs (Graph warns against repeated starts)."""

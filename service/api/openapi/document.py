@@ -111,6 +111,11 @@ def schemas() -> dict[str, Any]:
     record["properties"]["id"]["pattern"] = REQUEST_ID_PATTERN
     body = out["ProvisionRequest"]["properties"]
     body["callbackUrl"]["anyOf"][0].update({"format": "uri", "pattern": "^https://"})
+    # Name an existing principal or a gallery app to create (issue 13), not both.
+    out["ProvisionRequest"]["oneOf"] = [
+        {"required": ["servicePrincipalId"], "not": {"required": ["application"]}},
+        {"required": ["application"], "not": {"required": ["servicePrincipalId"]}},
+    ]
     out["Problem"] = _PROBLEM
     out["RecordPage"] = _PAGE
     return out

@@ -85,7 +85,11 @@ def delivery_errors(
     """What is wrong with a valid request for having come from this source (empty: nothing)."""
     errors: list[FieldError] = []
     if mapped.credential_set is not None:
-        why = mapped.credential_set.refusal(request.service_principal_id, request.template_id)
+        why = (
+            mapped.credential_set.refusal(request.service_principal_id, request.template_id)
+            if request.service_principal_id is not None
+            else "is bound to existing service principals; this request names a new app"
+        )
         if why is not None:
             errors.append(FieldError(field="credentialsRef", reason=why))
     reference = request.external_reference
