@@ -17,6 +17,7 @@ from uuid import UUID
 
 from pydantic.json_schema import models_json_schema
 
+from service.api.applications import openapi_paths, openapi_schemas
 from service.core.models import ProvisionRequest, Record, State
 
 BASE = "/v1/provisioning-requests"
@@ -106,6 +107,7 @@ def _schemas() -> dict[str, Any]:
         ref_template=_REF,
     )
     schemas: dict[str, Any] = copy.deepcopy(top["$defs"])
+    schemas.update(openapi_schemas())
     _strip_titles(schemas)
     record = schemas["Record"]
     # Only what Record.public() returns (it drops worker-internal fields).
@@ -316,6 +318,7 @@ def _paths() -> dict[str, Any]:
                 ),
             }
         },
+        **openapi_paths(_responses, _query),
         "/v1/webhooks/{source}": _webhook_path(public),
         "/healthz": {
             "get": {

@@ -14,6 +14,10 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:throttle:{tenant}        the tenant's shared token bucket (hash)
     {p}:intake:{caller}          a caller's intake rate-limit counter
     {p}:ui-session:{sha256}      a status-page session
+    {p}:app:{sp}                 an application (a principal's watched jobs), JSON, no expiry
+    {p}:apps, :apps:health:{h}   lex-sorted sets of principal ids: all, with a job in health h
+    {p}:watch                    sorted set of "{sp}:{jobId}" scored by next check (ms)
+    {p}:app-event:{id}           a health change to notify (callback, ticket), JSON, expires
 """
 
 from __future__ import annotations
@@ -85,3 +89,20 @@ class Keys:
 
     def ui_session(self, session_digest: str) -> str:
         return f"{self.prefix}:ui-session:{session_digest}"
+
+    def application(self, service_principal_id: str) -> str:
+        return f"{self.prefix}:app:{service_principal_id}"
+
+    @property
+    def applications(self) -> str:
+        return f"{self.prefix}:apps"
+
+    def applications_by_health(self, health: str) -> str:
+        return f"{self.prefix}:apps:health:{health}"
+
+    @property
+    def watch(self) -> str:
+        return f"{self.prefix}:watch"
+
+    def application_event(self, event_id: str) -> str:
+        return f"{self.prefix}:app-event:{event_id}"

@@ -21,6 +21,7 @@ from arq import Retry
 
 from service.core import signing
 from service.core.models import CallbackAttempt, Record, utcnow
+from service.core.settings import Settings
 from workers.workflow.steps import Deps
 
 log = structlog.get_logger("workers.notify.callbacks")
@@ -102,3 +103,37 @@ async def deliver_callback(ctx: dict[str, Any], request_id: str) -> None:
     await deliver(
         ctx, record, "callbackUrl", "POST", record.callback_url, data=body, headers=headers
     )
+
+
+# Events that are not a request's end (the health watch's application.health_changed) -------
+def signed_headers(settings: Settings, caller: str, msg_id: str, body: bytes) -> dict[str, str]:
+    """The headers of a delivery to ``caller``'s callbackUrl, signed as above."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "entra-provisioner",
+        **signing.headers(settings.callback_secret(caller), msg_id, int(time.time()), body),
+    }
+
+
+async def attempt_delivery(
+    ctx: dict[str, Any], target: str, method: str, url: str, **options: Any
+) -> CallbackAttempt:
+    """One attempt of a notification that belongs to no request record; the caller keeps the
+    attempt and re-queues on :data:`SCHEDULE_S` (workers/watch/notify.py)."""
+    deps: Deps = ctx["deps"]
+    session: aiohttp.ClientSession = ctx["callback_session"]
+    result = CallbackAttempt(at=utcnow(), attempt=int(ctx.get("job_try", 1)), target=target)
+    try:
+        async with session.request(
+            method,
+            url,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=deps.settings.callback_timeout_s),
+            **options,
+        ) as resp:
+            result.status = resp.status
+            result.delivered = 200 <= resp.status < 300
+            result.error = None if result.delivered else f"HTTP {resp.status}"
+    except (aiohttp.ClientError, TimeoutError) as e:
+        result.error = type(e).__name__
+    return result

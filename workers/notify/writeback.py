@@ -134,3 +134,25 @@ async def write_back(ctx: dict[str, Any], request_id: str) -> None:
     else:
         return  # no write-back configured for this source
     await deliver(ctx, record, source, method, url, **options)
+
+
+def ticket_note(
+    config: WritebackConfig, source: str, reference: str, text: str
+) -> tuple[str, str, dict[str, Any]] | None:
+    """Method, URL and options of a note with ``text`` on ticket ``reference`` of ``source``
+    (the health watch's notes), or None when the source has no write-back target."""
+    lines = text.splitlines()
+    if source == "jira" and config.jira is not None:
+        jira = config.jira
+        paragraphs = [
+            {"type": "paragraph", "content": [{"type": "text", "text": line}]} for line in lines
+        ]
+        url = f"{jira.base_url.rstrip('/')}/rest/api/3/issue/{reference}/comment"
+        body = {"body": {"type": "doc", "version": 1, "content": paragraphs}}
+        return "POST", url, {"json": body, "headers": _basic(jira.email, jira.api_token_env)}
+    if source == "servicenow" and config.servicenow is not None:
+        now = config.servicenow
+        url = f"{now.instance_url.rstrip('/')}/api/now/table/{now.table}/{reference}"
+        auth = _basic(now.username, now.password_env)
+        return "PATCH", url, {"json": {"work_notes": text}, "headers": auth}
+    return None
