@@ -106,18 +106,24 @@ def test_a_request_registers_its_job_and_a_change_resets_the_schedule() -> None:
     record = _record()
     result = registered(app, record, now, SCHEDULE)
     job = app.job("scim.job1")
-    assert job is not None and job.health is Health.UNKNOWN and job.reason == NOT_CHECKED
+    assert job is not None
+    assert job.health is Health.UNKNOWN
+    assert job.reason == NOT_CHECKED
     assert job.next_check_at == now + timedelta(seconds=9)  # first delay less one tick
     assert result.update.watch == {
         member(SP, "scim.job1"): (now + timedelta(seconds=9)).timestamp() * 1000
     }
-    assert app.request_ids == [record.id] and app.callers == ["alpha"]
+    assert app.request_ids == [record.id]
+    assert app.callers == ["alpha"]
 
     first = observed(app, job, HEALTHY, now, SCHEDULE)  # what the request said: no event
-    assert first.change is not None and first.update.events == []
-    assert job.step == 0 and job.next_check_at == now + timedelta(seconds=10)
+    assert first.change is not None
+    assert first.update.events == []
+    assert job.step == 0
+    assert job.next_check_at == now + timedelta(seconds=10)
     same = observed(app, job, HEALTHY, now, SCHEDULE)
-    assert same.change is None and job.step == 1
+    assert same.change is None
+    assert job.step == 1
     observed(app, job, HEALTHY, now, SCHEDULE)
     observed(app, job, HEALTHY, now, SCHEDULE)
     assert job.step == 2  # the last delay repeats
@@ -126,11 +132,15 @@ def test_a_request_registers_its_job_and_a_change_resets_the_schedule() -> None:
     changed = observed(app, job, QUARANTINED, later, SCHEDULE)
     assert changed.change is not None
     assert (changed.change.from_, changed.change.to) == (Health.HEALTHY, Health.QUARANTINED)
-    assert job.step == 0 and job.next_check_at == later + timedelta(seconds=10)
-    assert job.health_since == later and job.history[-1] == changed.change
+    assert job.step == 0
+    assert job.next_check_at == later + timedelta(seconds=10)
+    assert job.health_since == later
+    assert job.history[-1] == changed.change
     [event] = changed.update.events
-    assert event.health is Health.QUARANTINED and event.previous is Health.HEALTHY
-    assert event.callback_url == "https://portal.example/cb" and event.request_id == record.id
+    assert event.health is Health.QUARANTINED
+    assert event.previous is Health.HEALTHY
+    assert event.callback_url == "https://portal.example/cb"
+    assert event.request_id == record.id
 
 
 def test_a_first_reading_that_contradicts_the_request_is_told() -> None:
@@ -149,18 +159,24 @@ def test_a_404_is_confirmed_then_the_job_is_gone_and_not_watched() -> None:
     assert job is not None
     observed(app, job, HEALTHY, now, SCHEDULE)
     once = missing(app, job, now, SCHEDULE)
-    assert once.change is None and job.watching and job.health is Health.HEALTHY
+    assert once.change is None
+    assert job.watching
+    assert job.health is Health.HEALTHY
     assert job.next_check_at == now + timedelta(seconds=10)
     again = missing(app, job, now + timedelta(seconds=10), SCHEDULE)
-    assert again.change is not None and again.change.to is Health.UNKNOWN
-    assert job.reason == GONE and not job.watching and job.next_check_at is None
+    assert again.change is not None
+    assert again.change.to is Health.UNKNOWN
+    assert job.reason == GONE
+    assert not job.watching
+    assert job.next_check_at is None
     assert again.update.watch == {member(SP, "scim.job1"): None}
     assert again.update.events[0].reason == GONE
     # a 404 then a reading clears the suspicion
     registered(app, _record(), now, SCHEDULE)
     missing(app, job, now, SCHEDULE)
     observed(app, job, HEALTHY, now, SCHEDULE)
-    assert job.missing_since is None and job.watching
+    assert job.missing_since is None
+    assert job.watching
 
 
 def test_a_check_that_read_nothing_keeps_the_health_and_the_step() -> None:
@@ -172,7 +188,9 @@ def test_a_check_that_read_nothing_keeps_the_health_and_the_step() -> None:
     observed(app, job, HEALTHY, now, SCHEDULE)
     observed(app, job, HEALTHY, now, SCHEDULE)
     result = unreadable(app, job, "HTTP 503 ServiceUnavailable", None, now, SCHEDULE)
-    assert result.change is None and job.health is Health.HEALTHY and job.step == 1
+    assert result.change is None
+    assert job.health is Health.HEALTHY
+    assert job.step == 1
     assert job.last_error == "HTTP 503 ServiceUnavailable"
     assert job.next_check_at == now + timedelta(seconds=20)
     unreadable(app, job, "tenant throttle", 3.0, now, SCHEDULE)
@@ -199,7 +217,8 @@ async def test_update_writes_the_record_its_indexes_and_the_watch_set(redis: Red
     assert await apps.update(SP, lambda app: None) is None  # nothing to change without create
     record = await _register(apps, SP)
     stored = await apps.get(SP)
-    assert stored is not None and stored.request_ids == [record.id]
+    assert stored is not None
+    assert stored.request_ids == [record.id]
     assert await redis.zrange("t:apps", 0, -1) == [SP.encode()]
     assert await redis.zrange("t:apps:health:unknown", 0, -1) == [SP.encode()]
     [(name, score)] = await redis.zrange("t:watch", 0, -1, withscores=True)
@@ -215,17 +234,20 @@ async def test_update_writes_the_record_its_indexes_and_the_watch_set(redis: Red
     assert await redis.zrange("t:apps:health:unknown", 0, -1) == []
     assert await redis.zrange("t:apps:health:quarantined", 0, -1) == [SP.encode()]
     counts = await apps.counts()
-    assert counts.by_health[Health.QUARANTINED] == 1 and counts.watched_jobs == 1
+    assert counts.by_health[Health.QUARANTINED] == 1
+    assert counts.watched_jobs == 1
     # the event and its callback job were written in the same transaction
     events = [k async for k in redis.scan_iter(match="t:app-event:*")]
     assert len(events) == 1
     event_id = events[0].decode().rsplit(":", 1)[1]
     event = await apps.event(event_id)
-    assert isinstance(event, HealthEvent) and event.health is Health.QUARANTINED
+    assert isinstance(event, HealthEvent)
+    assert event.health is Health.QUARANTINED
     queued = {m.decode() for m in await redis.zrange("t", 0, -1)}
     assert queued == {f"healthcb:{event_id}"}  # no ticket: the caller is not a webhook
     job = job_deserializer(await redis.get(job_key(f"healthcb:{event_id}")))
-    assert job["f"] == HEALTH_CALLBACK_FUNCTION and job["a"] == [event_id]
+    assert job["f"] == HEALTH_CALLBACK_FUNCTION
+    assert job["a"] == [event_id]
 
 
 async def test_a_webhook_request_gets_a_ticket_note_too(redis: Redis) -> None:

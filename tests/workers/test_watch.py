@@ -51,7 +51,8 @@ async def _succeeded(harness: Harness, sp: str, **extra: Any) -> tuple[str, str]
     rec = await harness.submit(sp, **extra)
     await harness.drain()
     done = await harness.get(rec.id)
-    assert done.state is State.SUCCEEDED and done.job_id, done.error
+    assert done.state is State.SUCCEEDED, done.error
+    assert done.job_id
     return rec.id, done.job_id
 
 
@@ -60,7 +61,9 @@ async def test_a_succeeded_request_puts_its_job_under_watch(harness: Harness, re
     request_id, job_id = await _succeeded(harness, SALESFORCE, caller="tests")
     apps = ApplicationStore.of(harness.store)
     app = await apps.get(SALESFORCE)
-    assert app is not None and app.request_ids == [request_id] and app.callers == ["tests"]
+    assert app is not None
+    assert app.request_ids == [request_id]
+    assert app.callers == ["tests"]
     [job] = app.jobs
     assert (job.job_id, job.template_id, job.health, job.reason) == (
         job_id,
@@ -69,11 +72,14 @@ async def test_a_succeeded_request_puts_its_job_under_watch(harness: Harness, re
         NOT_CHECKED,
     )
     due = await redis.zscore(f"{harness.settings.queue_name}:watch", member(SALESFORCE, job_id))
-    assert due is not None and due / 1000 - ended <= 60  # first check within 60 s of the end
+    assert due is not None
+    assert due / 1000 - ended <= 60
     # a second request adopting the same job keeps one job and remembers both requests
     again, same_job = await _succeeded(harness, SALESFORCE, caller="tests")
     app = await apps.get(SALESFORCE)
-    assert app is not None and same_job == job_id and len(app.jobs) == 1
+    assert app is not None
+    assert same_job == job_id
+    assert len(app.jobs) == 1
     assert app.request_ids == [again, request_id]
 
 
@@ -90,8 +96,10 @@ async def test_checks_follow_the_job_through_pause_quarantine_and_deletion(
         watch = Watch(deps)
         await watch.check(SALESFORCE, job_id)  # the first reading: healthy
         app = await apps.get(SALESFORCE)
-        assert app is not None and app.jobs[0].health is Health.HEALTHY
-        assert app.jobs[0].status_code == "Active" and app.jobs[0].checked_at is not None
+        assert app is not None
+        assert app.jobs[0].health is Health.HEALTHY
+        assert app.jobs[0].status_code == "Active"
+        assert app.jobs[0].checked_at is not None
         assert app.jobs[0].last_execution is not None
         assert app.jobs[0].last_execution.state == "Succeeded"
         queue = settings.queue_name
@@ -100,7 +108,8 @@ async def test_checks_follow_the_job_through_pause_quarantine_and_deletion(
         await admin.pause(SALESFORCE, job_id)
         assert await watch.check(SALESFORCE, job_id)
         app = await apps.get(SALESFORCE)
-        assert app is not None and app.jobs[0].health is Health.PAUSED
+        assert app is not None
+        assert app.jobs[0].health is Health.PAUSED
         assert app.jobs[0].step == 0  # a change looks again soon
 
         await admin.break_credentials(SALESFORCE, job_id)
@@ -112,7 +121,8 @@ async def test_checks_follow_the_job_through_pause_quarantine_and_deletion(
             if app.jobs[0].health is Health.QUARANTINED or time.monotonic() > deadline:
                 break
         job = app.jobs[0]
-        assert changed and job.health is Health.QUARANTINED, job
+        assert changed
+        assert job.health is Health.QUARANTINED, job
         assert job.quarantine is not None
         assert job.quarantine.reason == "EncounteredQuarantineException"
         assert job.quarantine.error is not None
@@ -132,7 +142,8 @@ async def test_checks_follow_the_job_through_pause_quarantine_and_deletion(
         await admin.delete(SALESFORCE, job_id)
         assert not await watch.check(SALESFORCE, job_id)  # one 404: confirm first
         app = await apps.get(SALESFORCE)
-        assert app is not None and app.jobs[0].watching
+        assert app is not None
+        assert app.jobs[0].watching
         assert app.jobs[0].health is Health.QUARANTINED
         assert await watch.check(SALESFORCE, job_id)
         app = await apps.get(SALESFORCE)
@@ -162,6 +173,7 @@ async def test_a_tick_checks_no_more_than_the_budget(
         took = time.monotonic() - began
     after = harness.sandbox.stats()["calls"].get("jobs.get", {})
     calls = sum(after.values()) - sum(before.values())
-    assert result.checked == 4 and calls == 4  # 4 calls/s x 1 s
+    assert result.checked == 4
+    assert calls == 4
     assert took >= 0.75  # spaced at 0.25 s, not sent at once
     assert await redis.zcard(watch_key) == 11 - 4 + 0  # the rest wait for the next tick
