@@ -26,6 +26,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.core.application_store import (
+    HEALTH_CALLBACK_FUNCTION,
+    HEALTH_WRITEBACK_FUNCTION,
+)
 from service.core.crypto import CredentialCipher
 from service.core.errors import StoreUnavailable
 from service.core.keys import Keys
@@ -49,6 +53,8 @@ from workers.metrics import WorkerMetrics
 from workers.notify.callbacks import deliver_callback
 from workers.notify.writeback import load_writeback, write_back
 from workers.reconcile import reconcile_once
+from workers.watch import watch_tick
+from workers.watch.notify import deliver_health_callback, write_back_health
 from workers.workflow.calls import Defer
 from workers.workflow.run import Deps, run_request
 from workers.workflow.throttle import Throttle
@@ -214,6 +220,19 @@ def build_worker(
                 timeout=settings.callback_timeout_s + 5,
                 keep_result=0,
             ),
+            *(
+                func(
+                    function,
+                    name=name,
+                    max_tries=MAX_TRIES,
+                    timeout=settings.callback_timeout_s + 5,
+                    keep_result=0,
+                )
+                for function, name in (
+                    (deliver_health_callback, HEALTH_CALLBACK_FUNCTION),
+                    (write_back_health, HEALTH_WRITEBACK_FUNCTION),
+                )
+            ),
         ],
         "redis_settings": arq_redis_settings(settings.redis_url),
         "queue_name": settings.queue_name,
@@ -244,7 +263,8 @@ def build_worker(
                 run_at_startup=True,
                 timeout=settings.step_timeout_s,
                 keep_result=0,
-            )
+            ),
+            *watch_cron(settings),
         ],
         "handle_signals": True,
         "job_completion_wait": settings.step_timeout_s,
@@ -255,6 +275,24 @@ def build_worker(
     # Runs stop at their next step boundary once arq stops picking jobs on SIGTERM/SIGINT.
     worker.ctx["stopping"] = lambda: not worker.allow_pick_jobs
     return worker
+
+
+def watch_cron(settings: Settings) -> list[Any]:
+    """The health watch's cron job (none when ``PROVISIONER_WATCH_ENABLED=false``): one tick
+    every ``PROVISIONER_WATCH_INTERVAL_S``, run by one worker per tick."""
+    if not settings.watch_enabled:
+        return []
+    step = settings.watch_interval_s
+    return [
+        cron(
+            watch_tick,
+            name="watch",
+            second=set(range(0, 60, step)),
+            unique=True,
+            timeout=settings.step_timeout_s,
+            keep_result=0,
+        )
+    ]
 
 
 #: What a lost Redis looks like to arq's main loop (BusyLoadingError while an AOF loads, and

@@ -56,6 +56,18 @@ class WorkerMetrics:
             "Access tokens fetched from Entra ID (not from msal's cache).",
             registry=r,
         )
+        self._health_changes = Counter(
+            "provisioner_application_health_changes",
+            "Changes of a watched job's health, by previous and new health.",
+            ("from_health", "to_health"),
+            registry=r,
+        )
+        self._watch_checks = Counter(
+            "provisioner_watch_checks",
+            "Health-watch checks of a job, by result (read, gone, error).",
+            ("result",),
+            registry=r,
+        )
         self.in_flight = Gauge(
             "provisioner_workflows_in_flight", "Workflow runs executing now.", registry=r
         )
@@ -85,6 +97,14 @@ class WorkerMetrics:
     def token_acquired(self) -> None:
         """msal fetched a token from the network."""
         self._tokens.inc()
+
+    def health_changed(self, previous: str, health: str) -> None:
+        """The watch saw a job's health change."""
+        self._health_changes.labels(from_health=previous, to_health=health).inc()
+
+    def watch_check(self, result: str) -> None:
+        """The watch checked a job (one Graph GET, retries aside)."""
+        self._watch_checks.labels(result=result).inc()
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
         """Expose the registry over HTTP (no-op for port 0; a busy port is logged, not fatal)."""

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
+from service.api.applications import routes as application_routes
 from service.api.auth.entra import EntraAuthenticator, JwksCache, tls_context
 from service.api.auth.keys import ApiKeyAuthenticator, ApiKeyRing, Authenticator, auth_middleware
 from service.api.auth.policy import AccessPolicy, load_access_policy
@@ -195,6 +196,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.api_keys_file is not None:
         app.cleanup_ctx.append(_sighup_context(ring))
     app.add_routes(routes)
+    app.add_routes(application_routes)
     app.add_routes(webhook_routes)
     setup_ui(app)
     return app

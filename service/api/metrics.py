@@ -27,6 +27,8 @@ from prometheus_client import (
 from redis.exceptions import RedisError
 
 from service.api.middleware import route_template
+from service.core.application_store import ApplicationStore
+from service.core.health import Health
 from service.core.models import State
 from service.core.store import Store
 
@@ -95,6 +97,22 @@ class ApiMetrics:
             registry=r,
         )
 
+        self.applications = Gauge(
+            "provisioner_applications",
+            "Watched applications with a job in each health (an application with jobs in two "
+            "healths counts in both).",
+            ("health",),
+            registry=r,
+        )
+        self.watched_jobs = Gauge(
+            "provisioner_watched_jobs", "Jobs under the health watch.", registry=r
+        )
+        self.watch_overdue = Gauge(
+            "provisioner_watch_overdue_seconds",
+            "How late the most overdue health-watch check is (0 when none is due).",
+            registry=r,
+        )
+
     async def refresh(self, store: Store) -> None:
         """Read the shared queue numbers from Redis (called on each scrape)."""
         counters = await queue_counters(store)
@@ -105,6 +123,11 @@ class ApiMetrics:
         self.oldest_queued_age.set(counters.oldest_queued_age_s)
         self.workers_alive.set(counters.workers_alive)
         self.throttle_cooldowns.set(counters.throttle_cooldowns)
+        watch = await ApplicationStore.of(store).counts()
+        for health in Health:
+            self.applications.labels(health=health.value).set(watch.by_health[health])
+        self.watched_jobs.set(watch.watched_jobs)
+        self.watch_overdue.set(watch.overdue_s)
 
     def render(self) -> bytes:
         """The exposition text."""

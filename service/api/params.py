@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from service.api.problems import validation_problem
+from service.core.health import Health
 from service.core.models import Guid, State
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "IDEMPOTENCY_KEY_MAX",
     "MAX_LIMIT",
     "REQUEST_ID_PATTERN",
+    "ApplicationListParams",
+    "ApplicationPath",
     "ListParams",
     "RequestPath",
     "is_request_id",
@@ -98,5 +101,36 @@ def parse_list_params(query: Mapping[str, str], *, drop_empty: bool = False) -> 
         del data["cursor"]
     try:
         return ListParams.model_validate(data)
+    except ValidationError as e:
+        raise validation_problem(e, "The query parameters are not valid; see errors.") from None
+
+
+class ApplicationPath(BaseModel):
+    """The path of ``/v1/applications/{servicePrincipalId}``."""
+
+    service_principal_id: Guid = Field(
+        alias="servicePrincipalId", description="The service principal's object id."
+    )
+
+
+class ApplicationListParams(BaseModel):
+    """The query of ``GET /v1/applications``; unknown parameters are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+    health: Health | None = Field(default=None, description="Only those with a job in it.")
+    cursor: Annotated[str, StringConstraints(pattern=CURSOR_PATTERN)] | None = Field(
+        default=None, description="`nextCursor` of the previous page."
+    )
+    limit: Annotated[int, BeforeValidator(_digits)] = Field(
+        default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size."
+    )
+
+
+def parse_application_params(query: Mapping[str, str]) -> ApplicationListParams:
+    """Parse ``GET /v1/applications``'s query; a 422 problem naming each bad field."""
+    data = {k: v for k, v in query.items() if not (k == "cursor" and v == "")}
+    try:
+        return ApplicationListParams.model_validate(data)
     except ValidationError as e:
         raise validation_problem(e, "The query parameters are not valid; see errors.") from None

@@ -25,6 +25,10 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:callback-body:{msg id}   a callback's body, built once, sent by every retry
     {p}:callbacks-pending:{caller}  sorted set: that caller's notifications waiting for a retry
     {p}:ui-login:{address}       sign-in attempts from one client address (expires with its window)
+    {p}:app:{sp}                 an application (a principal's watched jobs), JSON, no expiry
+    {p}:apps, :apps:health:{h}   lex-sorted sets of principal ids: all, with a job in health h
+    {p}:watch                    sorted set of "{sp}:{jobId}" scored by next check (ms)
+    {p}:app-event:{id}           a health change to notify (callback, ticket), JSON, expires
 """
 
 from __future__ import annotations
@@ -129,3 +133,20 @@ class Keys:
     def ui_login_attempts(self, client_address: str) -> str:
         """Sign-in attempts on the status page from one client address (a counter)."""
         return f"{self.prefix}:ui-login:{client_address}"
+
+    def application(self, service_principal_id: str) -> str:
+        return f"{self.prefix}:app:{service_principal_id}"
+
+    @property
+    def applications(self) -> str:
+        return f"{self.prefix}:apps"
+
+    def applications_by_health(self, health: str) -> str:
+        return f"{self.prefix}:apps:health:{health}"
+
+    @property
+    def watch(self) -> str:
+        return f"{self.prefix}:watch"
+
+    def application_event(self, event_id: str) -> str:
+        return f"{self.prefix}:app-event:{event_id}"

@@ -238,6 +238,15 @@ class Settings(BaseSettings):
     reconcile_interval_s: int = Field(default=30, ge=5, le=3600)
     stuck_grace_s: float = Field(default=900.0, gt=0)
 
+    # The health watch over started and adopted jobs (workers/watch, docs/workflow.md).
+    watch_enabled: bool = True
+    #: Seconds between checks of one job: the first entries after a request ends or a change
+    #: of health, the last one repeated for ever.
+    watch_schedule: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900, 3600, 21600)
+    watch_interval_s: int = Field(default=5, ge=1, le=60)
+    watch_max_calls_per_s: float = Field(default=1.0, gt=0)
+    watch_jitter: float = Field(default=0.1, ge=0, le=0.5)
+
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -261,6 +270,20 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, raw: object) -> tuple[str, ...]:
         return _split_list(raw)
+
+    @field_validator("watch_schedule", mode="before")
+    @classmethod
+    def _watch_schedule(cls, raw: object) -> tuple[int, ...]:
+        items = _split_list(raw)
+        try:
+            delays = tuple(int(v) for v in items)
+        except ValueError:
+            raise ValueError("expected comma-separated whole seconds, e.g. 60,300,900") from None
+        if not delays or any(d < 1 for d in delays):
+            raise ValueError("needs at least one delay, each at least 1 second")
+        if delays[0] > 60:
+            raise ValueError("the first check must come within 60 s of a request's end")
+        return delays
 
     @field_validator("api_keys_file")
     @classmethod

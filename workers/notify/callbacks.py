@@ -148,11 +148,7 @@ async def deliver_callback(ctx: dict[str, Any], request_id: str) -> None:
         return
     msg_id = message_id(record)
     body = await stored_body(deps, record, msg_id)
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "entra-provisioner",
-        **signing.headers(secret, msg_id, int(time.time()), body),
-    }
+    headers = signed_headers(secret, msg_id, body)
     await deliver(
         ctx,
         record,
@@ -163,3 +159,36 @@ async def deliver_callback(ctx: dict[str, Any], request_id: str) -> None:
         data=body,
         headers=headers,
     )
+
+
+def signed_headers(secret: str, msg_id: str, body: bytes) -> dict[str, str]:
+    """The headers of one delivery attempt, newly signed (Standard Webhooks) for its caller."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "entra-provisioner",
+        **signing.headers(secret, msg_id, int(time.time()), body),
+    }
+
+
+async def attempt_delivery(
+    ctx: dict[str, Any], target: str, method: str, url: str | URL, **options: Any
+) -> CallbackAttempt:
+    """One attempt of a notification that belongs to no request record; the caller keeps the
+    attempt and re-queues on :data:`SCHEDULE_S` (workers/watch/notify.py)."""
+    deps: Deps = ctx["deps"]
+    session: aiohttp.ClientSession = ctx["callback_session"]
+    result = CallbackAttempt(at=utcnow(), attempt=int(ctx.get("job_try", 1)), target=target)
+    try:
+        async with session.request(
+            method,
+            url,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=deps.settings.callback_timeout_s),
+            **options,
+        ) as resp:
+            result.status = resp.status
+            result.delivered = 200 <= resp.status < 300
+            result.error = None if result.delivered else f"HTTP {resp.status}"
+    except (aiohttp.ClientError, TimeoutError) as e:
+        result.error = type(e).__name__
+    return result

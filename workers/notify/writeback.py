@@ -143,23 +143,35 @@ def _url(base: str, encoded_path: str) -> URL:
     return URL(str(URL(base.rstrip("/"))) + encoded_path, encoded=True)
 
 
-def _jira(target: JiraTarget, record: Record) -> tuple[str, URL, dict[str, Any]]:
+Target = tuple[str, URL, dict[str, Any]]  # method, URL, request options
+
+
+def _jira(target: JiraTarget, reference: str, text: str) -> Target:
     paragraphs = [
         {"type": "paragraph", "content": [{"type": "text", "text": line}]}
-        for line in note_text(record).splitlines()
+        for line in text.splitlines()
     ]
-    key = segment(record.external_reference or "")
-    url = _url(target.base_url, f"/rest/api/3/issue/{key}/comment")
+    url = _url(target.base_url, f"/rest/api/3/issue/{segment(reference)}/comment")
     body = {"body": {"type": "doc", "version": 1, "content": paragraphs}}
     auth = _basic(target.email, target.api_token_env)
     return "POST", url, {"json": body, "headers": auth}
 
 
-def _servicenow(target: ServiceNowTarget, record: Record) -> tuple[str, URL, dict[str, Any]]:
-    sys_id = segment(record.external_reference or "")
-    url = _url(target.instance_url, f"/api/now/table/{segment(target.table)}/{sys_id}")
+def _servicenow(target: ServiceNowTarget, reference: str, text: str) -> Target:
+    path = f"/api/now/table/{segment(target.table)}/{segment(reference)}"
     auth = _basic(target.username, target.password_env)
-    return "PATCH", url, {"json": {"work_notes": note_text(record)}, "headers": auth}
+    return "PATCH", _url(target.instance_url, path), {"json": {"work_notes": text}, "headers": auth}
+
+
+def ticket_note(config: WritebackConfig, source: str, reference: str, text: str) -> Target | None:
+    """Method, URL and options of a note with ``text`` on ticket ``reference`` of ``source``,
+    or None when the source has no write-back target. Every path segment is percent-encoded
+    (:func:`segment` raises ValueError for a reference that cannot be one segment)."""
+    if source == "jira" and config.jira is not None:
+        return _jira(config.jira, reference, text)
+    if source == "servicenow" and config.servicenow is not None:
+        return _servicenow(config.servicenow, reference, text)
+    return None
 
 
 def _basic(user: str, secret_env: str) -> dict[str, str]:
@@ -176,12 +188,7 @@ async def write_back(ctx: dict[str, Any], request_id: str) -> None:
         return
     source = record.caller.removeprefix("webhook:")
     try:
-        if source == "jira" and config.jira is not None:
-            method, url, options = _jira(config.jira, record)
-        elif source == "servicenow" and config.servicenow is not None:
-            method, url, options = _servicenow(config.servicenow, record)
-        else:
-            return  # no write-back configured for this source
+        target = ticket_note(config, source, record.external_reference, note_text(record))
     except ValueError as e:
         reason = f"not sent: externalReference {e}"
         record.callbacks.append(
@@ -190,5 +197,8 @@ async def write_back(ctx: dict[str, Any], request_id: str) -> None:
         log.warning("writeback_skipped", provisioning_request_id=record.id, reason=reason)
         await deps.store.save(record, notify=False)
         return
+    if target is None:
+        return  # no write-back configured for this source
+    method, url, options = target
     notification = f"writeback:{record.id}:{len(record.history)}"
     await deliver(ctx, record, source, method, url, notification=notification, **options)

@@ -28,6 +28,7 @@ from service.core.errors import (
 from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
 from service.core.tracing import span
 from workers.graph.client import GraphResponse
+from workers.watch.check import register_job
 from workers.workflow.calls import CallRunner, Defer, monotonic_ms
 from workers.workflow.onboarding import onboarding_table
 from workers.workflow.steps import Deps, StepResult, Steps
@@ -151,6 +152,7 @@ class Run:
             self._history(step, outcome, message=message)
         self.record.state = state
         self.record.updated_at = utcnow()
+        await register_job(self.deps, self.record)  # the health watch, before the end is saved
         await self.deps.store.save(self.record)
         self.deps.metrics.finished(
             state.value, self.record.error.code if self.record.error else None

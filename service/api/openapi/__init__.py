@@ -25,6 +25,7 @@ __all__ = ["build_openapi", "main", "render_markdown"]
 @cache
 def _build() -> str:
     # Imported here: the route modules import this package for their metadata.
+    from service.api.applications import routes as application_routes
     from service.api.openapi.document import paths, schemas
     from service.api.openapi.webhook import WEBHOOK_OPERATION
     from service.api.routes import routes
@@ -44,7 +45,10 @@ def _build() -> str:
         },
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
         "security": [{"bearerAuth": []}],
-        "paths": paths([routes, webhook_routes], {("POST", WEBHOOK_PATH): WEBHOOK_OPERATION}),
+        "paths": paths(
+            [routes, application_routes, webhook_routes],
+            {("POST", WEBHOOK_PATH): WEBHOOK_OPERATION},
+        ),
         "components": {
             "schemas": schemas(),
             "securitySchemes": {

@@ -95,13 +95,17 @@ def _strip_titles(schema: Any) -> None:
 
 
 def schemas() -> dict[str, Any]:
-    """The component schemas: the request body, the record, problems and pages."""
+    """The component schemas: the request body, the record, problems and pages, and the
+    applications' (:func:`service.api.applications.openapi_schemas`)."""
+    from service.api.applications import openapi_schemas as application_schemas
+
     _, top = models_json_schema(
         [(ProvisionRequest, "validation"), (Record, "serialization")],
         by_alias=True,
         ref_template=_REF,
     )
     out: dict[str, Any] = copy.deepcopy(top["$defs"])
+    out.update(application_schemas())
     _strip_titles(out)
     record = out["Record"]
     # Only what Record.public() returns (it drops internal fields), and all of it.

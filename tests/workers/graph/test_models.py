@@ -72,3 +72,15 @@ def test_error_bodies_parse_and_odd_ones_are_empty() -> None:
     assert detail.inner_error.request_id == "r"
     assert ODataError.parse("<html>").code is None
     assert ODataError.parse({"error": "text"}).code is None
+
+
+def test_blank_timestamps_are_none() -> None:
+    """Graph's examples send "" for timestamps that are not set."""
+    job = SynchronizationJob.model_validate(
+        {
+            "id": "j",
+            "status": {"quarantine": {"currentBegan": "", "nextAttempt": "", "reason": "x"}},
+        }
+    )
+    assert job.status.quarantine is not None
+    assert job.status.quarantine.current_began is None

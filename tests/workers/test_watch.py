@@ -1,0 +1,179 @@
+"""The health watch against the real sandbox: a succeeded request's job is watched, each check
+reads Graph through the call runner, changes of health are recorded and queued for telling,
+a deleted job is confirmed gone, and a tick never calls Graph past the budget."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+
+from service.core.application_store import ApplicationStore, member
+from service.core.applications import GONE, NOT_CHECKED
+from service.core.health import Health
+from service.core.models import State
+from service.core.settings import Settings
+from tests.helpers.harness import SALESFORCE, SCIM, Harness, worker_settings
+from tests.helpers.tenant_admin import TenantAdmin
+from workers.graph.client import GraphClient, close_quietly, new_session
+from workers.graph.token import TokenProvider
+from workers.metrics import WorkerMetrics
+from workers.watch import Watch
+from workers.workflow.steps import Deps
+from workers.workflow.throttle import Throttle
+
+
+@asynccontextmanager
+async def deps_for(settings: Settings, harness: Harness, redis: Redis) -> AsyncIterator[Deps]:
+    """A worker's dependencies, as its start-up builds them."""
+    session = new_session(settings)
+    tokens = await TokenProvider.create(settings)
+    try:
+        yield Deps(
+            settings=settings,
+            store=harness.store,
+            graph=GraphClient(session, settings.graph_url, tokens),
+            throttle=Throttle(redis, settings.queue_name, settings.tenant_id or "t"),
+            metrics=WorkerMetrics(),
+        )
+    finally:
+        await close_quietly(session)
+
+
+def _count(metrics: WorkerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def _succeeded(harness: Harness, sp: str, **extra: Any) -> tuple[str, str]:
+    rec = await harness.submit(sp, **extra)
+    await harness.drain()
+    done = await harness.get(rec.id)
+    assert done.state is State.SUCCEEDED, done.error
+    assert done.job_id
+    return rec.id, done.job_id
+
+
+async def test_a_succeeded_request_puts_its_job_under_watch(harness: Harness, redis: Redis) -> None:
+    ended = time.time()
+    request_id, job_id = await _succeeded(harness, SALESFORCE, caller="tests")
+    apps = ApplicationStore.of(harness.store)
+    app = await apps.get(SALESFORCE)
+    assert app is not None
+    assert app.request_ids == [request_id]
+    assert app.callers == ["tests"]
+    [job] = app.jobs
+    assert (job.job_id, job.template_id, job.health, job.reason) == (
+        job_id,
+        "salesforce",
+        Health.UNKNOWN,
+        NOT_CHECKED,
+    )
+    due = await redis.zscore(f"{harness.settings.queue_name}:watch", member(SALESFORCE, job_id))
+    assert due is not None
+    assert due / 1000 - ended <= 60
+    # a second request adopting the same job keeps one job and remembers both requests
+    again, same_job = await _succeeded(harness, SALESFORCE, caller="tests")
+    app = await apps.get(SALESFORCE)
+    assert app is not None
+    assert same_job == job_id
+    assert len(app.jobs) == 1
+    assert app.request_ids == [again, request_id]
+
+
+async def test_checks_follow_the_job_through_pause_quarantine_and_deletion(
+    harness: Harness, redis: Redis, redis_url: str
+) -> None:
+    settings = worker_settings(harness.sandbox, redis_url, queue_name=harness.settings.queue_name,
+                               watch_schedule="10,20,40")  # fmt: skip
+    harness.settings = settings
+    _, job_id = await _succeeded(harness, SALESFORCE)
+    apps = ApplicationStore.of(harness.store)
+    admin = TenantAdmin(harness.sandbox)
+    async with deps_for(settings, harness, redis) as deps:
+        watch = Watch(deps)
+        await watch.check(SALESFORCE, job_id)  # the first reading: healthy
+        app = await apps.get(SALESFORCE)
+        assert app is not None
+        assert app.jobs[0].health is Health.HEALTHY
+        assert app.jobs[0].status_code == "Active"
+        assert app.jobs[0].checked_at is not None
+        assert app.jobs[0].last_execution is not None
+        assert app.jobs[0].last_execution.state == "Succeeded"
+        queue = settings.queue_name
+        assert not [m async for m in redis.scan_iter(match=f"{queue}:app-event:*")]  # quiet
+
+        await admin.pause(SALESFORCE, job_id)
+        assert await watch.check(SALESFORCE, job_id)
+        app = await apps.get(SALESFORCE)
+        assert app is not None
+        assert app.jobs[0].health is Health.PAUSED
+        assert app.jobs[0].step == 0  # a change looks again soon
+
+        await admin.break_credentials(SALESFORCE, job_id)
+        deadline = time.monotonic() + 10
+        while True:  # the sandbox quarantines the restarted job after its activation delay
+            changed = await watch.check(SALESFORCE, job_id)
+            app = await apps.get(SALESFORCE)
+            assert app is not None
+            if app.jobs[0].health is Health.QUARANTINED or time.monotonic() > deadline:
+                break
+        job = app.jobs[0]
+        assert changed
+        assert job.health is Health.QUARANTINED, job
+        assert job.quarantine is not None
+        assert job.quarantine.reason == "EncounteredQuarantineException"
+        assert job.quarantine.error is not None
+        assert job.quarantine.error.code == "SandboxInvalidCredentials"
+        moves = [(c.from_, c.to) for c in job.history]
+        # (a restarted job may read "no cycle finished yet" = unknown before its quarantine)
+        assert moves[:2] == [(Health.UNKNOWN, Health.HEALTHY), (Health.HEALTHY, Health.PAUSED)]
+        assert moves[-1][1] is Health.QUARANTINED
+        events = [m async for m in redis.scan_iter(match=f"{queue}:app-event:*")]
+        assert len(events) == len(moves) - 1  # all but the quiet first reading are told
+        metrics = deps.metrics
+        previous = moves[-1][0]
+        assert previous is not None
+        assert _count(metrics, "provisioner_application_health_changes_total",
+                      from_health=previous.value, to_health="quarantined") == 1  # fmt: skip
+
+        await admin.delete(SALESFORCE, job_id)
+        assert not await watch.check(SALESFORCE, job_id)  # one 404: confirm first
+        app = await apps.get(SALESFORCE)
+        assert app is not None
+        assert app.jobs[0].watching
+        assert app.jobs[0].health is Health.QUARANTINED
+        assert await watch.check(SALESFORCE, job_id)
+        app = await apps.get(SALESFORCE)
+        assert app is not None
+        job = app.jobs[0]
+        assert (job.health, job.reason, job.watching) == (Health.UNKNOWN, GONE, False)
+        assert await redis.zscore(f"{queue}:watch", member(SALESFORCE, job_id)) is None
+        assert _count(metrics, "provisioner_watch_checks_total", result="gone") == 2
+
+
+async def test_a_tick_checks_no_more_than_the_budget(
+    harness: Harness, redis: Redis, redis_url: str
+) -> None:
+    _, job_id = await _succeeded(harness, SCIM, template="scim")
+    # (a burst worker with a 1-s cron would never find its queue empty: these are the tick's)
+    settings = worker_settings(harness.sandbox, redis_url, queue_name=harness.settings.queue_name,
+                               watch_interval_s=1, watch_max_calls_per_s=4)  # fmt: skip
+    watch_key = f"{settings.queue_name}:watch"
+    now_ms = time.time() * 1000
+    await redis.zadd(watch_key, {member(SCIM, job_id): now_ms - 1})
+    # ten more due members whose application is unknown: checked, then forgotten
+    await redis.zadd(watch_key, {member(SCIM, f"scim.{n}"): now_ms - 1 - n for n in range(10)})
+    before = harness.sandbox.stats()["calls"].get("jobs.get", {})
+    async with deps_for(settings, harness, redis) as deps:
+        began = time.monotonic()
+        result = await Watch(deps).tick()
+        took = time.monotonic() - began
+    after = harness.sandbox.stats()["calls"].get("jobs.get", {})
+    calls = sum(after.values()) - sum(before.values())
+    assert result.checked == 4
+    assert calls == 4
+    assert took >= 0.75  # spaced at 0.25 s, not sent at once
+    assert await redis.zcard(watch_key) == 11 - 4 + 0  # the rest wait for the next tick

@@ -1,0 +1,209 @@
+"""The health watch: an arq cron job that GETs every due watched job and records its health.
+
+Each tick (every ``PROVISIONER_WATCH_INTERVAL_S``, one worker per tick: the cron job is
+``unique``) claims at most ``PROVISIONER_WATCH_MAX_CALLS_PER_S x interval`` due jobs from the
+watch set, most overdue first, and spaces their calls evenly over the tick: the watch never
+makes more than that many Graph calls a second whatever the number of jobs. Each call goes
+through the workflow's :class:`~workers.workflow.calls.CallRunner`, so the tenant throttle, its
+cool-downs and the retry table apply as to any other call. What a reading means is
+:func:`workers.graph.health.assess`; what it changes is :mod:`workers.watch.rules`.
+
+The Graph cost: ``jobs / last delay`` calls a second in steady state, e.g. 10,000 jobs every
+6 h = 10,000 / 21,600 s = 0.46 calls/s (0.51 with the default 10 % jitter, which only ever
+shortens a delay), below the default cap of 1 call/s. When more checks are due than the cap
+allows (a burst of new jobs, each checked 1, 5, 15 and 60 min after its request), they wait
+their turn: the cap wins over the schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from service.core.application_store import ApplicationStore, Update
+from service.core.applications import (
+    Application,
+    ErrorView,
+    ExecutionView,
+    QuarantineView,
+    Reading,
+)
+from service.core.errors import GraphError, GraphFailure, TokenError, WorkflowFailed
+from service.core.models import Record, State, Step, utcnow
+from workers.graph.health import assess
+from workers.graph.models import SynchronizationError, SynchronizationJob
+from workers.watch.rules import Result, Schedule, missing, observed, registered, unreadable
+from workers.workflow.calls import CallRunner, Defer
+from workers.workflow.retry import CallKind
+from workers.workflow.steps import Deps
+
+log = structlog.get_logger("workers.watch")
+GONE = object()  # a 404: the job is not there
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    error: str
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """What one tick did."""
+
+    checked: int
+    changed: int
+
+
+def _error(error: SynchronizationError | None) -> ErrorView | None:
+    if error is None:
+        return None
+    return ErrorView(
+        code=error.code, message=error.message, tenant_actionable=error.tenant_actionable
+    )
+
+
+def reading_of(job: SynchronizationJob) -> Reading:
+    """A job as Graph returned it, assessed, in the application view's shape."""
+    verdict = assess(job)
+    quarantine, last = job.status.quarantine, job.status.last_execution
+    return Reading(
+        health=verdict.health,
+        reason=verdict.reason,
+        schedule_state=job.schedule.state,
+        status_code=job.status.code,
+        quarantine=None
+        if quarantine is None
+        else QuarantineView(
+            reason=quarantine.reason,
+            since=quarantine.current_began,
+            next_attempt=quarantine.next_attempt,
+            error=_error(quarantine.error),
+        ),
+        last_execution=None
+        if last is None
+        else ExecutionView(
+            state=last.state, began=last.time_began, ended=last.time_ended, error=_error(last.error)
+        ),
+    )
+
+
+async def register_job(deps: Deps, record: Record) -> None:
+    """The workflow's hook at a request's end: a request that ``succeeded`` with a job (created
+    or adopted) puts the job under watch. Called before the terminal state is saved, so a
+    crash in between re-runs the request's end and registers again (idempotent)."""
+    if record.state is not State.SUCCEEDED or not record.job_id or not deps.settings.watch_enabled:
+        return
+    schedule = Schedule.of(deps.settings)
+    await ApplicationStore.of(deps.store).update(
+        record.service_principal_id,
+        lambda app: registered(app, record, utcnow(), schedule).update,
+        create=True,
+    )
+
+
+class Watch:
+    """One tick of the watch in one worker."""
+
+    def __init__(self, deps: Deps, schedule: Schedule | None = None) -> None:
+        self.deps = deps
+        self.apps = ApplicationStore.of(deps.store)
+        self.schedule = schedule or Schedule.of(deps.settings)
+
+    async def tick(self) -> Tick:
+        """Check the jobs that are due, within the call budget."""
+        settings = self.deps.settings
+        rate = settings.watch_max_calls_per_s
+        quota = max(1, int(rate * settings.watch_interval_s))
+        lease_ms = (settings.step_timeout_s * 2 + settings.watch_interval_s) * 1000
+        due = await self.apps.claim_due(time.time() * 1000, quota, lease_ms)
+        changes = await asyncio.gather(
+            *(self._paced(i / rate, sp, job_id) for i, (sp, job_id) in enumerate(due))
+        )
+        return Tick(len(due), sum(1 for c in changes if c))
+
+    async def _paced(self, delay_s: float, sp: str, job_id: str) -> bool:
+        await asyncio.sleep(delay_s)  # spreads the tick's calls evenly: the rate cap
+        return await self.check(sp, job_id)
+
+    async def check(self, sp: str, job_id: str) -> bool:
+        """Read one job and record what it says; True when its health changed."""
+        outcome = await self._read(sp, job_id)
+        results: list[Result] = []
+        gone = False
+
+        def apply(app: Application) -> Update | None:
+            job = app.job(job_id)
+            if job is None or not job.watching:
+                return None
+            now = utcnow()
+            if outcome is GONE:
+                result = missing(app, job, now, self.schedule)
+            elif isinstance(outcome, Unreadable):
+                result = unreadable(app, job, outcome.error, outcome.retry_in_s, now, self.schedule)
+            else:
+                assert isinstance(outcome, Reading)
+                result = observed(app, job, outcome, now, self.schedule)
+            results[:] = [result]
+            return result.update
+
+        app = await self.apps.update(sp, apply)
+        if app is None or not results:
+            await self.apps.forget(sp, job_id)  # no such application or job any more
+            gone = True
+        kind = "gone" if outcome is GONE else "error" if isinstance(outcome, Unreadable) else "read"
+        self.deps.metrics.watch_check(kind)
+        change = results[0].change if results else None
+        if change is not None:
+            self.deps.metrics.health_changed(
+                change.from_.value if change.from_ else "", change.to.value
+            )
+            log.info(
+                "application_health_changed",
+                service_principal_id=sp,
+                job_id=job_id,
+                previous=change.from_,
+                health=change.to,
+                reason=change.reason,
+            )
+        elif isinstance(outcome, Unreadable) and not gone:
+            log.info(
+                "watch_check_unreadable",
+                service_principal_id=sp,
+                job_id=job_id,
+                error=outcome.error,
+            )
+        return change is not None
+
+    async def _read(self, sp: str, job_id: str) -> Reading | Unreadable | object:
+        settings = self.deps.settings
+        # A run of its own for the call runner: its budget is short, a check is retried later.
+        record = Record(
+            id=f"watch-{uuid.uuid4().hex}",
+            service_principal_id=sp,
+            attempts=1,
+            retry_until=utcnow() + timedelta(seconds=min(30.0, settings.retry_budget_s)),
+        )
+        calls = CallRunner(
+            settings, record, self.deps.throttle, self.deps.stopping, self.deps.metrics
+        )
+        try:
+            resp = await calls.call(
+                Step.VERIFY,
+                CallKind.LOOKUP,  # a 404 is an answer here: the job is long made
+                lambda crid: self.deps.graph.get_job(sp, job_id, crid),
+            )
+        except Defer as d:
+            return Unreadable(d.reason, max(1.0, d.seconds))
+        except GraphError as e:
+            if e.status == 404:
+                return GONE
+            return Unreadable(f"{e.describe()}" + (f": {e.message}" if e.message else ""))
+        except (GraphFailure, WorkflowFailed, TokenError) as e:
+            return Unreadable(str(e))
+        return reading_of(resp.value)
