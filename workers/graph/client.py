@@ -34,6 +34,7 @@ class GraphResponse:
     body: Any
     request_id: str | None
     client_request_id: str
+    throttle_usage: str | None = None  # x-ms-throttle-limit-percentage, when Graph sent it
 
 
 def new_session(settings: Settings) -> aiohttp.ClientSession:
@@ -104,6 +105,7 @@ class GraphClient:
                 status = resp.status
                 request_id = resp.headers.get("request-id")
                 retry_after = resp.headers.get("Retry-After")
+                usage = resp.headers.get("x-ms-throttle-limit-percentage")
                 is_json = "json" in resp.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError) as e:
             self._note(method, route, 0)
@@ -112,7 +114,7 @@ class GraphClient:
         self._note(method, route, status)
         parsed = _json(raw) if raw and is_json else None
         if 200 <= status < 300:
-            return GraphResponse(status, parsed, request_id, crid)
+            return GraphResponse(status, parsed, request_id, crid, usage)
         err = parsed.get("error") if isinstance(parsed, dict) else None
         err = err if isinstance(err, dict) else {}
         inner = err.get("innerError") if isinstance(err.get("innerError"), dict) else {}
