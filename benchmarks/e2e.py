@@ -49,11 +49,8 @@ def summarize(name: str, outcome: Outcome, rate: int) -> dict[str, Any]:
 
 
 async def ours(n: int, workers: int, rate: int, concurrency: int) -> Outcome:
-    env = {
-        "PROVISIONER_TENANT_RATE_LIMIT": f"{rate * BUCKET_FRACTION:g}",
-        "PROVISIONER_TENANT_RATE_BURST": str(BURST),
-        "PROVISIONER_WORKER_CONCURRENCY": str(max(1, concurrency // workers)),
-    }
+    # Default settings: the adaptive rate finds R by itself (no PROVISIONER_TENANT_RATE_LIMIT).
+    env = {"PROVISIONER_WORKER_CONCURRENCY": str(max(1, concurrency // workers))}
     with Stack(principals=n, faults=faults(rate), workers=workers, env=env) as stack:
         return await stack.run(timeout_s=900)
 

@@ -137,6 +137,8 @@ class CallRunner:
             try:
                 result = await fn(self.client_request_id(step))
             except (GraphError, GraphTransportError) as e:
+                if isinstance(e, GraphError) and e.status != 429:
+                    self._throttle.observe(None)  # answered: it counts against the limit
                 disposition = classify(e, kind)
                 if disposition is Disposition.FATAL:
                     raise

@@ -45,9 +45,10 @@ class AdaptiveRate:
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
-    epoch_s: float = 1.0  # at most one usage-based adjustment per epoch
+    release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
     burst_s: float = 0.05  # bucket burst = this many seconds of the rate (>= 1 call)
     idle_ttl_s: float = 600.0  # a tenant's state is forgotten after this long unused
+    horizon_s: float = 0.5  # slots are reserved at most this far ahead (a new rate applies)
 
     @property
     def cubic_c(self) -> float:
@@ -103,6 +104,7 @@ class Throttle:
         self._coordinate = coordinate
         self._adaptive = adaptive
         self._usage: float | None = None  # reported by Graph since the last take
+        self._answered = 0  # calls answered (not 429) since the last take
         self.cuts = 0  # 429s this worker reported
         self.rate = 0.0  # the tenant's rate at this worker's last take
         self.waits = 0  # how often a call had to wait, and for how long in total
@@ -129,6 +131,7 @@ class Throttle:
             return Slot(0.0, False)
         a = self._adaptive or AdaptiveRate()
         usage, self._usage = self._usage, None
+        answered, self._answered = self._answered, 0
         max_wait = "-1" if max_wait_s is None else str(int(max_wait_s * 1000))
         args = (
             "1" if self._adaptive else "0",
@@ -137,10 +140,12 @@ class Throttle:
             max_wait,
             _num(usage or -1),
             *(_num(v) for v in (a.start, a.min_rate, a.max_rate, a.target_usage)),
-            *(str(int(v * 1000)) for v in (a.epoch_s, a.slow_start_doubling_s)),
+            *(str(int(v * 1000)) for v in (a.release_s, a.slow_start_doubling_s)),
             _num(a.cubic_c),
             _num(a.burst_s),
             str(int(a.idle_ttl_s * 1000)),
+            _num(a.horizon_s),
+            str(answered),
         )
         kind, wait_ms, ticket, rate_milli = await guarded(
             lambda: self._redis.eval(TAKE, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
@@ -151,7 +156,9 @@ class Throttle:
         return Slot(seconds, int(kind) == 1, int(ticket), self.rate, self.cuts)
 
     def observe(self, usage: float | None) -> None:
-        """Note the ``x-ms-throttle-limit-percentage`` of an answer; the next take reports it."""
+        """Note a call Graph answered (anything but 429) and its
+        ``x-ms-throttle-limit-percentage``; the next take reports both."""
+        self._answered += 1
         if usage is not None:
             self._usage = usage
 
