@@ -56,7 +56,9 @@ async def find(rate: int, workers: int, n: int, header: bool = True) -> tuple[Ou
     return outcome, tl
 
 
-async def drop(n: int, high: int, low: int, phases: tuple[float, float]) -> tuple[Outcome, Timeline]:
+async def drop(
+    n: int, high: int, low: int, phases: tuple[float, float]
+) -> tuple[Outcome, Timeline]:
     """R = high, then low after phases[0] s, then high again phases[1] s later."""
     with Stack(principals=n, faults=faults(high), workers=2, env=env(2)) as st:
         assert st.sandbox is not None
@@ -160,9 +162,9 @@ async def main() -> None:
         png_drop = plot({"drop": tl}, "throttle-drop", "R = 60 -> 20 -> 60, 2 workers")
         drop_md = f"""
 **Drop.** R = 60 for {p:g} s, 20 for {p:g} s, then 60 again (until the run ends), 2
-workers, {n} requests. Last 429 after the drop: **{'none' if stop is None else f'{stop:.1f} s'}**
+workers, {n} requests. Last 429 after the drop: **{"none" if stop is None else f"{stop:.1f} s"}**
 after it (target <= 5 s: {verdict(stop is None or stop <= 5)}); admitted rate (2 s average)
-back at 54 calls/s (90% of 60) **{'never' if back is None else f'{back:.1f} s'}** after the
+back at 54 calls/s (90% of 60) **{"never" if back is None else f"{back:.1f} s"}** after the
 raise (target <= 30 s: {verdict(back is not None and back <= 30)}).
 
 ![throttle-drop](benchmarks/{png_drop})

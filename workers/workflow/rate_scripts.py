@@ -135,7 +135,7 @@ local f = redis.call('HMGET', KEYS[1], 'cur', 'wmax', 'tcut', 'bid', 'b0', 'b1',
 local cur, tcut, bid = tonumber(f[1]), tonumber(f[3]), tonumber(f[4])
 if not cur or not tonumber(f[2]) then return 0 end
 local ticket = tonumber(ARGV[2])
-if tcut and ticket < tcut then return -1 end
+if tcut and ticket <= tcut then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rmin, ceiling = tonumber(ARGV[6]), tonumber(ARGV[7])
