@@ -66,7 +66,8 @@ def _counts(stats: dict[str, object]) -> tuple[int, int]:
 @contextlib.asynccontextmanager
 async def sampling(stack: Stack, every_s: float = 0.25) -> AsyncIterator[Timeline]:
     """``async with sampling(stack) as tl:`` samples until the block ends."""
-    assert stack.redis is not None and stack.sandbox is not None
+    assert stack.redis is not None
+    assert stack.sandbox is not None
     sandbox = stack.sandbox
     client = redis_sync.Redis.from_url(stack.redis.url)
     tenant = stack.env.get("PROVISIONER_TENANT_ID") or sandbox.tenant_id

@@ -22,9 +22,9 @@ import structlog
 from service.core.errors import GraphError, GraphTransportError, RetryBudgetExhausted
 from service.core.models import Record, Step, utcnow
 from service.core.settings import Settings
+from workers.graph.client import GraphResponse
 from workers.metrics import WorkerMetrics
 from workers.workflow.retry import Backoff, CallKind, Disposition, classify
-from workers.graph.client import GraphResponse
 from workers.workflow.throttle import Throttle, parse_usage
 
 T = TypeVar("T")

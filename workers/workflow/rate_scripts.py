@@ -112,7 +112,11 @@ if adaptive then
   redis.call('HSET', KEYS[1], 'cur', tostring(cur), 'wmax', tostring(wmax), 'tev', tostring(tev),
     'k', tostring(k), 'ss', ss, 'lt', lt, 'bid', bid, 'b0', b[1], 'b1', b[2], 'b2', b[3],
     'b3', b[4])
-  if lim then redis.call('HSET', KEYS[1], 'lim', tostring(lim)) else redis.call('HDEL', KEYS[1], 'lim') end
+  if lim then
+    redis.call('HSET', KEYS[1], 'lim', tostring(lim))
+  else
+    redis.call('HDEL', KEYS[1], 'lim')
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[14])
 if kind == 0 then return {0, wait, now, math.floor(cur * 1000)} end
@@ -153,6 +157,7 @@ local after = math.max(rmin, sent * tonumber(ARGV[4]))
 -- The cubic restarts when the cool-down ends, from beta x the rate that was throttled, and
 -- climbs back to it in K seconds; the limit estimate is that rate too.
 redis.call('HSET', KEYS[1], 'cur', tostring(after), 'wmax', tostring(sent),
-  'tev', tostring(now + hold), 'k', ARGV[5], 'ss', 0, 'tcut', now, 'lim', tostring(sent), 'lt', now + hold)
+  'tev', tostring(now + hold), 'k', ARGV[5], 'ss', 0, 'tcut', now, 'lim', tostring(sent),
+  'lt', now + hold)
 return math.floor(after * 1000)
 """

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -147,9 +148,10 @@ class Throttle:
             _num(a.horizon_s),
             str(answered),
         )
-        kind, wait_ms, ticket, rate_milli = await guarded(
+        reply = await guarded(
             lambda: self._redis.eval(TAKE, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
         )
+        kind, wait_ms, ticket, rate_milli = cast(list[int], reply)
         if int(rate_milli):
             self.rate = int(rate_milli) / 1000
         seconds = self._count(int(wait_ms) / 1000)
