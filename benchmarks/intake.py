@@ -30,7 +30,7 @@ from typing import Any
 
 import redis as redis_sync
 
-from benchmarks.report import REPO, machine, plot_path, pyplot, table, write_section
+from benchmarks.report import REPO, machine, plot_path, pyplot, state_dir, table, write_section
 from benchmarks.stack import API_KEY
 from service.core.settings import hash_api_key
 from tests.helpers.processes import Child, start_api, wait_http
@@ -227,7 +227,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-intake-", dir=REPO / ".state") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-intake-", dir=state_dir()) as tmp:
         for mode in ("always", "everysec"):
             rows += measure(mode, args.seconds, args.connections, Path(tmp))
     png = plot(rows)

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.intake import LUA, wrk
-from benchmarks.report import PROFILES, REPO
+from benchmarks.report import PROFILES, REPO, state_dir
 from benchmarks.stack import API_KEY
 from service.core.settings import hash_api_key
 from tests.helpers.processes import Child, wait_http
@@ -25,7 +25,7 @@ from tests.helpers.redis_server import RedisServer, free_port
 def profile_api(seconds: int) -> Path:
     PROFILES.mkdir(parents=True, exist_ok=True)
     out = PROFILES / "api-profile.txt"
-    with tempfile.TemporaryDirectory(prefix="bench-prof-", dir=REPO / ".state") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-prof-", dir=state_dir()) as tmp:
         workdir = Path(tmp)
         redis = RedisServer(workdir / "redis", config_file=REPO / "deploy" / "redis.conf")
         redis.start()

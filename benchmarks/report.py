@@ -68,6 +68,13 @@ def write_section(name: str, body: str) -> None:
     DOC.write_text(text)
 
 
+def state_dir() -> Path:
+    """The repository's ``.state/`` (git-ignored), created when missing (a fresh clone has none)."""
+    path = REPO / ".state"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def plot_path(name: str) -> Path:
     PLOTS.mkdir(parents=True, exist_ok=True)
     return PLOTS / f"{name}.png"

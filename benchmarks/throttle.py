@@ -1,11 +1,21 @@
-"""(A) Tenant throttle coordination: 4 workers x 200 requests against a tenant limited to R calls/s.
+"""(A) The adaptive tenant rate: workers that find a limit nobody told them, and follow it.
 
-The same run twice, each on a fresh stack: with coordination (the shared Redis token bucket at
-``BUCKET_FRACTION`` of R, plus the cool-down key after a 429) and with
-``PROVISIONER_THROTTLE_COORDINATION=false`` (each worker only honours the Retry-After of its own
-calls). Target (issue 4 item 5): with coordination fewer than 2% of Graph calls answered 429.
+Default settings (no ``PROVISIONER_TENANT_RATE_LIMIT``): the workers start at
+``PROVISIONER_TENANT_RATE_START`` and learn the tenant's limit from Graph's answers. Every run
+gets a fresh stack (Redis, the sandbox, the API, N workers); the sandbox limits the tenant to R
+calls/s (sliding 1 s window, excess answered 429 + Retry-After, ``x-ms-throttle-limit-percentage``
+above 80% of R, as Graph does), 50-150 ms per call.
 
-    python -m benchmarks.throttle [--requests 800] [--workers 4] [--rate 80]
+1. **find**: R = 20, 60, 200 x 1, 2, 4 workers, each run sized to ``--floor-s`` seconds of
+   calls at R. Targets (issue 14.1): < 2% of calls answered 429, wall <= 1.10 x floor (floor =
+   calls not answered 429 / R).
+2. **drop**: 2 workers, R = 60, dropped to 20 mid-run and raised back (``PATCH
+   /_sandbox/faults``). Targets: 429s stop within 5 s of the drop, the admitted rate is back
+   at 90% of 60 within 30 s of the raise.
+3. **no header**: R = 60, 2 workers, the sandbox without ``x-ms-throttle-limit-percentage``
+   (429s are the only signal), for reference.
+
+    python -m benchmarks.throttle [--floor-s 20] [--rates 20,60,200] [--workers 1,2,4]
 """
 
 from __future__ import annotations
@@ -17,104 +27,173 @@ from typing import Any
 
 from benchmarks.report import machine, plot_path, pyplot, table, write_section
 from benchmarks.stack import Outcome, Stack
+from benchmarks.timeline import Timeline, sampling
 
-BUCKET_FRACTION = 0.9
-BURST = 4
+CALLS_PER_REQUEST = 6.3  # measured: list templates, list jobs, create, get, start, verify polls
+CONCURRENCY = 100
 
 
-async def one_run(
-    n: int, workers: int, rate: int, coordinate: bool
-) -> tuple[Outcome, list[tuple[float, float, int]]]:
-    env = {
-        "PROVISIONER_THROTTLE_COORDINATION": "true" if coordinate else "false",
-        "PROVISIONER_TENANT_RATE_LIMIT": str(rate * BUCKET_FRACTION) if coordinate else "0",
-        "PROVISIONER_TENANT_RATE_BURST": str(BURST),
-    }
-    faults = {
+def faults(rate: int, header: bool = True) -> dict[str, Any]:
+    return {
+        "latency_ms": 50,
+        "latency_spread_ms": 100,
         "rate_limit": rate,
         "rate_window_s": 1.0,
         "activation_delay_ms": 100,
+        "limit_percentage_from": 0.8 if header else 0,
         "random_seed": 7,
     }
-    timeline: list[tuple[float, float, int]] = []  # (s since start, finished, 429 so far)
-    with Stack(principals=n, faults=faults, workers=workers, env=env) as stack:
-        assert stack.sandbox is not None
-        sandbox = stack.sandbox
-        t0 = time.monotonic()
-
-        def tick(now: float, done: dict[str, float]) -> None:
-            calls = sandbox.stats()["calls"]
-            t429 = sum(v.get("429", 0) for k, v in calls.items() if k != "token")
-            timeline.append((now - t0, sum(done.values()), t429))
-
-        outcome = await stack.run(timeout_s=600, on_tick=tick, tick_s=1.0)
-    return outcome, timeline
 
 
-def plot(runs: dict[str, list[tuple[float, float, int]]], rate: int) -> str:
+def env(workers: int) -> dict[str, str]:
+    return {"PROVISIONER_WORKER_CONCURRENCY": str(max(1, CONCURRENCY // workers))}
+
+
+async def find(rate: int, workers: int, n: int, header: bool = True) -> tuple[Outcome, Timeline]:
+    with Stack(principals=n, faults=faults(rate, header), workers=workers, env=env(workers)) as st:
+        async with sampling(st) as tl:
+            outcome = await st.run(timeout_s=600)
+    return outcome, tl
+
+
+async def drop(
+    n: int, high: int, low: int, phases: tuple[float, float]
+) -> tuple[Outcome, Timeline]:
+    """R = high, then low after phases[0] s, then high again phases[1] s later."""
+    with Stack(principals=n, faults=faults(high), workers=2, env=env(2)) as st:
+        assert st.sandbox is not None
+        sandbox = st.sandbox
+
+        async def schedule() -> None:
+            await asyncio.sleep(phases[0])
+            await asyncio.to_thread(sandbox.patch_faults, {"rate_limit": low})
+            await asyncio.sleep(phases[1])
+            await asyncio.to_thread(sandbox.patch_faults, {"rate_limit": high})
+
+        async with sampling(st) as tl:
+            task = asyncio.create_task(schedule())
+            outcome = await st.run(timeout_s=600)
+            await task
+    return outcome, tl
+
+
+def row(name: str, rate: int, outcome: Outcome) -> dict[str, Any]:
+    needed = outcome.graph_calls - outcome.throttled
+    floor = needed / rate
+    return {
+        "run": name,
+        **outcome.row(),
+        "calls/app": round(outcome.graph_calls / max(outcome.requests, 1), 2),
+        "floor_s": round(floor, 1),
+        "wall/floor": round(outcome.wall_s / floor, 2) if floor else "",
+    }
+
+
+def plot(runs: dict[str, Timeline], name: str, title: str) -> str:
     plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for label, tl in runs.items():
-        ax1.plot([t for t, _, _ in tl], [d for _, d, _ in tl], label=label)
-        ax2.plot([t for t, _, _ in tl], [c for _, _, c in tl], label=label)
-    ax1.set(xlabel="seconds", ylabel="requests finished", title="Progress")
-    ax2.set(xlabel="seconds", ylabel="Graph calls answered 429 (cumulative)", title="Throttled")
-    for ax in (ax1, ax2):
+        ts = [s.t for s in tl.samples]
+        axes[0].plot(ts, [s.rate for s in tl.samples], label=f"{label}: shared rate")
+        axes[0].plot(
+            ts,
+            [tl.admitted_rate(i, 1.0) for i in range(len(ts))],
+            alpha=0.5,
+            linestyle=":",
+            label=f"{label}: admitted/s",
+        )
+        axes[0].step(ts, [s.limit for s in tl.samples], where="post", color="grey", alpha=0.4)
+        axes[1].plot(ts, [s.throttled for s in tl.samples], label=label)
+    axes[0].set(xlabel="seconds", ylabel="calls/s", title="Rate vs time (grey: the limit R)")
+    axes[1].set(xlabel="seconds", ylabel="calls answered 429 (cumulative)", title="Throttled")
+    for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"4.5 throttle coordination, tenant limit {rate} calls/s")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
-    path = plot_path("throttle")
-    fig.savefig(path, dpi=90)
+    path = plot_path(name)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path.name
 
 
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**MISSED**"
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--requests", type=int, default=800)
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--rate", type=int, default=80, help="sandbox limit R, calls/s")
+    ap.add_argument("--floor-s", type=float, default=20, help="size of each find run, seconds")
+    ap.add_argument("--rates", default="20,60,200")
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--phase-s", type=float, default=20, help="drop: seconds at each R")
+    ap.add_argument("--skip", default="", help="comma list of scenarios to skip: drop,header")
     args = ap.parse_args()
+    began = time.monotonic()
     rows: list[dict[str, Any]] = []
-    timelines = {}
-    results = {}
-    for coordinate in (True, False):
-        label = "coordinated" if coordinate else "uncoordinated"
-        outcome, tl = await one_run(args.requests, args.workers, args.rate, coordinate)
-        results[label] = outcome
-        timelines[label] = tl
-        calls_per_s = outcome.graph_calls / outcome.wall_s
-        rows.append(
-            {
-                "run": label,
-                **outcome.row(),
-                "calls/s": f"{calls_per_s:.1f}",
-                "floor_s": f"{(outcome.graph_calls - outcome.throttled) / args.rate:.1f}",
-            }
-        )
-        print(label, rows[-1], flush=True)
-    png = plot(timelines, args.rate)
-    on, off = results["coordinated"], results["uncoordinated"]
-    verdict = "met" if on.throttled_ratio < 0.02 and on.failed == 0 else "MISSED"
-    body = f"""## (A) Tenant throttle coordination (issue 4 item 5)
+    lines: list[str] = []
+    plots: dict[str, Timeline] = {}
+    for rate in [int(x) for x in args.rates.split(",") if x]:
+        n = max(20, int(rate * args.floor_s / CALLS_PER_REQUEST))
+        for w in [int(x) for x in args.workers.split(",") if x]:
+            outcome, tl = await find(rate, w, n)
+            rows.append(row(f"R={rate}, {w} worker{'s' if w > 1 else ''}", rate, outcome))
+            print(rows[-1], flush=True)
+            if w == max(int(x) for x in args.workers.split(",")):
+                plots[f"R={rate}"] = tl
+            r = rows[-1]
+            ok = float(r["ratio_429"].rstrip("%")) < 2 and r["wall/floor"] <= 1.10
+            lines.append(
+                f"- {r['run']}: {r['ratio_429']} 429, wall/floor {r['wall/floor']} - "
+                f"{verdict(ok)}{'' if outcome.failed == 0 else f', {outcome.failed} failed'}"
+            )
+    png_find = plot(plots, "throttle", "Adaptive rate, unknown limit R (most workers)")
+    drop_md = ""
+    skip = set(args.skip.split(","))
+    if "drop" not in skip:
+        p = args.phase_s
+        calls = 60 * p + 20 * p + 60 * 2 * p
+        n = int(calls / CALLS_PER_REQUEST)
+        outcome, tl = await drop(n, 60, 20, (p, p))
+        rows.append(row("drop 60->20->60, 2 workers", 60, outcome))
+        print(rows[-1], flush=True)
+        stop = tl.last_429_after(p, 2 * p)
+        back = tl.reaches(2 * p, 1e9, 0.9 * 60)
+        png_drop = plot({"drop": tl}, "throttle-drop", "R = 60 -> 20 -> 60, 2 workers")
+        drop_md = f"""
+**Drop.** R = 60 for {p:g} s, 20 for {p:g} s, then 60 again (until the run ends), 2
+workers, {n} requests. Last 429 after the drop: **{"none" if stop is None else f"{stop:.1f} s"}**
+after it (target <= 5 s: {verdict(stop is None or stop <= 5)}); admitted rate (2 s average)
+back at 54 calls/s (90% of 60) **{"never" if back is None else f"{back:.1f} s"}** after the
+raise (target <= 30 s: {verdict(back is not None and back <= 30)}).
 
-`make bench-throttle` - {args.workers} workers, {args.requests} requests for {args.requests}
-principals, sandbox limited to R = {args.rate} Graph calls/s (sliding 1 s window, excess answered
-429 + Retry-After), replication lag off, activation after 100 ms. Coordinated: shared token
-bucket `PROVISIONER_TENANT_RATE_LIMIT={args.rate * BUCKET_FRACTION:g}` ({BUCKET_FRACTION:.0%}
-of R), burst {BURST}, plus the cool-down key. Uncoordinated:
-`PROVISIONER_THROTTLE_COORDINATION=false`. `floor_s` = admitted calls / R, the least time the
-tenant limit allows. Duplicates = extra jobs per principal + extra starts per job (sandbox stats).
-Measured {machine()}.
+![throttle-drop](benchmarks/{png_drop})
+"""
+    if "header" not in skip:
+        n = max(20, int(60 * args.floor_s / CALLS_PER_REQUEST))
+        outcome, _ = await find(60, 2, n, header=False)
+        rows.append(row("R=60, 2 workers, no usage header", 60, outcome))
+        print(rows[-1], flush=True)
+    body = f"""## (A) Adaptive tenant rate (issue 14.1)
+
+`make bench-throttle` - default settings (no `PROVISIONER_TENANT_RATE_LIMIT`): the workers
+start at 10 calls/s and find the limit themselves. Sandbox: 50-150 ms per call, tenant limit R
+calls/s (sliding 1 s window; excess answered 429 + `Retry-After: 1`; admitted calls carry
+`x-ms-throttle-limit-percentage` once the window holds more than 80% of R, as Graph does), job
+active 100 ms after start. Total concurrency {CONCURRENCY} (`WORKER_CONCURRENCY` = {CONCURRENCY}
+/ workers). Each find run has R x {args.floor_s:g} s / {CALLS_PER_REQUEST} requests (about
+{args.floor_s:g} s of calls at R). Floor = calls not answered 429 / R. The whole target took
+{(time.monotonic() - began) / 60:.1f} min. Measured {machine()}.
 
 {table(rows)}
-Target: fewer than 2% of calls answered 429 with coordination - **{verdict}**
-({100 * on.throttled_ratio:.2f}% coordinated vs {100 * off.throttled_ratio:.2f}% uncoordinated;
-wall time ratio coordinated/uncoordinated = {on.wall_s / off.wall_s:.2f}).
+Targets: < 2% answered 429 and wall <= 1.10 x floor:
+{chr(10).join(lines)}
 
-![throttle](benchmarks/{png})
-"""
+The "no usage header" row is the same tenant without `x-ms-throttle-limit-percentage`: 429s are
+then the only signal (pure CUBIC: cut to 0.7 x on a 429, back in 3 s, probing above).
+
+![throttle](benchmarks/{png_find})
+{drop_md}"""
     write_section("throttle", body)
     print(body)
 

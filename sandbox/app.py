@@ -84,6 +84,7 @@ KNOWN_PATHS = tuple(
 )
 Kind = Literal["graph", "token", "other"]
 REQUEST_ID = web.RequestKey("request_id", str)
+LIMIT_PERCENTAGE = web.RequestKey("limit_percentage", str)
 
 
 def _kind(request: web.Request) -> Kind:
@@ -146,6 +147,9 @@ async def _graph_call(
     if wait is not None:
         state.stats.faults["rate_limited"] += 1
         raise _throttled(ctx, wait)
+    usage = engine.limit_percentage(str(claims["tid"]))
+    if usage is not None:
+        request[LIMIT_PERCENTAGE] = usage
     status = engine.random_error(name)
     if status is not None:
         state.stats.faults[str(status)] += 1
@@ -214,6 +218,8 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id, client_request_id = _ids(request)
     response.headers["request-id"] = request_id
     response.headers["client-request-id"] = client_request_id
+    if LIMIT_PERCENTAGE in request and response.status != 429:
+        response.headers["x-ms-throttle-limit-percentage"] = request[LIMIT_PERCENTAGE]
     ctx.state.stats.record_call(name, response.status)
     if name == "jobs.create" and response.status < 300 and ctx.engine.lose_create():
         ctx.state.stats.faults["lost_response"] += 1

@@ -47,6 +47,9 @@ class FaultProfile(BaseModel):
     latency_token: bool = False
     rate_limit: int = Field(default=0, ge=0)
     rate_window_s: float = Field(default=1.0, gt=0)
+    # Admitted calls carry x-ms-throttle-limit-percentage (the window's use of rate_limit, as
+    # Graph's 0.8-1.8 fraction) once the tenant is above this share of it; 0: never.
+    limit_percentage_from: float = Field(default=0.8, ge=0, le=1)
     retry_after_style: RetryAfterStyle = "integer"
     retry_after_s: float = Field(default=1.0, ge=0)
     errors: dict[str, dict[int, float]] = Field(default_factory=dict)
@@ -168,6 +171,15 @@ class FaultEngine:
             return max(window[0] + p.rate_window_s - now, 0.001)
         window.append(now)
         return None
+
+    def limit_percentage(self, tenant: str) -> str | None:
+        """The ``x-ms-throttle-limit-percentage`` of a call just admitted for ``tenant``:
+        its window's use of the rate limit, when above ``limit_percentage_from``."""
+        p = self.profile
+        if p.rate_limit <= 0 or p.limit_percentage_from <= 0:
+            return None
+        usage = len(self._windows[tenant]) / p.rate_limit
+        return f"{usage:.2f}" if usage > p.limit_percentage_from else None
 
     def random_error(self, route: str) -> int | None:
         rates = self.profile.error_rates(route)

@@ -57,7 +57,7 @@ from workers.watch import watch_tick
 from workers.watch.notify import deliver_health_callback, write_back_health
 from workers.workflow.calls import Defer
 from workers.workflow.run import Deps, run_request
-from workers.workflow.throttle import Throttle
+from workers.workflow.throttle import AdaptiveRate, Throttle
 
 log = structlog.get_logger("workers.main")
 MAX_TRIES = 1_000_000  # never the reason a request fails: its retry budget is
@@ -124,6 +124,12 @@ async def startup(ctx: dict[str, Any]) -> None:
             rate_per_s=settings.tenant_rate_limit,
             burst=settings.tenant_rate_burst,
             coordinate=settings.throttle_coordination,
+            adaptive=AdaptiveRate(
+                start=settings.tenant_rate_start,
+                target_usage=settings.tenant_rate_target_usage,
+            )
+            if settings.tenant_rate_adaptive
+            else None,
         ),
         stopping=ctx.get("stopping", lambda: False),
         metrics=metrics,

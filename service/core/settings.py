@@ -228,6 +228,9 @@ class Settings(BaseSettings):
     tenant_rate_limit: float = Field(default=0.0, ge=0)
     tenant_rate_burst: int = Field(default=10, ge=1)
     throttle_coordination: bool = True
+    tenant_rate_adaptive: bool = True
+    tenant_rate_start: float = Field(default=10.0, gt=0)
+    tenant_rate_target_usage: float = Field(default=0.95, gt=0, le=1)
     worker_name: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,

@@ -121,6 +121,41 @@ async def test_rate_limit_per_tenant_window(sb: InProcessSandbox) -> None:
     assert sb.ctx.state.stats_json()["faults"]["rate_limited"] == 3
 
 
+async def test_limit_percentage_above_eighty_percent_and_limit_changed_mid_run(
+    sb: InProcessSandbox,
+) -> None:
+    """Graph's x-ms-throttle-limit-percentage on answers once the tenant uses more than 80%
+    of its limit; the limit itself changed at run time through PATCH /_sandbox/faults."""
+    token = await sb.token()
+    control = f"{sb.base_url}/_sandbox/faults"
+    async with sb.session.patch(control, json={"rate_limit": 10, "rate_window_s": 30}) as resp:
+        assert resp.status == 200
+    url = sb.sp_url(SALESFORCE, "/jobs")
+    answers = [await status_of(sb, "GET", url, token) for _ in range(11)]
+    assert [s for s, _, _ in answers] == [200] * 10 + [429]
+    usage = [h.get("x-ms-throttle-limit-percentage") for _, h, _ in answers[:10]]
+    assert usage == [None] * 8 + ["0.90", "1.00"]  # 9 and 10 of 10 are above 80%
+    assert "x-ms-throttle-limit-percentage" not in answers[10][1]  # not on the 429 itself
+    # Raised mid-run: the same window admits more, and the share reported follows the new limit.
+    async with sb.session.patch(control, json={"rate_limit": 12}) as resp:
+        assert (await resp.json())["rate_limit"] == 12
+    answers = [await status_of(sb, "GET", url, token) for _ in range(3)]
+    assert [s for s, _, _ in answers] == [200, 200, 429]
+    assert answers[0][1]["x-ms-throttle-limit-percentage"] == "0.92"
+    # Lowered below what the window holds: throttled until the window drains below it.
+    async with sb.session.patch(control, json={"rate_limit": 5}) as resp:
+        assert resp.status == 200
+    assert (await status_of(sb, "GET", url, token))[0] == 429
+    # 0 turns the header off.
+    async with sb.session.patch(
+        control, json={"rate_limit": 100, "limit_percentage_from": 0}
+    ) as resp:
+        assert resp.status == 200
+    status, headers, _ = await status_of(sb, "GET", url, token)
+    assert status == 200
+    assert "x-ms-throttle-limit-percentage" not in headers
+
+
 async def test_lost_create_responses(sb: InProcessSandbox) -> None:
     token = await sb.token()
     set_profile(sb, lost_create_rate=0.3)

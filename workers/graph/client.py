@@ -55,6 +55,7 @@ class GraphResponse(Generic[T]):
     value: T
     request_id: str | None
     client_request_id: str
+    throttle_usage: str | None = None  # x-ms-throttle-limit-percentage, when Graph sent it
 
 
 def new_session(settings: Settings) -> aiohttp.ClientSession:
@@ -126,6 +127,7 @@ class GraphClient:
                 status = resp.status
                 request_id = resp.headers.get("request-id")
                 retry_after = resp.headers.get("Retry-After")
+                usage = resp.headers.get("x-ms-throttle-limit-percentage")
                 is_json = "json" in resp.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError) as e:
             self._note(method, route, 0)
@@ -133,7 +135,7 @@ class GraphClient:
         self._note(method, route, status)
         parsed = _loads(raw) if raw and is_json else None
         if 200 <= status < 300:
-            return GraphResponse(status, parsed, request_id, crid)
+            return GraphResponse(status, parsed, request_id, crid, usage)
         err = ODataError.parse(parsed)
         inner_request_id = err.inner_error.request_id if err.inner_error else None
         raise GraphError(
@@ -161,7 +163,7 @@ class GraphClient:
         self, method: str, url: str, crid: str, route: str, json: Any = None
     ) -> GraphResponse[None]:
         resp = await self.request(method, url, client_request_id=crid, json=json, route=route)
-        return GraphResponse(resp.status, None, resp.request_id, crid)
+        return GraphResponse(resp.status, None, resp.request_id, crid, resp.throttle_usage)
 
     async def list_all(
         self, model: type[M], path: str, *, client_request_id: str, route: str
@@ -178,7 +180,9 @@ class GraphClient:
             # An opaque URL, normally absolute; resolved against the base should one be relative.
             url = urljoin(f"{self._base}/", next_link) if next_link else None
         assert page is not None
-        return GraphResponse(page.status, items, page.request_id, client_request_id)
+        return GraphResponse(
+            page.status, items, page.request_id, client_request_id, page.throttle_usage
+        )
 
     # Graph's synchronization endpoints ---------------------------------------------------
     @staticmethod

@@ -22,9 +22,10 @@ import structlog
 from service.core.errors import GraphError, GraphFailure, RetryBudgetExhausted
 from service.core.models import Record, Step, utcnow
 from service.core.settings import Settings
+from workers.graph.client import GraphResponse
 from workers.metrics import WorkerMetrics
 from workers.workflow.retry import Backoff, CallKind, Disposition, classify
-from workers.workflow.throttle import Throttle
+from workers.workflow.throttle import Throttle, parse_usage
 
 T = TypeVar("T")
 log = structlog.get_logger("workers.workflow.calls")
@@ -125,14 +126,19 @@ class CallRunner:
         while True:
             cooling = True
             while cooling:  # after a cool-down, take a bucket slot like everyone else
-                hold, cooling = await self._throttle.pace(max_wait_s=self._pacing_left_s())
+                slot = await self._throttle.acquire(max_wait_s=self._pacing_left_s())
+                hold, cooling = slot.wait_s, slot.cooling
                 if hold <= 0:
                     break
                 self._metrics.throttle_wait(hold)
                 await self.wait(hold, "tenant throttle", pacing=True)
+                # throttled meanwhile: the slot was spaced for the rate before the cut
+                cooling = cooling or self._throttle.superseded(slot)
             try:
                 result = await fn(self.client_request_id(step))
             except GraphFailure as e:
+                if isinstance(e, GraphError) and e.status != 429:
+                    self._throttle.observe(None)  # answered: it counts against the limit
                 disposition = classify(e, kind)
                 if disposition is Disposition.FATAL:
                     raise
@@ -141,8 +147,9 @@ class CallRunner:
                 failures += 1
                 self.retries += 1
                 retry_after = e.retry_after
-                if disposition is Disposition.THROTTLED and retry_after:
-                    await self._throttle.hold(min(retry_after, self._settings.max_retry_after_s))
+                if disposition is Disposition.THROTTLED:
+                    hold = min(retry_after or 0.0, self._settings.max_retry_after_s)
+                    await self._throttle.throttled(hold, slot)
                 delay = self._backoff.delay(failures, retry_after)
                 self._check_budget(e, disposition, delay)
                 self._metrics.retry(disposition.value, delay)
@@ -159,6 +166,7 @@ class CallRunner:
                 )
                 await self.wait(delay, e.describe())
                 continue
+            self._throttle.observe(_usage(result))
             self._record.lag_since = None
             return result
 
@@ -182,6 +190,11 @@ class CallRunner:
                 graph_request_id=error.request_id,
                 details={"lastErrorCode": error.code},
             ) from error
+
+
+def _usage(result: object) -> float | None:
+    """The ``x-ms-throttle-limit-percentage`` of a call's answer, if Graph sent one."""
+    return parse_usage(result.throttle_usage) if isinstance(result, GraphResponse) else None
 
 
 def monotonic_ms(since: float) -> int:

@@ -1,61 +1,89 @@
 """Tenant-wide throttle coordination, shared by every worker through Redis.
 
-Graph throttles per app and tenant, so what one worker learns applies to all of them:
+Graph throttles per app and tenant and does not publish the limit, so what one worker learns
+applies to all of them, and the workers learn it together:
 
-- **Cool-down.** When a worker is told ``429 Retry-After: N``, it sets a key that lives N
-  seconds; every worker checks it before each call to that tenant and waits it out, instead of
-  each collecting its own 429.
-- **Rate limit.** A token bucket (``PROVISIONER_TENANT_RATE_LIMIT`` calls per second, bursts of
-  ``PROVISIONER_TENANT_RATE_BURST``) kept in Redis and updated by one Lua script, so the limit
-  holds for the sum of all workers on all machines. A caller reserves a slot and is told how
-  long to wait for it.
+- **Cool-down.** When a worker is told ``429 Retry-After: N``, every worker holds its calls to
+  that tenant for N seconds (Retry-After is a floor), instead of each collecting its own 429.
+- **Adaptive rate** (on by default, ``PROVISIONER_TENANT_RATE_ADAPTIVE``). One shared rate per
+  tenant, in the style of TCP CUBIC and the AWS SDKs' adaptive retry mode: a slow start from
+  :attr:`AdaptiveRate.start` (doubling while calls queue for slots), cubic growth back to and
+  then past the last known limit while calls succeed, and a multiplicative cut (``beta``) on a
+  429 - once per congestion event: a 429 for a call reserved before the last cut is part of the
+  event that cut already answered. Where Graph reports ``x-ms-throttle-limit-percentage`` (sent
+  above 80% of the limit), the rate moves to ``target_usage`` of the limit it implies, at most
+  once per ``epoch_s``, so the limit is found without a 429 at all.
+- **Ceiling.** ``PROVISIONER_TENANT_RATE_LIMIT`` caps the adaptive rate; with the adaptive rate
+  off it is a fixed token bucket (bursts of ``PROVISIONER_TENANT_RATE_BURST``).
 
-``PROVISIONER_THROTTLE_COORDINATION=false`` turns both off (each worker then only honours the
-Retry-After of its own calls), which is how the benchmark measures what coordination buys.
+A call costs one Redis round trip (:data:`~workers.workflow.rate_scripts.TAKE` checks the
+cool-down, updates the rate and reserves a slot); a 429 costs one more.
+``PROVISIONER_THROTTLE_COORDINATION=false`` turns all of it off (each worker then only honours
+the Retry-After of its own calls), which is how the benchmark measures what coordination buys.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
 from service.core.store import guarded
+from workers.workflow.rate_scripts import TAKE, THROTTLED
 
-# Extends the cool-down to ARGV[1] ms unless it already lasts longer (PX GT needs Redis 7).
-_HOLD = """
-local left = redis.call('PTTL', KEYS[1])
-if left < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-  return 1
-end
-return 0
-"""
 
-# Reserves one call: returns 0 when a token is free now, else the ms until the reserved one is.
-# The bucket may go negative: that is the queue of reservations already handed out. A caller
-# that cannot wait longer than ARGV[3] ms (-1: no bound) is told the wait as a negative number
-# and reserves nothing: a slot it would not use must not delay everyone behind it.
-_TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate = tonumber(ARGV[1]) / 1000
-local burst = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + (now - ts) * rate) - 1
-local wait = 0
-if tokens < 0 then wait = math.ceil(-tokens / rate) end
-if max_wait >= 0 and wait > max_wait then return -wait end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
-return wait
-"""
+@dataclass(frozen=True)
+class AdaptiveRate:
+    """The constants of the adaptive rate, in one place (calls/s, seconds)."""
+
+    start: float = 10.0  # the rate before anything is known about the tenant
+    min_rate: float = 0.5  # never slower, whatever Graph said
+    max_rate: float = 5000.0  # never faster without a configured ceiling (Graph: 2000/s per app)
+    target_usage: float = 0.95  # the share of the reported limit to aim at
+    beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
+    recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
+    slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
+    release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
+    burst_s: float = 0.05  # bucket burst = this many seconds of the rate (>= 1 call)
+    idle_ttl_s: float = 600.0  # a tenant's state is forgotten after this long unused
+    horizon_s: float = 0.5  # slots are reserved at most this far ahead (a new rate applies)
+
+    @property
+    def cubic_c(self) -> float:
+        """Scale-free CUBIC constant: rate(t) = wmax (1 + C (t - K)^3), K = ``recover_s``."""
+        return (1 - self.beta) / self.recover_s**3
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The answer to :meth:`Throttle.acquire`."""
+
+    wait_s: float  # how long to wait before calling
+    cooling: bool  # the wait is the tenant cool-down: nothing reserved, ask again after it
+    ticket: int = 0  # server time (ms) the slot was reserved: names the rate the call used
+    rate: float = 0.0  # the tenant's rate when it was reserved (0: not paced)
+    local_cuts: int = 0  # this worker's 429 count when it was reserved
+
+
+def parse_usage(value: str | None) -> float | None:
+    """``x-ms-throttle-limit-percentage`` as a fraction of the limit (Graph sends 0.8-1.8;
+    a value above 5 is read as a percentage)."""
+    if not value:
+        return None
+    try:
+        usage = float(value.strip().rstrip("%"))
+    except ValueError:
+        return None
+    if usage > 5:
+        usage /= 100
+    return usage if math.isfinite(usage) and usage > 0 else None
 
 
 class Throttle:
-    """The cool-down and rate limit of one tenant, shared by every worker on the same Redis."""
+    """The cool-down and rate of one tenant, shared by every worker on the same Redis."""
 
     def __init__(
         self,
@@ -66,14 +94,20 @@ class Throttle:
         rate_per_s: float = 0.0,
         burst: int = 10,
         coordinate: bool = True,
+        adaptive: AdaptiveRate | None = None,
     ) -> None:
         self._redis = redis
         keys = Keys(prefix)
         self._cooldown_key = keys.cooldown(tenant)
         self._bucket_key = keys.tenant_bucket(tenant)
-        self._rate = rate_per_s
+        self._rate = rate_per_s  # the ceiling (adaptive) or the fixed rate; 0: none
         self._burst = burst
         self._coordinate = coordinate
+        self._adaptive = adaptive
+        self._usage: float | None = None  # reported by Graph since the last take
+        self._answered = 0  # calls answered (not 429) since the last take
+        self.cuts = 0  # 429s this worker reported
+        self.rate = 0.0  # the tenant's rate at this worker's last take
         self.waits = 0  # how often a call had to wait, and for how long in total
         self.waited_s = 0.0
 
@@ -83,30 +117,86 @@ class Throttle:
         return seconds
 
     async def pace(self, max_wait_s: float | None = None) -> tuple[float, bool]:
-        """``(seconds, cooling)``: how long to wait before the next call, and whether that is
-        the tenant cool-down (then no slot is reserved: ask again after waiting it out, or
-        every caller held by it would call at the same instant) or a reserved bucket slot.
+        """``(seconds, cooling)`` of :meth:`acquire`."""
+        slot = await self.acquire(max_wait_s)
+        return slot.wait_s, slot.cooling
+
+    async def acquire(self, max_wait_s: float | None = None) -> Slot:
+        """How long to wait before the next call, and whether that is the tenant cool-down
+        (then no slot is reserved: ask again after waiting it out, or every caller held by it
+        would call at the same instant) or a reserved slot.
 
         With ``max_wait_s``, a slot further away than that is not reserved (the caller will not
         wait for it but end its run): the wait is still returned, so the caller can defer."""
         if not self._coordinate:
-            return 0.0, False
-        cooldown_ms = int(await guarded(lambda: self._redis.pttl(self._cooldown_key)))
-        if cooldown_ms > 0:
-            return self._count(cooldown_ms / 1000), True
-        if self._rate <= 0:
-            return 0.0, False
-        wait_ms = await guarded(
-            lambda: self._redis.eval(  # type: ignore[arg-type,return-value]
-                _TAKE,
-                1,
-                self._bucket_key,
-                str(self._rate),
-                str(self._burst),
-                "-1" if max_wait_s is None else str(int(max_wait_s * 1000)),
-            )
+            return Slot(0.0, False)
+        a = self._adaptive or AdaptiveRate()
+        usage, self._usage = self._usage, None
+        answered, self._answered = self._answered, 0
+        max_wait = "-1" if max_wait_s is None else str(int(max_wait_s * 1000))
+        args = (
+            "1" if self._adaptive else "0",
+            _num(self._rate),
+            str(self._burst),
+            max_wait,
+            _num(usage or -1),
+            *(_num(v) for v in (a.start, a.min_rate, a.max_rate, a.target_usage)),
+            *(str(int(v * 1000)) for v in (a.release_s, a.slow_start_doubling_s)),
+            _num(a.cubic_c),
+            _num(a.burst_s),
+            str(int(a.idle_ttl_s * 1000)),
+            _num(a.horizon_s),
+            str(answered),
         )
-        return self._count(abs(int(wait_ms)) / 1000), False
+        reply = await guarded(
+            lambda: self._redis.eval(TAKE, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
+        )
+        kind, wait_ms, ticket, rate_milli = cast(list[int], reply)
+        if int(rate_milli):
+            self.rate = int(rate_milli) / 1000
+        seconds = self._count(int(wait_ms) / 1000)
+        return Slot(seconds, int(kind) == 1, int(ticket), self.rate, self.cuts)
+
+    def observe(self, usage: float | None) -> None:
+        """Note a call Graph answered (anything but 429) and its
+        ``x-ms-throttle-limit-percentage``; the next take reports both."""
+        self._answered += 1
+        if usage is not None:
+            self._usage = usage
+
+    def superseded(self, slot: Slot) -> bool:
+        """Whether this worker was throttled since ``slot`` was reserved: its spacing belongs to
+        the rate before the cut, so ask again instead of calling into the same congestion."""
+        return self.cuts > slot.local_cuts
+
+    async def throttled(self, retry_after_s: float, slot: Slot | None, *, cut: bool = True) -> None:
+        """A call reserved as ``slot`` was answered 429 (``cut``) or 503 with ``retry_after_s``:
+        hold every worker that long, and cut the rate once for this congestion event."""
+        if not self._coordinate:
+            return
+        cut = cut and self._adaptive is not None
+        if cut:
+            self.cuts += 1
+        ms = int(retry_after_s * 1000)
+        if ms <= 0 and not cut:
+            return
+        a = self._adaptive or AdaptiveRate()
+        args = (
+            str(max(ms, 0)),
+            str(slot.ticket if slot else 0),
+            "1" if cut else "0",
+            _num(a.beta),
+            _num(a.recover_s),
+            _num(a.min_rate),
+            _num(self._rate),
+        )
+        await guarded(
+            lambda: self._redis.eval(THROTTLED, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
+        )
+
+    async def hold(self, seconds: float) -> None:
+        """Make every worker hold calls to the tenant for at least ``seconds`` (no cut)."""
+        await self.throttled(seconds, None, cut=False)
 
     def _count(self, seconds: float) -> float:
         if seconds > 0:
@@ -114,10 +204,6 @@ class Throttle:
             self.waited_s += seconds
         return seconds
 
-    async def hold(self, seconds: float) -> None:
-        """Make every worker hold calls to the tenant for at least ``seconds``."""
-        ms = int(seconds * 1000)
-        if ms > 0 and self._coordinate:
-            await guarded(
-                lambda: self._redis.eval(_HOLD, 1, self._cooldown_key, str(ms))  # type: ignore[arg-type,return-value]
-            )
+
+def _num(value: float) -> str:
+    return repr(float(value))

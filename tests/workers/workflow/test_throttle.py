@@ -1,12 +1,18 @@
-"""The tenant throttle against real Redis: cool-down, shared token bucket, no wasted slots."""
+"""The tenant throttle against real Redis: cool-down, shared token bucket, no wasted slots, and
+the adaptive rate (slow start, one cut per congestion event, the usage header, the ceiling)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
+import pytest
 from redis.asyncio import Redis
 
-from workers.workflow.throttle import Throttle
+from sandbox.faults import FaultEngine, FaultProfile
+from service.core.keys import Keys
+from workers.workflow.throttle import AdaptiveRate, Slot, Throttle, parse_usage
 
 
 def _pair(redis: Redis, **kw: float) -> tuple[Throttle, Throttle]:
@@ -61,3 +67,182 @@ async def test_coordination_off_never_waits(redis: Redis) -> None:
     off = Throttle(redis, "t", "tenant", rate_per_s=1, burst=1, coordinate=False)
     await off.hold(5)
     assert [await off.delay_s() for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
+# -- the adaptive rate ---------------------------------------------------------------------
+ADAPTIVE = AdaptiveRate(start=10, slow_start_doubling_s=0.5, recover_s=3.0, beta=0.7)
+
+
+def _adaptive(redis: Redis, **kw: float) -> Throttle:
+    return Throttle(redis, "t", "tenant", adaptive=ADAPTIVE, rate_per_s=kw.get("ceiling", 0.0))
+
+
+async def _state(redis: Redis) -> dict[str, float]:
+    raw = await redis.hgetall(Keys("t").tenant_bucket("tenant"))
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+async def _callers(throttle: Throttle, n: int, seconds: float, answer: Callable[[], None]) -> int:
+    """``n`` callers each taking slots (and waiting them out) for ``seconds``; every slot is
+    answered by ``answer`` (which reports to the throttle). Returns the slots used."""
+    used = 0
+    end = time.monotonic() + seconds
+
+    async def one() -> None:
+        nonlocal used
+        while time.monotonic() < end:
+            slot = await throttle.acquire(max_wait_s=2)
+            await asyncio.sleep(slot.wait_s)
+            if not slot.cooling:
+                used += 1
+                answer()
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    return used
+
+
+async def test_adaptive_starts_at_the_start_rate_and_grows_only_while_callers_queue(
+    redis: Redis,
+) -> None:
+    t = _adaptive(redis)
+    first = await t.acquire()
+    assert first.rate == 10.0
+    assert first.wait_s == 0.0
+    assert not first.cooling
+    # one caller at a time, well below the rate: nothing to learn, the rate stays
+    for _ in range(5):
+        await asyncio.sleep(0.15)
+        t.observe(None)
+        await t.acquire()
+    assert t.rate < 12
+    # 20 callers queueing for slots: slow start doubles the rate (within 2 x what was answered)
+    used = await _callers(t, 20, 1.5, lambda: t.observe(None))
+    assert t.rate > 25, t.rate
+    assert used < 1.5 * t.rate
+
+
+async def test_a_429_cuts_once_per_congestion_event_and_holds_every_worker(redis: Redis) -> None:
+    a, b = _adaptive(redis), _adaptive(redis)
+    await _callers(a, 20, 1.2, lambda: a.observe(None))  # some rate, some answered calls
+    before = (await _state(redis))["cur"]
+    burst = [await b.acquire() for _ in range(3)]  # three calls of one burst, all answered 429
+    await b.throttled(1.0, burst[0])
+    after = await _state(redis)
+    assert after["cur"] <= 0.7 * before + 0.01
+    assert after["wmax"] <= before
+    for slot in burst[1:]:  # reserved before the cut: the same event, no second cut
+        await a.throttled(1.0, slot)
+    assert (await _state(redis))["cur"] == after["cur"]
+    held = await a.acquire()
+    assert held.cooling
+    assert 0.8 < held.wait_s <= 1.0
+    await asyncio.sleep(held.wait_s)
+    later = await a.acquire()  # reserved after the cut: a 429 now is a new event
+    assert not later.cooling
+    await a.throttled(0.0, later)
+    assert (await _state(redis))["cur"] < after["cur"]
+
+
+class Tenant:
+    """Graph's side: the sandbox's own sliding-window limiter (sandbox.faults), R calls/s,
+    429 + Retry-After 1 s beyond it, x-ms-throttle-limit-percentage above 80% of it."""
+
+    def __init__(self, rate: int) -> None:
+        profile = FaultProfile(rate_limit=rate, rate_window_s=1.0)
+        self.engine = FaultEngine(profile, clock=time.monotonic, wall_clock=time.time)
+        self.log: list[tuple[float, bool]] = []  # (when, answered 429)
+
+    def set_limit(self, rate: int) -> None:
+        self.engine.profile = self.engine.profile.merged({"rate_limit": rate})
+
+    async def call(self, throttle: Throttle, slot: Slot) -> None:
+        throttled = self.engine.rate_limited("tenant") is not None
+        self.log.append((time.monotonic(), throttled))
+        if throttled:
+            await throttle.throttled(1.0, slot)
+        else:
+            throttle.observe(parse_usage(self.engine.limit_percentage("tenant")))
+
+    def ratio_429(self, since: float = 0.0) -> float:
+        calls = [t for when, t in self.log if when >= since]
+        return sum(calls) / max(len(calls), 1)
+
+    def last_429(self) -> float:
+        return max((when for when, t in self.log if t), default=0.0)
+
+
+async def _drive(throttles: list[Throttle], tenant: Tenant, n: int, seconds: float) -> None:
+    """``n`` callers per throttle (one per worker) calling the tenant for ``seconds``."""
+    end = time.monotonic() + seconds
+
+    async def one(throttle: Throttle) -> None:
+        while time.monotonic() < end:
+            slot = await throttle.acquire(max_wait_s=2)
+            await asyncio.sleep(slot.wait_s)
+            if not slot.cooling and not throttle.superseded(slot):
+                await tenant.call(throttle, slot)
+
+    await asyncio.gather(*(one(t) for t in throttles for _ in range(n)))
+
+
+async def test_finds_an_unknown_limit_backs_off_on_a_drop_and_recovers(redis: Redis) -> None:
+    workers = [_adaptive(redis), _adaptive(redis)]  # two workers, one tenant
+    tenant = Tenant(30)
+    began = time.monotonic()
+    await _drive(workers, tenant, 15, 8.0)
+    state = await _state(redis)
+    assert 0.8 * 30 <= state["cur"] <= 30, state  # converged below R
+    assert tenant.ratio_429(since=began + 3) < 0.02  # past the slow start: < 2% answered 429
+    assert tenant.ratio_429() < 0.05
+    tenant.set_limit(10)  # the limit drops: 429s stop within 5 s
+    dropped = time.monotonic()
+    await _drive(workers, tenant, 15, 6.0)
+    assert tenant.last_429() - dropped < 5.0
+    assert (await _state(redis))["cur"] <= 10
+    tenant.set_limit(30)  # and comes back: the rate recovers within 30 s
+    raised = time.monotonic()
+    recovered = None
+    while recovered is None and time.monotonic() - raised < 30:
+        await _drive(workers, tenant, 15, 1.0)
+        if (await _state(redis))["cur"] >= 0.8 * 30:
+            recovered = time.monotonic() - raised
+    assert recovered is not None
+    assert recovered < 30
+
+
+async def test_a_configured_ceiling_is_never_exceeded(redis: Redis) -> None:
+    t = _adaptive(redis, ceiling=15)
+    tenant = Tenant(100)  # the tenant would allow far more
+    rates: list[float] = []
+    real_call = tenant.call
+
+    async def call(throttle: Throttle, slot: Slot) -> None:
+        rates.append(slot.rate)
+        await real_call(throttle, slot)
+
+    tenant.call = call  # type: ignore[method-assign]
+    await _drive([t], tenant, 30, 3.0)
+    assert max(rates) <= 15.0
+    per_second = [
+        sum(1 for when, _ in tenant.log if int(when) == s) for s in {int(w) for w, _ in tenant.log}
+    ]
+    assert max(per_second) <= 15 + 1  # + the burst of one
+    assert tenant.ratio_429() == 0
+
+
+async def test_two_throttles_share_the_adaptive_state(redis: Redis) -> None:
+    a, b = _adaptive(redis), _adaptive(redis)
+    await _callers(a, 20, 1.2, lambda: a.observe(None))
+    slot = await b.acquire()
+    assert slot.rate == pytest.approx(a.rate, rel=0.3)  # b was never told anything itself
+    await a.throttled(0.0, await a.acquire())
+    assert (await b.acquire()).rate < slot.rate  # a's 429 slowed b down
+
+
+def test_usage_header_values() -> None:
+    assert parse_usage("0.85") == 0.85
+    assert parse_usage("1.8") == 1.8
+    assert parse_usage("85") == 0.85  # sent as a percentage
+    assert parse_usage(None) is None
+    assert parse_usage("n/a") is None
+    assert parse_usage("0") is None

@@ -1,0 +1,163 @@
+"""The two Lua scripts of the tenant throttle (:mod:`workers.workflow.throttle`).
+
+Both run atomically in Redis on one hash per tenant, so every worker on every machine shares
+one pacing state. ``TAKE`` is the only round trip of an ordinary call: it checks the tenant
+cool-down, brings the adaptive rate up to date (growth, and the usage Graph reported), and
+reserves a slot. ``THROTTLED`` runs only after a 429: it extends the cool-down and cuts the
+rate, once per congestion event.
+
+State fields: ``tok``/``ts`` the token bucket; ``cur`` the rate in force (calls/s);
+``wmax``/``tev``/``k``/``ss`` the growth curve (the rate at the last event, when it began, the
+cubic's K, slow start or not); ``bid``/``b0``..``b3`` the calls Graph answered (not 429) in the
+last second, in quarter-second buckets, as the workers report them (the measured rate);
+``lim``/``lt`` the limit implied by ``x-ms-throttle-limit-percentage`` (smoothed) and when it
+was last reported; ``tcut`` the last 429 cut.
+"""
+
+from __future__ import annotations
+
+# KEYS: state hash, cool-down key.
+# ARGV: 1 adaptive (0/1), 2 ceiling calls/s (0: none), 3 burst, 4 max_wait ms (-1: none),
+#       5 usage reported since the last take (fraction of the limit, -1: none),
+#       6 start, 7 min, 8 max calls/s, 9 target usage, 10 release ms (a limit estimate with no
+#       report for this long is dropped), 11 slow-start doubling ms,
+#       12 cubic C (scale-free), 13 burst seconds, 14 idle ttl ms, 15 horizon s,
+#       16 calls this worker saw answered (not 429) since its last take.
+# Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000}; kind 0 = slot
+# reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
+# than the horizon), 2 = slot further than max_wait (nothing reserved).
+TAKE = """
+local cool = redis.call('PTTL', KEYS[2])
+if cool > 0 then return {1, cool, 0, 0} end
+local adaptive = ARGV[1] == '1'
+local ceiling = tonumber(ARGV[2])
+if not adaptive and ceiling <= 0 then return {0, 0, 0, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local burst = tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4])
+local usage = tonumber(ARGV[5])
+local start, rmin, rmax = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+if ceiling > 0 then rmax = math.min(rmax, ceiling) end
+local f = redis.call('HMGET', KEYS[1], 'tok', 'ts', 'cur', 'wmax', 'tev', 'k', 'ss', 'lim', 'lt',
+  'bid', 'b0', 'b1', 'b2', 'b3')
+local cur = tonumber(f[3])
+local wmax, tev, k, ss = tonumber(f[4]), tonumber(f[5]), tonumber(f[6]), tonumber(f[7])
+local lim, lt, bid = tonumber(f[8]), tonumber(f[9]), tonumber(f[10])
+local b = {tonumber(f[11]) or 0, tonumber(f[12]) or 0, tonumber(f[13]) or 0, tonumber(f[14]) or 0}
+if not adaptive then
+  cur = ceiling
+elseif not cur or not wmax then
+  cur = math.max(rmin, math.min(start, rmax))
+  wmax, tev, k, ss, lt = cur, now, 0, 1, now
+end
+local ts = tonumber(f[2]) or now
+local dt = math.max(0, now - ts)
+if adaptive then burst = math.max(1, math.min(burst, math.floor(cur * tonumber(ARGV[13])))) end
+local tokens = math.min(burst, (tonumber(f[1]) or burst) + dt * cur / 1000)
+if adaptive then
+  -- Calls Graph answered (not 429) in the last second, as the workers report them: four
+  -- quarter-second buckets.
+  local id = math.floor(now / 250)
+  if not bid or id - bid >= 4 then
+    b = {0, 0, 0, 0}
+  else
+    for i = bid + 1, id do b[i % 4 + 1] = 0 end
+  end
+  bid = id
+  b[id % 4 + 1] = b[id % 4 + 1] + tonumber(ARGV[16])
+  local span = now - (id - 3) * 250
+  local meas = (b[1] + b[2] + b[3] + b[4]) * 1000 / span
+  -- Grow only while callers queue for slots: an idle tenant teaches nothing about its limit.
+  if tokens >= 1 then tev = math.min(now, tev + dt) end
+  if usage > 0 and meas > 0 then
+    -- Graph says the last window used `usage` of the limit: the limit is about meas / usage.
+    local est = meas / usage
+    if lim then lim = 0.8 * lim + 0.2 * est else lim = est end
+    lt = now
+  elseif lim and now - lt > tonumber(ARGV[10]) then
+    lim = nil  -- no report for a while although we sent: the limit rose, probe again
+  end
+  local e = math.max(0, now - tev) / 1000
+  local rate
+  if ss == 1 then
+    rate = wmax * math.pow(2, e * 1000 / tonumber(ARGV[11]))
+    rate = math.min(rate, math.max(start, 2 * meas))  -- as the AWS SDKs: <= 2 x what was sent
+  else
+    local x = e - k
+    rate = wmax * (1 + tonumber(ARGV[12]) * x * x * x)
+  end
+  if lim and rate > tonumber(ARGV[9]) * lim then
+    -- at the target share of the reported limit: hold there (the cubic's plateau)
+    rate = tonumber(ARGV[9]) * lim
+    wmax, tev, k, ss = rate, now, 0, 0
+  end
+  cur = math.max(rmin, math.min(rate, rmax))
+end
+tokens = tokens - 1
+local wait = 0
+if tokens < 0 then wait = math.ceil(-tokens * 1000 / cur) end
+local kind = 0
+local horizon = math.max(tonumber(ARGV[15]), 2 / cur) * 1000
+if adaptive and wait > horizon then
+  -- Reserve no further ahead than the horizon, so that a new rate applies within it: come
+  -- back when the queue should be half that long.
+  kind, wait = 1, math.ceil(wait - horizon / 2)
+elseif max_wait >= 0 and wait > max_wait then
+  kind = 2
+else
+  redis.call('HSET', KEYS[1], 'tok', tostring(tokens), 'ts', now)
+end
+if adaptive then
+  redis.call('HSET', KEYS[1], 'cur', tostring(cur), 'wmax', tostring(wmax), 'tev', tostring(tev),
+    'k', tostring(k), 'ss', ss, 'lt', lt, 'bid', bid, 'b0', b[1], 'b1', b[2], 'b2', b[3],
+    'b3', b[4])
+  if lim then
+    redis.call('HSET', KEYS[1], 'lim', tostring(lim))
+  else
+    redis.call('HDEL', KEYS[1], 'lim')
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[14])
+if kind == 0 then return {0, wait, now, math.floor(cur * 1000)} end
+return {kind, wait, 0, math.floor(cur * 1000)}
+"""
+
+# KEYS: state hash, cool-down key.
+# ARGV: 1 hold ms (the cool-down, from Retry-After; 0: none), 2 ticket of the throttled call
+#       (server ms when its slot was reserved; 0: unknown), 3 cut (0/1), 4 beta, 5 cubic K s,
+#       6 min calls/s, 7 ceiling (0: none).
+# Returns the rate x 1000 after the cut, 0 when not cut (no adaptive state), -1 when the call
+# was sent before the last cut (the same congestion event: cut once).
+THROTTLED = """
+local hold = tonumber(ARGV[1])
+if hold > 0 and redis.call('PTTL', KEYS[2]) < hold then
+  redis.call('SET', KEYS[2], '1', 'PX', hold)
+end
+if ARGV[3] ~= '1' then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'cur', 'wmax', 'tcut', 'bid', 'b0', 'b1', 'b2', 'b3')
+local cur, tcut, bid = tonumber(f[1]), tonumber(f[3]), tonumber(f[4])
+if not cur or not tonumber(f[2]) then return 0 end
+local ticket = tonumber(ARGV[2])
+if tcut and ticket <= tcut then return -1 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rmin, ceiling = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- what Graph admitted in the last second is the best guess of the limit just hit
+local sent = cur
+if bid and math.floor(now / 250) - bid < 4 then
+  local n = 0
+  for i = 5, 8 do n = n + (tonumber(f[i]) or 0) end
+  local span = now - (bid - 3) * 250
+  if n > 0 then sent = math.min(cur, n * 1000 / span) end
+end
+if ceiling > 0 then sent = math.min(sent, ceiling) end
+sent = math.max(rmin, sent)
+local after = math.max(rmin, sent * tonumber(ARGV[4]))
+-- The cubic restarts when the cool-down ends, from beta x the rate that was throttled, and
+-- climbs back to it in K seconds; the limit estimate is that rate too.
+redis.call('HSET', KEYS[1], 'cur', tostring(after), 'wmax', tostring(sent),
+  'tev', tostring(now + hold), 'k', ARGV[5], 'ss', 0, 'tcut', now, 'lim', tostring(sent),
+  'lt', now + hold)
+return math.floor(after * 1000)
+"""
