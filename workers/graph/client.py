@@ -157,7 +157,8 @@ class GraphClient:
         self, model: type[M], method: str, url: str, crid: str, route: str, json: Any = None
     ) -> GraphResponse[M]:
         resp = await self.request(method, url, client_request_id=crid, json=json, route=route)
-        return GraphResponse(resp.status, _parse(model, resp, method, url), resp.request_id, crid)
+        value = _parse(model, resp, method, url)
+        return GraphResponse(resp.status, value, resp.request_id, crid, resp.throttle_usage)
 
     async def _no_content(
         self, method: str, url: str, crid: str, route: str, json: Any = None
