@@ -14,7 +14,7 @@ from aiohttp import web
 
 from sandbox import control, entra, graph
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext, build_context
-from sandbox.entra import TOKENS_KEY, InvalidToken, has_role
+from sandbox.entra import TOKENS_KEY, InvalidToken, has_role, owned_only
 from sandbox.faults import TOKEN_ROUTE
 from sandbox.models import GraphError, not_found
 
@@ -133,9 +133,9 @@ async def _graph_call(
     except InvalidToken as exc:
         raise GraphError(401, "InvalidAuthenticationToken", str(exc)) from exc
     if not has_role(claims, write=route.write):
-        raise GraphError(
-            403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
-        )
+        # What real Graph answers the synchronization API without a permission: not 403.
+        state.stats.faults["no_permission"] += 1
+        raise _unknown_401()
     wait = engine.rate_limited(str(claims["tid"]))
     if wait is not None:
         state.stats.faults["rate_limited"] += 1
@@ -148,6 +148,11 @@ async def _graph_call(
         raise injected(status)
     sp_id = request.match_info["sp"]
     state.principal(sp_id)
+    if owned_only(claims, write=route.write) and not state.may_touch(
+        sp_id, str(claims.get("appid", ""))
+    ):
+        state.stats.faults["not_owner"] += 1
+        raise _unknown_401()
     if state.is_new(sp_id):
         state.stats.faults["new_principal"] += 1
         raise GraphError(401, "UnknownError", "")
@@ -165,6 +170,10 @@ async def _graph_call(
             "operation. Retry the request later.",
         )
     return await handler(request)
+
+
+def _unknown_401() -> GraphError:
+    return GraphError(401, "UnknownError", "")
 
 
 class _Throttled(GraphError):
@@ -206,6 +215,12 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id, client_request_id = _ids(request)
     response.headers["request-id"] = request_id
     response.headers["client-request-id"] = client_request_id
+    if name == "jobs.create" and response.status < 300 and ctx.engine.create_5xx_after_made():
+        # The job is made; the answer says it failed (the ambiguous 5xx clients must list after).
+        ctx.state.stats.faults["5xx_after_made"] += 1
+        response = graph_error(request, injected(500))
+        response.headers["request-id"] = request_id
+        response.headers["client-request-id"] = client_request_id
     ctx.state.stats.record_call(name, response.status)
     if name == "jobs.create" and response.status < 300 and ctx.engine.lose_create():
         ctx.state.stats.faults["lost_response"] += 1

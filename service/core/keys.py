@@ -7,6 +7,9 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:creds:{id}               its credentials, one Fernet token (deleted once saved to Graph)
     {p}:cancel:{id}              set by the API; the worker stops at the next step boundary
     {p}:inflight:{sp}:{t}        id of the queued/running request for a (principal, template)
+    {p}:job-claim:{sp}:{t}       lease on a RESOLVED (principal, template): owner token, PX TTL
+    {p}:job-create:{sp}:{t}      a create POST not yet listed (JSON: sentAt, jobId, requestId)
+    {p}:worker-permissions:{w}   a worker's verdict on its token's Graph roles (JSON)
     {p}:idem:{caller}:{sha256}   an Idempotency-Key entry
     {p}:index, :state:{s}, :sp:{sp}   sorted sets (score = creation ms) for listing
     {p}:health-check:{worker}    arq's health-check key of a worker
@@ -55,6 +58,19 @@ class Keys:
 
     def inflight(self, service_principal_id: str, template: str) -> str:
         return f"{self.prefix}:inflight:{service_principal_id}:{template}"
+
+    def job_claim(self, service_principal_id: str, template: str) -> str:
+        """The create lease on a resolved (principal, template): held from the job list to
+        the recorded job id (workers/workflow/claim.py)."""
+        return f"{self.prefix}:job-claim:{service_principal_id}:{template}"
+
+    def job_create(self, service_principal_id: str, template: str) -> str:
+        """A create POST for a (principal, template) that Graph's job list may not show yet."""
+        return f"{self.prefix}:job-create:{service_principal_id}:{template}"
+
+    def worker_permissions(self, worker_name: str) -> str:
+        """A worker's verdict on its access token's roles, read by ``worker --check``."""
+        return f"{self.prefix}:worker-permissions:{worker_name}"
 
     def idempotency(self, caller: str, key_digest: str) -> str:
         return f"{self.prefix}:idem:{caller}:{key_digest}"
