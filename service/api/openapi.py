@@ -295,7 +295,8 @@ def _paths() -> dict[str, Any]:
                 "summary": "Cancel a queued or running request",
                 "description": (
                     "A queued request is cancelled at once; a running one stops at its next step "
-                    "boundary (202). Already cancelled: 200. Succeeded or failed: 409."
+                    "boundary or wait (202: it will end cancelled; a started job stays "
+                    "started). Already cancelled: 200. Succeeded or failed: 409."
                 ),
                 "parameters": [_ID_PARAM],
                 "responses": _responses(

@@ -10,6 +10,9 @@ so the next call fetches a new one.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +21,80 @@ import msal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from service.core.errors import ConfigError, TokenError
+from service.core.errors import ConfigError, GraphFailure, GraphPermissionMissing, TokenError
 from service.core.settings import Settings
 from workers.graph.tls import PinnedVerifySession, combined_bundle
+
+#: The application permissions the synchronization API accepts (Graph's table: OwnedBy least
+#: privileged, Synchronization.ReadWrite.All higher; older docs and Terraform: the other two).
+SYNC_PERMISSIONS = (
+    "Synchronization.ReadWrite.All",
+    "Application.ReadWrite.OwnedBy",
+    "Application.ReadWrite.All",
+    "Directory.ReadWrite.All",
+)
+OWNED_BY = "Application.ReadWrite.OwnedBy"
+
+
+def token_roles(token: str) -> tuple[str, ...] | None:
+    """The ``roles`` claim of our own access token: its payload base64url-decoded, no
+    signature check (msal gave it to us). None when the token is not a readable JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    if roles is None:
+        return ()
+    return tuple(str(r) for r in roles) if isinstance(roles, list) else None
+
+
+def _has(roles: tuple[str, ...]) -> str:
+    return ", ".join(roles) if roles else "no application permission"
+
+
+def permission_missing(roles: tuple[str, ...] | None) -> GraphPermissionMissing | None:
+    """The failure when the token holds none of :data:`SYNC_PERMISSIONS` (None: it holds one,
+    or its roles cannot be read, and Graph's answers decide)."""
+    if roles is None or set(roles) & set(SYNC_PERMISSIONS):
+        return None
+    return GraphPermissionMissing(
+        f"the app's access token holds {_has(roles)}; the synchronization API needs one of "
+        f"{', '.join(SYNC_PERMISSIONS)} (application permission, admin-consented). Grant it, "
+        "then retry the request",
+        details={"needed": list(SYNC_PERMISSIONS), "tokenRoles": list(roles)},
+    )
+
+
+def unknown_error_hint(
+    roles: tuple[str, ...] | None, service_principal_id: str, error: GraphFailure
+) -> GraphPermissionMissing:
+    """What a 401 ``UnknownError`` that outlasted the replication-lag budget means: a missing
+    permission, or with only ``Application.ReadWrite.OwnedBy`` an app that does not own the
+    principal (Graph answers both exactly like a principal too new to be seen)."""
+    held = tuple(roles or ())
+    wide = set(held) & (set(SYNC_PERMISSIONS) - {OWNED_BY})
+    if OWNED_BY in held and not wide:
+        why = (
+            f"the app holds only {OWNED_BY}, which reaches only the service principals it "
+            f"owns: add the app as an owner of service principal {service_principal_id}, or "
+            "grant Synchronization.ReadWrite.All"
+        )
+    else:
+        why = (
+            f"Graph kept answering 401 UnknownError past the replication-lag budget; the app "
+            f"holds {_has(held)}: check that it is granted (and admin-consented) one of "
+            f"{', '.join(SYNC_PERMISSIONS)}"
+        )
+    return GraphPermissionMissing(
+        why,
+        graph_status=error.status,
+        graph_request_id=error.request_id,
+        details={"needed": list(SYNC_PERMISSIONS), "tokenRoles": list(held)},
+    )
 
 
 def certificate_credential(pem: bytes) -> dict[str, str]:
@@ -107,6 +181,14 @@ class TokenProvider:
             return await asyncio.to_thread(self._acquire)
         except OSError as e:
             raise TokenError("authority_unreachable", type(e).__name__) from e
+
+    async def roles(self) -> tuple[str, ...] | None:
+        """The current token's ``roles`` (see :func:`token_roles`)."""
+        return token_roles(await self.token())
+
+    async def refresh(self) -> None:
+        """Drop the cached token: roles granted since it was issued show in the next one."""
+        await self.invalidate(await self.token())
 
     async def invalidate(self, token: str) -> None:
         """Drop ``token`` from msal's cache so the next :meth:`token` fetches a fresh one."""
