@@ -49,11 +49,13 @@ async def test_an_accepted_cancel_wins_over_the_final_save(redis: Redis) -> None
     await store.save(record)
     current, outcome = await store.cancel(record.id, _cancel_queued)
     assert outcome == "accepted"
-    assert current is not None and current.state is State.RUNNING
+    assert current is not None
+    assert current.state is State.RUNNING
     record.state = State.SUCCEEDED
     assert await store.save_final(record, _mark) is True
     stored = await store.get(record.id)
-    assert stored is not None and stored.state is State.CANCELLED
+    assert stored is not None
+    assert stored.state is State.CANCELLED
     assert "stays started in the tenant" in (stored.history[-1].message or "")
     assert not await store.cancel_requested(record.id)  # the flag went with the final save
 
@@ -66,7 +68,8 @@ async def test_a_cancel_after_the_final_save_is_too_late(redis: Redis) -> None:
     assert await store.save_final(record, _mark) is False
     current, outcome = await store.cancel(record.id, _cancel_queued)
     assert outcome == "too_late"
-    assert current is not None and current.state is State.SUCCEEDED
+    assert current is not None
+    assert current.state is State.SUCCEEDED
 
 
 async def test_a_queued_request_is_cancelled_at_once_and_the_flag_stays(redis: Redis) -> None:
