@@ -14,7 +14,7 @@ from aiohttp import web
 
 from sandbox import control, entra, graph, onboarding_routes
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext, build_context
-from sandbox.entra import TOKENS_KEY, InvalidToken, has_role
+from sandbox.entra import TOKENS_KEY, InvalidToken, has_role, owned_only
 from sandbox.faults import TOKEN_ROUTE
 from sandbox.models import GraphError, not_found
 
@@ -136,13 +136,17 @@ async def _graph_call(
         claims = ctx.tokens.verify(request.headers.get("Authorization"))
     except InvalidToken as exc:
         raise GraphError(401, "InvalidAuthenticationToken", str(exc)) from exc
-    roles = set(claims.get("roles") or ())
-    if not (
-        roles & route.roles if route.roles is not None else has_role(claims, write=route.write)
-    ):
-        raise GraphError(
-            403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
-        )
+    if route.roles is not None:  # the directory APIs (instantiate, assignments) answer 403
+        if not set(claims.get("roles") or ()) & route.roles:
+            raise GraphError(
+                403,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            )
+    elif not has_role(claims, write=route.write):
+        # What real Graph answers the synchronization API without a permission: not 403.
+        state.stats.faults["no_permission"] += 1
+        raise _unknown_401()
     wait = engine.rate_limited(str(claims["tid"]))
     if wait is not None:
         state.stats.faults["rate_limited"] += 1
@@ -160,6 +164,11 @@ async def _graph_call(
         return await handler(request)
     sp_id = request.match_info["sp"]
     state.principal(sp_id)
+    if owned_only(claims, write=route.write) and not state.may_touch(
+        sp_id, str(claims.get("appid", ""))
+    ):
+        state.stats.faults["not_owner"] += 1
+        raise _unknown_401()
     if state.is_new(sp_id):
         state.stats.faults["new_principal"] += 1
         raise GraphError(401, "UnknownError", "")
@@ -177,6 +186,10 @@ async def _graph_call(
             "operation. Retry the request later.",
         )
     return await handler(request)
+
+
+def _unknown_401() -> GraphError:
+    return GraphError(401, "UnknownError", "")
 
 
 class _Throttled(GraphError):
@@ -220,6 +233,12 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
     response.headers["client-request-id"] = client_request_id
     if LIMIT_PERCENTAGE in request and response.status != 429:
         response.headers["x-ms-throttle-limit-percentage"] = request[LIMIT_PERCENTAGE]
+    if name == "jobs.create" and response.status < 300 and ctx.engine.create_5xx_after_made():
+        # The job is made; the answer says it failed (the ambiguous 5xx clients must list after).
+        ctx.state.stats.faults["5xx_after_made"] += 1
+        response = graph_error(request, injected(500))
+        response.headers["request-id"] = request_id
+        response.headers["client-request-id"] = client_request_id
     ctx.state.stats.record_call(name, response.status)
     if name == "jobs.create" and response.status < 300 and ctx.engine.lose_create():
         ctx.state.stats.faults["lost_response"] += 1

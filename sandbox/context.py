@@ -86,6 +86,7 @@ def build_context(config: SandboxConfig) -> SandboxContext:
     engine = FaultEngine(
         config.faults, rng=config.rng, clock=config.clock, wall_clock=config.wall_clock
     )
+    tokens.roles_override = lambda: engine.profile.token_roles
     state = TenantState(config.seed, clock=config.clock)
     return SandboxContext(
         config=config, state=state, engine=engine, tokens=tokens, client_certs=certs

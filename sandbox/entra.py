@@ -21,7 +21,13 @@ from jwt.algorithms import RSAAlgorithm
 from sandbox.certs import key_id
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-WRITE_ROLES = frozenset({"Application.ReadWrite.OwnedBy", "Synchronization.ReadWrite.All"})
+OWNED_BY = "Application.ReadWrite.OwnedBy"
+# Application permissions the synchronization API accepts for every principal (Graph's table,
+# plus the older docs' and Terraform's): OwnedBy reaches only the principals the app owns.
+TENANT_WIDE_WRITE = frozenset(
+    {"Synchronization.ReadWrite.All", "Application.ReadWrite.All", "Directory.ReadWrite.All"}
+)
+WRITE_ROLES = TENANT_WIDE_WRITE | {OWNED_BY}
 READ_ROLES = WRITE_ROLES | {"Synchronization.Read.All"}
 
 
@@ -83,6 +89,8 @@ class TokenService:
         self._kid = key_id(signing_key)
         self.lifetime_s = lifetime_s
         self._now = wall_clock
+        # The fault profile's ``token_roles`` (None: each application's own roles).
+        self.roles_override: Callable[[], list[str] | None] = lambda: None
 
     # -- documents --------------------------------------------------------------------------
     def discovery(self, origin: str) -> dict[str, Any]:
@@ -248,7 +256,7 @@ class TokenService:
             "idtyp": "app",
             "oid": oid,
             "sub": oid,
-            "roles": list(app.roles),
+            "roles": list(self._roles(app)),
             "tid": self.tenant_id,
             "uti": uuid.uuid4().hex[:22],
             "ver": "1.0",
@@ -260,6 +268,10 @@ class TokenService:
             "ext_expires_in": self.lifetime_s,
             "access_token": token,
         }
+
+    def _roles(self, app: Application) -> tuple[str, ...]:
+        override = self.roles_override()
+        return app.roles if override is None else tuple(override)
 
     # -- Graph side -------------------------------------------------------------------------
     def verify(self, authorization: str | None) -> dict[str, Any]:
@@ -287,6 +299,13 @@ class TokenService:
 def has_role(claims: Mapping[str, Any], *, write: bool) -> bool:
     roles = set(claims.get("roles") or ())
     return bool(roles & (WRITE_ROLES if write else READ_ROLES))
+
+
+def owned_only(claims: Mapping[str, Any], *, write: bool) -> bool:
+    """True when the token reaches principals only through Application.ReadWrite.OwnedBy."""
+    roles = set(claims.get("roles") or ())
+    wide = TENANT_WIDE_WRITE if write else TENANT_WIDE_WRITE | {"Synchronization.Read.All"}
+    return OWNED_BY in roles and not roles & wide
 
 
 def _missing(name: str) -> AadError:

@@ -59,6 +59,19 @@ class FaultProfile(BaseModel):
     page_size: int = Field(default=0, ge=0)
     activation_delay_ms: float = Field(default=1000, ge=0)
     create_status: Literal[200, 201] = 201
+    # Eventual consistency of the job list: a job made less than this ago is not listed yet.
+    job_list_lag_s: float = Field(default=0, ge=0)
+    # Probability that jobs.create makes the job, then answers 500 UnknownError anyway.
+    create_5xx_after_made_rate: float = Field(default=0, ge=0, le=1)
+    # Roles put into every token issued from now on instead of the application's own
+    # (``[]`` strips them all); None: the application's roles.
+    token_roles: list[str] | None = None
+    # Job behaviour after start (a principal's seed fields override these per principal).
+    quarantine_after_s: float | None = Field(default=None, ge=0)
+    quarantine_reason: str = ""
+    quarantine_status_code: Literal["Paused", "Quarantine"] = "Paused"
+    fail_cycles: bool = False
+    cycle_s: float = Field(default=2400, gt=0)
     initial_status_code: Literal["NotConfigured", "Paused"] = "NotConfigured"
     random_seed: int | None = None
     gallery: GalleryFaults = Field(default_factory=GalleryFaults)  # sandbox/gallery.py
@@ -195,6 +208,10 @@ class FaultEngine:
 
     def lose_create(self) -> bool:
         rate = self.profile.lost_create_rate
+        return rate > 0 and self.rng.random() < rate
+
+    def create_5xx_after_made(self) -> bool:
+        rate = self.profile.create_5xx_after_made_rate
         return rate > 0 and self.rng.random() < rate
 
     def start_conflict(self, job_id: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.context import CTX_KEY, SandboxContext
-from sandbox.models import GraphError, bad_request
+from sandbox.models import CycleRules, GraphError, bad_request
 
 ODATA_JSON = (
     "application/json;odata.metadata=minimal;odata.streaming=true;"
@@ -114,7 +114,8 @@ async def list_templates(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    items = _ctx(request).state.list_jobs(_sp(request))
+    ctx = _ctx(request)
+    items = ctx.state.list_jobs(_sp(request), lag_s=ctx.engine.profile.job_list_lag_s)
     return paged(request, items, "synchronization/jobs")
 
 
@@ -144,10 +145,24 @@ async def delete_job(request: web.Request) -> web.Response:
     return no_content()
 
 
+def cycle_rules(ctx: SandboxContext, sp_id: str) -> CycleRules:
+    """How a job of ``sp_id`` behaves once started: the profile's, the principal's over it."""
+    p = ctx.engine.profile
+    defaults = CycleRules(
+        first_cycle_s=p.activation_delay_ms / 1000,
+        cycle_s=p.cycle_s,
+        fail_cycles=p.fail_cycles,
+        quarantine_after_s=p.quarantine_after_s,
+        quarantine_reason=p.quarantine_reason,
+        quarantine_code=p.quarantine_status_code,
+    )
+    return ctx.state.rules_for(sp_id, defaults)
+
+
 async def start_job(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    delay = ctx.engine.profile.activation_delay_ms / 1000
-    ctx.state.start_job(_sp(request), request.match_info["job"], activation_delay_s=delay)
+    rules = cycle_rules(ctx, _sp(request))
+    ctx.state.start_job(_sp(request), request.match_info["job"], rules=rules)
     return no_content()
 
 
@@ -164,8 +179,8 @@ async def restart_job(request: web.Request) -> web.Response:
     scope = criteria.get("resetScope") if isinstance(criteria, dict) else None
     if scope is not None and not isinstance(scope, str):
         raise bad_request("'criteria.resetScope' must be a string.")
-    delay = ctx.engine.profile.activation_delay_ms / 1000
-    ctx.state.restart_job(_sp(request), request.match_info["job"], scope, activation_delay_s=delay)
+    rules = cycle_rules(ctx, _sp(request))
+    ctx.state.restart_job(_sp(request), request.match_info["job"], scope, rules=rules)
     return no_content()
 
 

@@ -51,6 +51,9 @@ class Principal:
     app_id: str
     templates: list[SeedTemplate]
     new_until: float
+    owners: frozenset[str] = frozenset()
+    quarantine_after_s: float | None = None
+    fail_cycles: bool | None = None
 
     def template_json(self, t: SeedTemplate) -> dict[str, Any]:
         return {
@@ -63,6 +66,20 @@ class Principal:
             "metadata": [],
             "schema": {"directories": [], "synchronizationRules": []},
         }
+
+
+@dataclass(frozen=True)
+class CycleRules:
+    """How a started job behaves: its first cycle ends ``first_cycle_s`` after start, the next
+    ones every ``cycle_s``; ``fail_cycles`` makes them fail; ``quarantine_after_s`` quarantines
+    the job that long after start (under ``quarantine_code``, as in Graph's Get example)."""
+
+    first_cycle_s: float = 1.0
+    cycle_s: float = 2400.0
+    fail_cycles: bool = False
+    quarantine_after_s: float | None = None
+    quarantine_reason: str = ""
+    quarantine_code: str = "Paused"
 
 
 @dataclass
@@ -81,6 +98,9 @@ class Job:
     last_success: dict[str, Any] | None = None
     quarantine: dict[str, Any] | None = None
     failures: int = 0
+    rules: CycleRules = CycleRules()
+    quarantine_at: float | None = None  # when the started job goes to quarantine
+    cycle_began: float | None = None  # when the running cycle began (monotonic)
 
     def to_json(self) -> dict[str, Any]:
         steady = self.last_success["timeEnded"] if self.last_success else ZERO_TIME
@@ -125,6 +145,33 @@ def execution(state: str, began: str, ended: str, error: dict[str, Any]) -> dict
         "state": state,
         "timeBegan": began,
         "timeEnded": ended,
+    }
+
+
+# Graph's own Get example (REF v1.0-synchronization-synchronizationjob-get.md): empty dates.
+EXAMPLE_QUARANTINE_ERROR = {
+    "code": "SalesforceInvalidCredentials",
+    "message": "Your Salesforce.com credentials are invalid.  Please obtain a current "
+    "Salesforce.com administrative user name, password and security token, and enter those in "
+    "the screen for configuring user provisioning",
+    "tenantActionable": True,
+}
+CYCLE_ERROR = {
+    "code": "SandboxCycleFailed",
+    "message": "The target system answered 500 to every export of this cycle (sandbox).",
+    "tenantActionable": False,
+}
+
+
+def example_quarantine(reason: str) -> dict[str, Any]:
+    """A quarantine object exactly as in Graph's Get example, with ``reason``."""
+    return {
+        "currentBegan": "",
+        "nextAttempt": "",
+        "reason": reason,
+        "seriesBegan": "",
+        "seriesCount": 2,
+        "error": dict(EXAMPLE_QUARANTINE_ERROR),
     }
 
 

@@ -56,6 +56,12 @@ class SeedPrincipal(_Model):
     appId: str | None = None
     templates: list[SeedTemplate] = Field(default_factory=list)
     newForMs: float = Field(default=0, ge=0)
+    # Client ids of the applications that own this principal: a token whose only write
+    # permission is Application.ReadWrite.OwnedBy may touch it only when its appid is here.
+    owners: list[str] = Field(default_factory=list)
+    # Per-principal job behaviour after start; None: the fault profile's.
+    quarantineAfterS: float | None = Field(default=None, ge=0)
+    failCycles: bool | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> SeedPrincipal:

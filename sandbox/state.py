@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter, defaultdict
@@ -11,12 +12,15 @@ from typing import Any
 
 from sandbox.gallery import GalleryState
 from sandbox.models import (
+    CYCLE_ERROR,
     NO_ERROR,
     QUARANTINE_ERROR,
     ZERO_TIME,
+    CycleRules,
     Job,
     Principal,
     bad_request,
+    example_quarantine,
     execution,
     iso,
     not_found,
@@ -145,6 +149,9 @@ class TenantState:
             app_id=p.appId or str(uuid.uuid5(uuid.UUID(p.id), "appId")),
             templates=list(p.templates),
             new_until=self._clock() + p.newForMs / 1000,
+            owners=frozenset(o.lower() for o in p.owners),
+            quarantine_after_s=p.quarantineAfterS,
+            fail_cycles=p.failCycles,
         )
         self.principals[principal.id] = principal
         self.jobs.setdefault(principal.id, {})
@@ -175,11 +182,14 @@ class TenantState:
         p = self.principal(sp_id)
         return [p.template_json(t) for t in p.templates]
 
-    def list_jobs(self, sp_id: str) -> list[dict[str, Any]]:
+    def list_jobs(self, sp_id: str, *, lag_s: float = 0) -> list[dict[str, Any]]:
+        """The principal's jobs; one made less than ``lag_s`` ago is not listed yet (the
+        eventual consistency of Graph's job list)."""
         jobs = list(self.jobs[self.principal(sp_id).id].values())
         for job in jobs:
             self._advance(job)
-        return [j.to_json() for j in jobs]
+        seen_before = self._clock() - lag_s
+        return [j.to_json() for j in jobs if lag_s <= 0 or j.created_at <= seen_before]
 
     # -- job lifecycle ---------------------------------------------------------------------
     def create_job(self, sp_id: str, template_id: str, *, initial_status: str) -> Job:
@@ -205,59 +215,105 @@ class TenantState:
         job = self.job(sp_id, job_id)
         del self.jobs[job.sp_id][job.id]
 
-    def start_job(self, sp_id: str, job_id: str, *, activation_delay_s: float) -> Job:
-        job = self._run(sp_id, job_id, activation_delay_s)
+    def start_job(self, sp_id: str, job_id: str, *, rules: CycleRules) -> Job:
+        job = self._run(sp_id, job_id, rules)
         job.starts += 1
         self.stats.starts[job.id] += 1
         return job
 
     def restart_job(
-        self, sp_id: str, job_id: str, reset_scope: str | None, *, activation_delay_s: float
+        self, sp_id: str, job_id: str, reset_scope: str | None, *, rules: CycleRules
     ) -> Job:
         scopes = {s.strip() for s in (reset_scope or "").split(",") if s.strip()}
         unknown = scopes - RESET_SCOPES
         if unknown:
             raise bad_request(f"Invalid resetScope value(s): {', '.join(sorted(unknown))}.")
-        return self._run(sp_id, job_id, activation_delay_s)
+        return self._run(sp_id, job_id, rules)
+
+    def rules_for(self, sp_id: str, defaults: CycleRules) -> CycleRules:
+        """The principal's own job behaviour over the fault profile's."""
+        p = self.principal(sp_id)
+        return dataclasses.replace(
+            defaults,
+            quarantine_after_s=(
+                p.quarantine_after_s
+                if p.quarantine_after_s is not None
+                else defaults.quarantine_after_s
+            ),
+            fail_cycles=p.fail_cycles if p.fail_cycles is not None else defaults.fail_cycles,
+        )
 
     def pause_job(self, sp_id: str, job_id: str) -> Job:
         job = self.job(sp_id, job_id)
         job.schedule_state = "Paused"
         job.status_code = "Paused"
         job.active_at = None
+        job.quarantine_at = None
         return job
 
-    def _run(self, sp_id: str, job_id: str, activation_delay_s: float) -> Job:
+    def _run(self, sp_id: str, job_id: str, rules: CycleRules) -> Job:
         job = self.job(sp_id, job_id)
+        now = self._clock()
         job.schedule_state = "Active"
         job.status_code = "NotRun"
         job.quarantine = None
+        job.rules = rules
         job.began = self._now()
-        job.active_at = self._clock() + activation_delay_s
+        job.cycle_began = now
+        job.active_at = now + rules.first_cycle_s
+        job.quarantine_at = (
+            None if rules.quarantine_after_s is None else now + rules.quarantine_after_s
+        )
         job.bad_credentials = self._secrets_bad(job.sp_id)
         if job.last_execution is None:
             job.last_execution = execution("Failed", ZERO_TIME, ZERO_TIME, dict(NO_ERROR))
         self._advance(job)
         return job
 
+    def _wall(self, at: float) -> dt.datetime:
+        """The wall-clock time of monotonic instant ``at``."""
+        return self._now() - dt.timedelta(seconds=self._clock() - at)
+
     def _advance(self, job: Job) -> None:
-        if job.active_at is None or self._clock() < job.active_at:
-            return
-        job.active_at = None
-        began = iso(job.began or self._now())
-        ended = iso(self._now())
+        """Play the started job's events up to now, in order: cycles ending (every
+        ``rules.cycle_s`` after the first), and the configured quarantine."""
+        now = self._clock()
+        while job.schedule_state == "Active" and job.quarantine is None:
+            cycle_at, quarantine_at = job.active_at, job.quarantine_at
+            due = [t for t in (cycle_at, quarantine_at) if t is not None and t <= now]
+            if not due:
+                return
+            if quarantine_at is not None and quarantine_at == min(due):
+                job.quarantine_at = None
+                job.active_at = None
+                job.status_code = job.rules.quarantine_code
+                job.quarantine = example_quarantine(job.rules.quarantine_reason)
+                return
+            assert cycle_at is not None
+            self._end_cycle(job, cycle_at)
+
+    def _end_cycle(self, job: Job, at: float) -> None:
+        began = iso(self._wall(job.cycle_began if job.cycle_began is not None else at))
+        ended = iso(self._wall(at))
+        job.cycle_began = at
+        job.active_at = at + job.rules.cycle_s
         if job.bad_credentials:
+            job.active_at = None
             job.status_code = "Quarantine"
             job.failures += 1
             job.last_execution = execution("Failed", began, ended, dict(QUARANTINE_ERROR))
             job.quarantine = {
                 "currentBegan": ended,
-                "nextAttempt": iso(self._now() + dt.timedelta(hours=1)),
+                "nextAttempt": iso(self._wall(at) + dt.timedelta(hours=1)),
                 "reason": "EncounteredQuarantineException",
                 "seriesBegan": ended,
                 "seriesCount": job.failures,
                 "error": dict(QUARANTINE_ERROR),
             }
+        elif job.rules.fail_cycles:
+            job.status_code = "Active"
+            job.failures += 1
+            job.last_execution = execution("Failed", began, ended, dict(CYCLE_ERROR))
         else:
             job.status_code = "Active"
             job.failures = 0
@@ -317,6 +373,9 @@ class TenantState:
                     "starts": j.starts,
                     "scheduleState": j.schedule_state,
                     "statusCode": j.status_code,
+                    "quarantined": j.quarantine is not None,
+                    "lastExecutionState": (j.last_execution or {}).get("state"),
+                    "countSuccessiveCompleteFailures": j.failures,
                 }
                 for j in sp_jobs.values()
             ]
@@ -331,6 +390,10 @@ class TenantState:
             "gallery": self.gallery.stats_json(),
         }
 
+    def may_touch(self, sp_id: str, app_id: str) -> bool:
+        """True when ``app_id`` owns the principal (Application.ReadWrite.OwnedBy's rule)."""
+        return app_id.lower() in self.principal(sp_id).owners
+
     def principals_json(self) -> list[dict[str, Any]]:
         return [
             {
@@ -339,6 +402,7 @@ class TenantState:
                 "appId": p.app_id,
                 "templates": [t.model_dump() for t in p.templates],
                 "newForMsRemaining": max(0.0, (p.new_until - self._clock()) * 1000),
+                "owners": sorted(p.owners),
             }
             for p in self.principals.values()
         ]

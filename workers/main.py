@@ -31,7 +31,7 @@ from service.core.application_store import (
     HEALTH_WRITEBACK_FUNCTION,
 )
 from service.core.crypto import CredentialCipher
-from service.core.errors import StoreUnavailable
+from service.core.errors import StoreUnavailable, TokenError
 from service.core.keys import Keys
 from service.core.logs import configure_logging
 from service.core.queue import (
@@ -47,6 +47,7 @@ from service.core.ssrf import CallbackAllowlist, SafeResolver
 from service.core.store import Store
 from service.core.tracing import setup_tracing, shutdown_tracing
 from workers.graph.client import GraphClient, close_quietly, new_session
+from workers.graph.permissions import SYNCHRONIZATION, token_lacks
 from workers.graph.tls import ssl_context
 from workers.graph.token import TokenProvider
 from workers.metrics import WorkerMetrics
@@ -135,9 +136,39 @@ async def startup(ctx: dict[str, Any]) -> None:
         metrics=metrics,
     )
     log.info("worker_started", queue=settings.queue_name, concurrency=settings.worker_concurrency)
+    await report_permissions(ctx["redis"], settings, tokens)
     probe_file = os.environ.get(LAG_PROBE_ENV)
     if probe_file:
         ctx["lag_probe"] = asyncio.create_task(_probe_loop_lag(probe_file))
+
+
+async def report_permissions(redis: Any, settings: Settings, tokens: TokenProvider) -> None:
+    """Read the roles of the worker's own access token at start-up: warn when they hold none
+    of the permissions the synchronization API accepts, and record the verdict for
+    ``provisioner worker --check``. Entra unreachable: nothing is known yet, nothing fails."""
+    try:
+        roles = await tokens.roles()
+    except TokenError as e:
+        log.warning("graph_token_unavailable", error=e.error, detail=e.description)
+        verdict: dict[str, Any] = {"ok": None, "problem": f"no token yet: {e.error}"}
+    else:
+        problem = token_lacks(roles)
+        verdict = {
+            "ok": problem is None,
+            "roles": list(roles) if roles is not None else None,
+            "problem": problem.message if problem else None,
+        }
+        if problem is not None:
+            log.warning(
+                "graph_permission_missing",
+                needed=list(SYNCHRONIZATION),
+                token_roles=list(roles or ()),
+                detail=problem.message,
+            )
+            await tokens.refresh()  # a grant made meanwhile shows in the next token
+    key = Keys(settings.queue_name).worker_permissions(settings.worker_name)
+    with contextlib.suppress(*REDIS_LOST):
+        await redis.set(key, json.dumps(verdict), ex=7 * 86400)
 
 
 #: Benchmarks only (benchmarks/worker_cost.py): a file to which the worker appends, every second,
@@ -375,7 +406,8 @@ def run_worker(settings: Settings) -> None:
 
 async def check_health(settings: Settings, worker_name: str | None = None) -> int:
     """0 when the named worker (or, without a name, any worker on the queue) refreshed its
-    health key within the last health-check interval; else 1. Prints each live worker."""
+    health key within the last health-check interval and its token holds a permission the
+    synchronization API accepts; else 1. Prints each live worker and its permission verdict."""
     redis = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         if worker_name:  # exact key: a name is not a glob pattern
@@ -383,17 +415,33 @@ async def check_health(settings: Settings, worker_name: str | None = None) -> in
         else:
             pattern = health_key(settings, "*")
             keys = sorted([k async for k in redis.scan_iter(match=pattern, count=1000)])
-        alive = 0
+        alive = ready = 0
         for key in keys:
             info = await redis.get(key)
             name = key.decode().removeprefix(Keys(settings.queue_name).health_check(""))
             print(f"{name}: {info.decode() if info else 'no heartbeat (dead or never started)'}")
             alive += info is not None
+            if info is not None:
+                ok = await _permission_verdict(redis, settings, name)
+                ready += ok
         if not keys:
             print(f"no worker on queue {settings.queue_name!r} sent a heartbeat")
-        return 0 if alive else 1
+        return 0 if ready else 1
     except REDIS_LOST as e:
         print(f"redis unreachable: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
         await redis.aclose()
+
+
+async def _permission_verdict(redis: Any, settings: Settings, name: str) -> bool:
+    """Print a live worker's permission verdict; False when its token lacks every permission
+    the sync API accepts (not ready: each request would fail GraphPermissionMissing)."""
+    raw = await redis.get(Keys(settings.queue_name).worker_permissions(name))
+    verdict = json.loads(raw) if raw else {}
+    if verdict.get("ok") is False:
+        print(f"{name}: NOT READY: GraphPermissionMissing: {verdict.get('problem')}")
+        return False
+    if verdict.get("ok") is True:
+        print(f"{name}: Graph permissions: {', '.join(verdict.get('roles') or [])}")
+    return True

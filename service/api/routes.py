@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api.access import authorize_action, list_caller, require, visible_record
+from service.api.access import (
+    authorize_action,
+    list_caller,
+    not_found,
+    require,
+    visible_record,
+)
 from service.api.auth.keys import CALLER
 from service.api.auth.policy import Permission
 from service.api.intake import (
@@ -145,29 +151,37 @@ async def list_requests(request: web.Request) -> web.Response:
     problems=_ACTION_PROBLEMS,
     path=RequestPath,
     description=(
-        "A queued request is cancelled at once; a running one stops at its next step "
-        "boundary (202). Already cancelled: 200. Succeeded or failed: 409. Needs `write`, "
+        "202 only when the request will end `cancelled`: a queued one at once, a running one "
+        "at its next wait or step boundary (a job already started stays started). Already "
+        "cancelled: 200. Succeeded or failed: 409, saying when. Needs `write`, "
         "the target policy of the caller and of the request's owner (403) and passes the "
         "caller's intake rate limit (429)."
     ),
 )
 async def cancel_request(request: web.Request) -> web.Response:
+    """Cancel a request: 202 only when it will end ``cancelled`` (a queued one at once, a
+    running one at its next wait or step boundary, and the worker's final save honours the
+    flag atomically); 409 once it succeeded or failed. A started job stays started."""
     record = await _acted_on(request, queue_cap=False)
-    store = request.app[STORE]
-    if record.state is State.CANCELLED:
-        return json_response(record.public())
-    if record.state.terminal:
-        raise conflict(f"The request already {record.state.value}; it cannot be cancelled.")
-    if record.state is State.QUEUED:
-        record.state = State.CANCELLED
-        record.add(
+
+    def cancel_queued(queued: Record) -> None:
+        queued.state = State.CANCELLED
+        queued.add(
             HistoryEntry(step=None, outcome=Outcome.CANCELLED, at=utcnow(), message="cancelled")
         )
-        await store.save(record)
-    # Set after the save (which clears the flag): a worker that picked the job up meanwhile
-    # still stops at its next step boundary.
-    await store.request_cancel(record.id)
-    return json_response(record.public(), 202)
+
+    current, outcome = await request.app[STORE].cancel(record.id, cancel_queued)
+    if current is None:
+        raise not_found()
+    if outcome == "already":
+        return json_response(current.public())
+    if outcome == "too_late":
+        job = f" Job {current.job_id} stays in the tenant as it is." if current.job_id else ""
+        raise conflict(
+            f"The request already {current.state.value} at {current.updated_at.isoformat()}; "
+            f"it cannot be cancelled any more.{job}"
+        )
+    return json_response(current.public(), 202)
 
 
 @routes.post(BASE + "/{id}/retry")

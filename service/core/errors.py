@@ -15,8 +15,11 @@
           ├── TemplateNotFound     the requested templateId is not among the principal's templates
           ├── TemplateAmbiguous    several templates, none ``default``, and no templateId given
           ├── CredentialsRejected  validateCredentials answered 400
-          ├── JobQuarantined       the started job went to Quarantine
-          ├── JobNotStarted        the job did not become Active within the verify window
+          ├── JobQuarantined       the started job is quarantined (status.quarantine set)
+          ├── JobFailing           the started job's cycles fail (lastExecution Failed)
+          ├── JobNotStarted        the job's schedule is not Active within the verify window
+          ├── GraphPermissionMissing the app's token lacks every permission the sync API
+          │                       accepts, or a 401 UnknownError outlasted the lag budget
           ├── RetryBudgetExhausted transient errors outlasted the request's retry budget
           └── GraphRequestFailed   Graph answered a non-retryable error (its code is kept)
 
@@ -155,6 +158,21 @@ class JobQuarantined(WorkflowFailed):
     """Raised when the started job reports ``status.code == Quarantine``."""
 
     code = "JobQuarantined"
+
+
+class JobFailing(WorkflowFailed):
+    """Raised when the started job's last cycle failed or cycles fail in a row."""
+
+    code = "JobFailing"
+
+
+class GraphPermissionMissing(WorkflowFailed):
+    """Raised when the app's access token holds none of the application permissions the
+    synchronization API accepts, or when a 401 ``UnknownError`` outlasted the replication-lag
+    budget (a missing permission, or ``Application.ReadWrite.OwnedBy`` on a principal the app
+    does not own, answers exactly like a principal too new to be seen)."""
+
+    code = "GraphPermissionMissing"
 
 
 class JobNotStarted(WorkflowFailed):

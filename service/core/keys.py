@@ -10,6 +10,9 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:inflight:app:{a}:{sha}   the same for a request naming a gallery app (template or gallery
                                  name, sha256 of its display name) instead of a principal
     {p}:app-claim:{a}:{sha}      the request instantiating (template id, display name) right now
+    {p}:job-claim:{sp}:{t}       lease on a RESOLVED (principal, template): owner token, PX TTL
+    {p}:job-create:{sp}:{t}      a create POST not yet listed (JSON: sentAt, jobId, requestId)
+    {p}:worker-permissions:{w}   a worker's verdict on its token's Graph roles (JSON)
     {p}:idem:{caller}:{sha256}   an Idempotency-Key entry
     {p}:state:queued, :running   the in-flight records (score = creation ms): reconciler, metrics
     {p}:caller:{caller}:index    a caller's records (score = creation ms), newest-first listing;
@@ -73,6 +76,19 @@ class Keys:
 
     def app_claim(self, template_id: str, display_name_digest: str) -> str:
         return f"{self.prefix}:app-claim:{template_id}:{display_name_digest}"
+
+    def job_claim(self, service_principal_id: str, template: str) -> str:
+        """The create lease on a resolved (principal, template): held from the job list to
+        the recorded job id (workers/workflow/claim.py)."""
+        return f"{self.prefix}:job-claim:{service_principal_id}:{template}"
+
+    def job_create(self, service_principal_id: str, template: str) -> str:
+        """A create POST for a (principal, template) that Graph's job list may not show yet."""
+        return f"{self.prefix}:job-create:{service_principal_id}:{template}"
+
+    def worker_permissions(self, worker_name: str) -> str:
+        """A worker's verdict on its access token's roles, read by ``worker --check``."""
+        return f"{self.prefix}:worker-permissions:{worker_name}"
 
     def idempotency(self, caller: str, key_digest: str) -> str:
         return f"{self.prefix}:idem:{caller}:{key_digest}"

@@ -209,7 +209,9 @@ class Settings(BaseSettings):
     retry_budget_s: float = Field(default=900.0, gt=0)
     consistency_budget_s: float = Field(default=300.0, gt=0)
     verify_timeout_s: float = Field(default=120.0, gt=0)
-    create_settle_s: float = Field(default=10.0, ge=0)
+    create_settle_s: float = Field(default=300.0, ge=0)
+    create_poll_cap_s: float = Field(default=30.0, gt=0)
+    job_claim_ttl_s: float = Field(default=30.0, ge=1)
     verify_poll_s: float = Field(default=2.0, gt=0)
     verify_settle_s: float = Field(default=15.0, ge=0)
     # Gallery apps (issue 13): instantiate has no idempotency key (docs/workflow.md).

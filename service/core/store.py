@@ -210,19 +210,7 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 self._write(pipe, record)
                 if record.state.terminal:
-                    pipe.eval(_RELEASE, 1, self._inflight_key(record), record.id)
-                    pipe.lrem(self._waiting_key(record), 0, record.id)
-                    pipe.delete(self.keys.credentials(record.id), self.keys.cancel(record.id))
-                    # Queued with the terminal state itself: a crash cannot lose them.
-                    for function, job_id in notification_jobs(
-                        record.id,
-                        len(record.history),
-                        callback=notify and bool(record.callback_url),
-                        writeback=notify
-                        and record.caller.startswith("webhook:")
-                        and bool(record.external_reference),
-                    ):
-                        self._queue_job(pipe, record.id, function=function, job_id=job_id)
+                    self._terminal_writes(pipe, record, notify)
                 await pipe.execute()
 
         await guarded(run)
@@ -263,6 +251,92 @@ class Store:
                         continue
 
         return await guarded(run)
+
+    def _terminal_writes(self, pipe: Any, record: Record, notify: bool) -> None:
+        """What a terminal state brings in the same transaction: the in-flight claim
+        released, credentials and the cancel flag deleted, the notifications queued."""
+        pipe.eval(_RELEASE, 1, self._inflight_key(record), record.id)
+        pipe.lrem(self._waiting_key(record), 0, record.id)
+        pipe.delete(self.keys.credentials(record.id), self.keys.cancel(record.id))
+        # Queued with the terminal state itself: a crash cannot lose them.
+        for function, job_id in notification_jobs(
+            record.id,
+            len(record.history),
+            callback=notify and bool(record.callback_url),
+            writeback=notify
+            and record.caller.startswith("webhook:")
+            and bool(record.external_reference),
+        ):
+            self._queue_job(pipe, record.id, function=function, job_id=job_id)
+
+    async def save_final(self, record: Record, on_cancel: Callable[[Record], None]) -> bool:
+        """The worker's last save, atomic with the cancel flag (WATCH): when a cancel was
+        accepted before it, ``on_cancel`` turns the record into its cancelled form first, so
+        a 202 to cancel always ends ``cancelled``. Returns True when the cancel won."""
+        assert record.state.terminal
+        flag = self.keys.cancel(record.id)
+
+        async def run() -> bool:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(flag)
+                        won = bool(await pipe.exists(flag)) and record.state is not State.CANCELLED
+                        if won:
+                            on_cancel(record)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        self._write(pipe, record)
+                        self._terminal_writes(pipe, record, True)
+                        await pipe.execute()
+                        return won
+                    except WatchError:
+                        continue
+
+        won = await guarded(run)
+        await self.promote_waiter(record)  # a crash before this: the reconciler promotes
+        return won
+
+    async def cancel(
+        self, request_id: str, cancel_queued: Callable[[Record], None]
+    ) -> tuple[Record | None, str]:
+        """Accept a cancel unless the request is already final, atomically with its record
+        (WATCH): ``("accepted")`` sets the flag the worker honours (a queued record is made
+        cancelled by ``cancel_queued`` at once), ``"already"`` for a cancelled one and
+        ``"too_late"`` for one that succeeded or failed; the record as it stands."""
+        key = self.record_key(request_id)
+
+        async def run() -> tuple[Record | None, str]:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(key)
+                        raw = await pipe.get(key)
+                        if raw is None:
+                            await pipe.reset()  # type: ignore[no-untyped-call]
+                            return None, "unknown"
+                        record = Record.from_json(raw)
+                        if record.state.terminal:
+                            await pipe.reset()  # type: ignore[no-untyped-call]
+                            done = "already" if record.state is State.CANCELLED else "too_late"
+                            return record, done
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        if record.state is State.QUEUED:
+                            cancel_queued(record)
+                            self._write(pipe, record)
+                            self._terminal_writes(pipe, record, True)
+                        # Kept after a queued cancel too: a worker that picked the job up
+                        # meanwhile stops at its first step boundary.
+                        pipe.set(self.keys.cancel(request_id), 1, ex=86400)
+                        pipe.zadd(self.queue_name, {request_id: time.time() * 1000}, xx=True)
+                        await pipe.execute()
+                        return record, "accepted"
+                    except WatchError:
+                        continue
+
+        found, outcome = await guarded(run)
+        if found is not None and outcome == "accepted" and found.state.terminal:
+            await self.promote_waiter(found)  # a queued request cancelled: its slot is free
+        return found, outcome
 
     async def redrive(self, record: Record) -> tuple[Record, bool]:
         """Put a failed request back to ``queued`` with a fresh retry budget, re-claiming its
@@ -359,18 +433,6 @@ class Store:
     async def forget_credentials(self, request_id: str) -> None:
         """Delete the stored credentials (called once Graph has them)."""
         await guarded(lambda: self.redis.delete(self.keys.credentials(request_id)))
-
-    async def request_cancel(self, request_id: str) -> None:
-        """Flag a request for cancellation at the worker's next step boundary, and bring a
-        job that is waiting out a deferral forward so the flag is seen now, not later."""
-
-        async def run() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.keys.cancel(request_id), 1, ex=86400)
-                pipe.zadd(self.queue_name, {request_id: time.time() * 1000}, xx=True)
-                await pipe.execute()
-
-        await guarded(run)
 
     async def ids_in_state(self, state: State, limit: int = 10_000) -> builtins.list[str]:
         """Ids of the records in a state, oldest first (for the reconciler)."""

@@ -75,6 +75,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         "PROVISIONER_VERIFY_POLL_S": "0.2",
         "PROVISIONER_BACKOFF_BASE_S": "0.2",
         "PROVISIONER_BACKOFF_CAP_S": "2",
+        # A 5xx on create that made nothing waits out the settle budget (default 5 min).
+        "PROVISIONER_CREATE_SETTLE_S": "10",
         "PROVISIONER_LOG_FORMAT": "json",
     }
     api, base = start_api(env, tmp_path)

@@ -20,6 +20,7 @@ GITHUB = "01d564d9-8163-464e-bc90-b017bf5c8fa6"  # two templates, none default
 SLACK_NEW = "09bbdc7e-84d7-49a3-8f8d-3d7ffd3cb86a"  # 401 UnknownError for 3 s after reset
 NO_TEMPLATES = "100b4cac-0cb0-4152-a6fe-58affba7b31d"
 READ_ONLY_CLIENT = ("e2ae45db-2954-4e51-a7e6-3f3a57ae4b50", "sandbox-readonly-secret-5Kq2xP9rLm")
+OWNED_BY_CLIENT = ("1fedcc39-7d0a-4937-aa10-e9c8366172c2", "sandbox-ownedby-secret-Zt4wV8nB3c")
 ENCRYPTION_KEY = new_encryption_key()
 
 FAST = {

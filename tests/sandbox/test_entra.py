@@ -229,7 +229,8 @@ def test_raw_token_request_errors(sandbox: SandboxProcess) -> None:
     assert resp.json()["error_codes"] == [900144]
 
 
-def test_read_only_app_token_gets_403_on_writes(sandbox: SandboxProcess) -> None:
+def test_read_only_app_token_gets_graphs_401_on_writes(sandbox: SandboxProcess) -> None:
+    """Real Graph answers a sync call without a permission 401 UnknownError, empty message."""
     form = {
         "grant_type": "client_credentials",
         "client_id": READ_ONLY_APP,
@@ -242,8 +243,9 @@ def test_read_only_app_token_gets_403_on_writes(sandbox: SandboxProcess) -> None
         json={"templateId": "salesforce"},
         headers={"Authorization": f"Bearer {token}"},
     )
-    assert resp.status_code == 403
-    assert resp.json()["error"]["code"] == "Authorization_RequestDenied"
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "UnknownError"
+    assert resp.json()["error"]["message"] == ""
 
 
 def test_unregistered_certificate_is_refused(sandbox: SandboxProcess, tmp_path: Path) -> None:

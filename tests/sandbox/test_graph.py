@@ -264,8 +264,9 @@ async def test_auth_errors(sb: InProcessSandbox) -> None:
     status, headers, body = await call(
         sb, "POST", url, token=read_only, json={"templateId": "salesforce"}
     )
-    assert status == 403
-    assert_graph_error(status, headers, body, "Authorization_RequestDenied")
+    assert status == 401
+    assert_graph_error(status, headers, body, "UnknownError")
+    assert body["error"]["message"] == ""
     owned_by = await sb.token(OWNED_BY_APP)
     status, _, _ = await call(sb, "POST", url, token=owned_by, json={"templateId": "salesforce"})
     assert status == 201

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from sandbox.faults import FaultEngine, FaultProfile, format_retry_after
-from sandbox.models import GraphError
+from sandbox.models import CycleRules, GraphError
 from sandbox.seed import generated_principal_id, load_seed
 from sandbox.state import TenantState
 
@@ -88,13 +88,13 @@ def test_job_lifecycle_and_activation_delay() -> None:
     assert middle == uuid.UUID(TENANT).hex
     uuid.UUID(guid)
     assert (job.schedule_state, job.status_code) == ("Disabled", "NotConfigured")
-    state.start_job(SALESFORCE, job.id, activation_delay_s=1.0)
+    state.start_job(SALESFORCE, job.id, rules=CycleRules(first_cycle_s=1.0))
     assert (job.schedule_state, job.status_code) == ("Active", "NotRun")
     clock.t += 1.0
     assert state.job(SALESFORCE, job.id).status_code == "Active"
     state.pause_job(SALESFORCE, job.id)
     assert (job.schedule_state, job.status_code) == ("Paused", "Paused")
-    state.start_job(SALESFORCE, job.id, activation_delay_s=0)
+    state.start_job(SALESFORCE, job.id, rules=CycleRules(first_cycle_s=0))
     assert job.status_code == "Active"
     assert state.stats.starts[job.id] == 2
     state.delete_job(SALESFORCE, job.id)
@@ -111,7 +111,7 @@ def test_quarantine_after_bad_secrets() -> None:
     )
     state.validate_credentials(SCIM, [], use_saved=True)  # validates fine
     job = state.create_job(SCIM, "scimV2", initial_status="Paused")
-    state.start_job(SCIM, job.id, activation_delay_s=0.5)
+    state.start_job(SCIM, job.id, rules=CycleRules(first_cycle_s=0.5))
     assert job.status_code == "NotRun"
     clock.t += 0.5
     body = state.job(SCIM, job.id).to_json()

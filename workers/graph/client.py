@@ -91,6 +91,14 @@ class GraphClient:
         self._tokens = tokens
         self._observe = observe
 
+    async def token_roles(self) -> tuple[str, ...] | None:
+        """The ``roles`` of the access token the calls carry (None: not readable)."""
+        return await self._tokens.roles()
+
+    async def refresh_token(self) -> None:
+        """Fetch a new token on the next call (roles granted since show up in it)."""
+        await self._tokens.refresh()
+
     async def request(
         self,
         method: str,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.core.health import Health
-from workers.graph.models import SynchronizationJob
+from workers.graph.models import SynchronizationJob, SynchronizationTaskExecution
 
 #: Status codes that mean "configured, no cycle finished yet".
 NOT_YET = frozenset({"NotRun", "NotConfigured", ""})
@@ -25,6 +25,22 @@ class Assessment:
 
     health: Health
     reason: str
+
+
+def failed(execution: SynchronizationTaskExecution) -> bool:
+    """True for a cycle that failed. Right after start Graph shows a ``Failed`` placeholder
+    that never ran (``timeBegan`` 0001-01-01, error code ``None``): not a failure."""
+    if execution.state != "Failed":
+        return False
+    error_code = execution.error.code if execution.error else None
+    never_ran = execution.time_began is not None and execution.time_began.year <= 1
+    return not (never_ran and error_code in (None, "", "None"))
+
+
+def first_cycle_finished(job: SynchronizationJob) -> bool:
+    """True once a cycle has really ended (``lastExecution.timeEnded`` after year 1)."""
+    last = job.status.last_execution
+    return last is not None and last.time_ended is not None and last.time_ended.year > 1
 
 
 def assess(job: SynchronizationJob) -> Assessment:
@@ -42,7 +58,7 @@ def assess(job: SynchronizationJob) -> Assessment:
         return Assessment(Health.PAUSED, "the job is paused")
     last = status.last_execution
     failures = status.count_successive_complete_failures or 0
-    if (last is not None and last.state == "Failed") or failures > 0:
+    if (last is not None and failed(last)) or failures > 0:
         error = last.error if last else None
         detail = f": {error.code}: {error.message}" if error and error.code else ""
         return Assessment(Health.FAILING, f"the last cycle failed ({failures} in a row){detail}")

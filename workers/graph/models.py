@@ -18,12 +18,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
-def _blank_is_none(value: object) -> object:
+def _blank_is_none(value: Any) -> Any:
+    """Graph's own Get example sends ``""`` for a quarantine's dates: no date, not an error."""
     return None if value == "" else value
 
 
-#: A DateTimeOffset; Graph's own examples send ``""`` for one that is not set.
-Timestamp = Annotated[datetime | None, BeforeValidator(_blank_is_none)]
+Time = Annotated[datetime | None, BeforeValidator(_blank_is_none)]
 
 
 class GraphModel(BaseModel):
@@ -46,9 +46,9 @@ class SynchronizationQuarantine(GraphModel):
     """Why and since when a job is quarantined; present only while it is."""
 
     reason: str | None = None
-    current_began: Timestamp = None
-    next_attempt: Timestamp = None
-    series_began: Timestamp = None
+    current_began: Time = None
+    next_attempt: Time = None
+    series_began: Time = None
     series_count: int | None = None
     error: SynchronizationError | None = None
 
@@ -58,8 +58,8 @@ class SynchronizationTaskExecution(GraphModel):
 
     activity_identifier: str | None = None
     state: str | None = None
-    time_began: Timestamp = None
-    time_ended: Timestamp = None
+    time_began: Time = None
+    time_ended: Time = None
     count_entitled: int | None = None
     count_exported: int | None = None
     count_imported: int | None = None
@@ -78,7 +78,7 @@ class SynchronizationStatus(GraphModel):
     last_successful_execution: SynchronizationTaskExecution | None = None
     last_successful_execution_with_exports: SynchronizationTaskExecution | None = None
     quarantine: SynchronizationQuarantine | None = None
-    steady_state_first_achieved_time: Timestamp = None
+    steady_state_first_achieved_time: Time = None
     troubleshooting_url: str | None = None
 
 
@@ -87,7 +87,7 @@ class SynchronizationSchedule(GraphModel):
 
     state: str | None = None
     interval: str | None = None
-    expiration: Timestamp = None
+    expiration: Time = None
 
 
 class SynchronizationJob(GraphModel):

@@ -13,16 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from service.core.errors import GraphFailure, WorkflowFailed
+from service.core.errors import GraphFailure, GraphPermissionMissing
 from service.core.models import Record, Step
 
-#: What the synchronization API accepts (the truth issue's list).
+#: What the synchronization API accepts (Graph's table: OwnedBy least privileged,
+#: Synchronization.ReadWrite.All higher; older docs and Terraform: the other two).
 SYNCHRONIZATION = (
     "Application.ReadWrite.OwnedBy",
     "Synchronization.ReadWrite.All",
     "Application.ReadWrite.All",
     "Directory.ReadWrite.All",
 )
+OWNED_BY = "Application.ReadWrite.OwnedBy"
 INSTANTIATE = (
     "Application.ReadWrite.OwnedBy",
     "Application.ReadWrite.All",
@@ -70,13 +72,71 @@ def missing_permissions(record: Record, roles: Iterable[str]) -> dict[Step, tupl
     }
 
 
-def permission_missing(step: Step, error: GraphFailure, what: str) -> WorkflowFailed:
+def _has(roles: Iterable[str]) -> str:
+    return ", ".join(roles) or "no application permission"
+
+
+def token_lacks(
+    roles: tuple[str, ...] | None, record: Record | None = None
+) -> GraphPermissionMissing | None:
+    """The fail-fast failure when the token's ``roles`` cannot perform a step this request
+    will call (without a record: the synchronization API at all); None when they can, or
+    when the roles cannot be read (Graph's answers then decide)."""
+    if roles is None:
+        return None
+    if record is not None:
+        missing = missing_permissions(record, roles)
+    else:
+        missing = {} if set(roles) & set(SYNCHRONIZATION) else {Step.CREATE_JOB: SYNCHRONIZATION}
+    if not missing:
+        return None
+    needs = "; ".join(
+        f"{step.value} needs one of {', '.join(perms)}" for step, perms in missing.items()
+    )
+    return GraphPermissionMissing(
+        f"the app's access token holds {_has(roles)}: {needs} (application permissions, "
+        "admin-consented). Grant them, then retry the request",
+        details={
+            "needed": {step.value: list(perms) for step, perms in missing.items()},
+            "tokenRoles": list(roles),
+        },
+    )
+
+
+def refused(step: Step, error: GraphFailure, what: str) -> GraphPermissionMissing:
     """A 403 from Graph on ``step`` as the fail-fast ``GraphPermissionMissing`` failure."""
     needed = STEP_PERMISSIONS[step]
-    return WorkflowFailed(
+    return GraphPermissionMissing(
         f"Graph refused to {what} ({error.code}): the application needs one of {', '.join(needed)}",
-        code="GraphPermissionMissing",
         graph_status=error.status,
         graph_request_id=error.request_id,
         details={"step": step.value, "needed": list(needed)},
+    )
+
+
+def unknown_error_hint(
+    roles: tuple[str, ...] | None, service_principal_id: str, error: GraphFailure
+) -> GraphPermissionMissing:
+    """What a 401 ``UnknownError`` that outlasted the replication-lag budget means: a missing
+    permission, or with only ``Application.ReadWrite.OwnedBy`` an app that does not own the
+    principal (Graph answers both exactly like a principal too new to be seen)."""
+    held = tuple(roles or ())
+    wide = set(held) & (set(SYNCHRONIZATION) - {OWNED_BY})
+    if OWNED_BY in held and not wide:
+        why = (
+            f"the app holds only {OWNED_BY}, which reaches only the service principals it "
+            f"owns: add the app as an owner of service principal {service_principal_id}, or "
+            "grant Synchronization.ReadWrite.All"
+        )
+    else:
+        why = (
+            f"Graph kept answering 401 UnknownError past the replication-lag budget; the app "
+            f"holds {_has(held)}: check that it is granted (and admin-consented) one of "
+            f"{', '.join(SYNCHRONIZATION)}"
+        )
+    return GraphPermissionMissing(
+        why,
+        graph_status=error.status,
+        graph_request_id=error.request_id,
+        details={"needed": list(SYNCHRONIZATION), "tokenRoles": list(held)},
     )

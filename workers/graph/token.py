@@ -10,6 +10,9 @@ so the next call fetches a new one.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +24,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from service.core.errors import ConfigError, TokenError
 from service.core.settings import Settings
 from workers.graph.tls import PinnedVerifySession
+
+
+def token_roles(token: str) -> tuple[str, ...] | None:
+    """The ``roles`` claim of our own access token: its payload base64url-decoded, no
+    signature check (msal gave it to us). None when the token is not a readable JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    if roles is None:
+        return ()
+    return tuple(str(r) for r in roles) if isinstance(roles, list) else None
 
 
 def certificate_credential(pem: bytes) -> dict[str, str]:
@@ -107,6 +126,14 @@ class TokenProvider:
             return await asyncio.to_thread(self._acquire)
         except OSError as e:
             raise TokenError("authority_unreachable", type(e).__name__) from e
+
+    async def roles(self) -> tuple[str, ...] | None:
+        """The current token's ``roles`` (see :func:`token_roles`)."""
+        return token_roles(await self.token())
+
+    async def refresh(self) -> None:
+        """Drop the cached token: roles granted since it was issued show in the next one."""
+        await self.invalidate(await self.token())
 
     async def invalidate(self, token: str) -> None:
         """Drop ``token`` from msal's cache so the next :meth:`token` fetches a fresh one."""

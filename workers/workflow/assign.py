@@ -17,7 +17,7 @@ from service.core.errors import GraphError
 from service.core.models import Outcome, Step
 from workers.graph.apps import AppRoleAssignment, default_user_role
 from workers.graph.client import GraphResponse
-from workers.graph.permissions import permission_missing
+from workers.graph.permissions import refused
 from workers.workflow.calls import Ambiguous
 from workers.workflow.onboarding_errors import AppRoleAmbiguous, AssignmentRejected
 from workers.workflow.retry import CallKind
@@ -94,7 +94,7 @@ async def assign(s: Steps) -> StepResult:
                 if is_duplicate(e):
                     continue  # present after all: the list lagged behind an earlier add
                 if e.status == 403:
-                    raise permission_missing(STEP, e, "assign users and groups") from e
+                    raise refused(STEP, e, "assign users and groups") from e
                 if e.status == 400:
                     raise AssignmentRejected(
                         f"Graph refused to assign {principal_id} the role {role_id}: "

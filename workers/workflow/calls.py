@@ -41,6 +41,11 @@ class Defer(Exception):
         self.reason = reason
 
 
+class CancelRequested(Exception):
+    """The API accepted a cancel: the run stops at this wait (verify's polling, the settle
+    wait, a retry wait) instead of at the next step boundary only."""
+
+
 class Ambiguous(Exception):
     """A create call whose outcome is unknown (5xx, timeout, reset): list before deciding."""
 
@@ -59,8 +64,10 @@ class CallRunner:
         throttle: Throttle,
         stopping: Callable[[], bool] = lambda: False,
         metrics: WorkerMetrics | None = None,
+        cancelled: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._settings = settings
+        self._cancelled = cancelled
         self._record = record
         self._throttle = throttle
         self._stopping = stopping
@@ -105,6 +112,8 @@ class CallRunner:
         request needs several calls, and with many requests in line every call waits its turn,
         so a summed budget would end every run after a call or two and the multi-call steps
         (list then create, get then start) would never complete."""
+        if not pacing and self._cancelled is not None and await self._cancelled():
+            raise CancelRequested(reason)
         spent = 0.0 if pacing else self._waited_s
         if (
             spent + seconds > self._settings.inprocess_wait_s

@@ -23,7 +23,7 @@ from service.core.errors import GraphError
 from service.core.models import ApplicationSpec, Outcome, Step, utcnow
 from workers.graph.apps import ApplicationTemplate, ServicePrincipal, odata_string
 from workers.graph.client import GraphResponse
-from workers.graph.permissions import permission_missing
+from workers.graph.permissions import refused
 from workers.workflow.assign import assign
 from workers.workflow.calls import Ambiguous
 from workers.workflow.mapping import map_attributes
@@ -204,7 +204,7 @@ def _label(t: ApplicationTemplate) -> str:
 
 def _refused(e: GraphError, template_id: str) -> Exception:
     if e.status == 403:
-        return permission_missing(STEP, e, "instantiate the gallery app")
+        return refused(STEP, e, "instantiate the gallery app")
     if e.status == 404:
         return GalleryAppNotFound(
             f"Graph knows no gallery app template {template_id}: {e.code}: {e.message}",

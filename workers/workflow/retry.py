@@ -6,10 +6,14 @@ Graph calls come in three kinds (:class:`CallKind`). Each answer is classified b
 - ``THROTTLED``: 429. Wait ``Retry-After`` (also tenant-wide, see :mod:`workers.workflow.throttle`).
 - ``TRANSIENT``: 503/504, and 500/502/no answer for calls that are safe to repeat. Retry-After
   when given, else exponential backoff with full jitter. Counted against the request's budget.
-- ``AMBIGUOUS``: a create POST that may or may not have happened (5xx, timeout, reset). Never
-  retried blindly: the workflow lists the jobs again before deciding.
+- ``AMBIGUOUS``: a create POST that may or may not have happened (5xx, timeout, reset; Graph can
+  answer 5xx after it made the job). Never retried blindly: under the create claim the workflow
+  polls the job list for up to ``create_settle_s`` before deciding
+  (:mod:`workers.workflow.create`).
 - ``CONSISTENCY``: replication lag (404, 403, 409 on the job just created; 401 ``UnknownError``
-  on a principal too new to be seen). Its own bounded budget (``consistency_budget_s``).
+  on a principal too new to be seen). Its own bounded budget (``consistency_budget_s``); a 401
+  ``UnknownError`` that outlasts it ends ``GraphPermissionMissing`` (missing permission, or
+  ``OwnedBy`` without ownership, answer the same way).
 - ``FATAL``: everything else; the request fails at once with Graph's code and request-id.
 """
 

@@ -28,8 +28,9 @@ from service.core.errors import (
 from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
 from service.core.tracing import span
 from workers.graph.client import GraphResponse
+from workers.graph.permissions import token_lacks, unknown_error_hint
 from workers.watch.check import register_job
-from workers.workflow.calls import CallRunner, Defer, monotonic_ms
+from workers.workflow.calls import CallRunner, CancelRequested, Defer, monotonic_ms
 from workers.workflow.onboarding import onboarding_table
 from workers.workflow.steps import Deps, StepResult, Steps
 
@@ -44,9 +45,17 @@ class Run:
     def __init__(self, deps: Deps, record: Record) -> None:
         self.deps = deps
         self.record = record
-        self.calls = CallRunner(deps.settings, record, deps.throttle, deps.stopping, deps.metrics)
+        self.calls = CallRunner(
+            deps.settings,
+            record,
+            deps.throttle,
+            deps.stopping,
+            deps.metrics,
+            cancelled=lambda: deps.store.cancel_requested(record.id),
+        )
         steps = Steps(deps, record, self.calls)
         self._steps = {**steps.table(), **onboarding_table(steps)}
+        self._permissions_checked = False
 
     async def execute(self) -> None:
         """Run the remaining steps; record success, failure, cancellation or a deferral."""
@@ -55,14 +64,18 @@ class Run:
             if rec.done(step):
                 continue
             if await self.deps.store.cancel_requested(rec.id):
-                await self._finish(State.CANCELLED, Outcome.CANCELLED, step, "cancelled on request")
+                await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
                 return
             rec.step = step
             began = time.monotonic()
             try:
                 self.calls.checkpoint()
+                await self._check_permissions()
                 with span(f"step {step.value}", request_id=rec.id, attempt=rec.attempts):
                     result = await self._steps[step]()
+            except CancelRequested:
+                await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
+                return
             except Defer as d:
                 last = rec.history[-1] if rec.history else None
                 if last is not None and last.step is step and last.outcome is Outcome.RETRYING:
@@ -71,7 +84,7 @@ class Run:
                 await self.deps.store.save(rec)
                 raise
             except GraphFailure as e:
-                await self.fail(step, began, _graph_failure(e))
+                await self.fail(step, began, await self._graph_failure(e))
                 return
             except WorkflowFailed as e:
                 await self.fail(step, began, e)
@@ -87,6 +100,28 @@ class Run:
             if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
                 await self.deps.store.forget_credentials(rec.id)
         await self._finish(State.SUCCEEDED, None, None, None)
+
+    async def _check_permissions(self) -> None:
+        """Once per run, before the first Graph call: fail fast with GraphPermissionMissing
+        when the token cannot perform a step this request will call (workers.graph.permissions;
+        else a missing permission looks like replication lag for the whole consistency
+        budget)."""
+        if self._permissions_checked:
+            return
+        roles = await self.deps.graph.token_roles()
+        self._permissions_checked = True
+        problem = token_lacks(roles, self.record)
+        if problem is not None:
+            # The next request gets a fresh token: a permission granted meanwhile counts.
+            await self.deps.graph.refresh_token()
+            raise problem
+
+    async def _graph_failure(self, error: GraphFailure) -> WorkflowFailed:
+        if error.status == 401 and error.code == "UnknownError":
+            # Only raised once the replication-lag budget is spent (workers.workflow.retry).
+            roles = await self.deps.graph.token_roles()
+            return unknown_error_hint(roles, self.record.service_principal_id, error)
+        return _graph_failure(error)
 
     def _history(
         self,
@@ -153,13 +188,42 @@ class Run:
         self.record.state = state
         self.record.updated_at = utcnow()
         await register_job(self.deps, self.record)  # the health watch, before the end is saved
-        await self.deps.store.save(self.record)
+        if await self.deps.store.save_final(self.record, self._cancelled_instead):
+            state = State.CANCELLED
         self.deps.metrics.finished(
             state.value, self.record.error.code if self.record.error else None
         )
         log.info(
             "workflow_finished", state=state.value, error=getattr(self.record.error, "code", None)
         )
+
+    def _cancelled_instead(self, record: Record) -> None:
+        """A cancel accepted before the final save wins over the outcome the run reached."""
+        outcome = record.state.value
+        record.state = State.CANCELLED
+        record.error = None
+        self._history(
+            record.step, Outcome.CANCELLED, message=f"{cancel_message(record)} (run had {outcome})"
+        )
+        record.updated_at = utcnow()
+
+
+def cancel_message(record: Record) -> str:
+    """The cancelled history line, saying what stays in the tenant: cancel stops this
+    request, it does not stop or delete a job (pause or delete it in Entra if needed)."""
+    started = any(
+        h.step is Step.START_JOB
+        and (
+            h.outcome is Outcome.SUCCEEDED
+            or (h.outcome is Outcome.SKIPPED and (h.message or "").startswith("already"))
+        )
+        for h in record.history
+    )
+    if started:
+        return f"cancelled on request; job {record.job_id} stays started in the tenant"
+    if record.job_id:
+        return f"cancelled on request; job {record.job_id} stays in the tenant, not started"
+    return "cancelled on request"
 
 
 async def run_request(deps: Deps, request_id: str, job_try: int) -> None:

@@ -8,54 +8,33 @@ outcomes and turns failures into a final state. The rules are in docs/workflow.m
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from service.core.errors import (
     CredentialsRejected,
     GraphError,
+    JobFailing,
     JobNotStarted,
     JobQuarantined,
     TemplateAmbiguous,
     TemplateNotFound,
     WorkflowFailed,
 )
+from service.core.health import Health
 from service.core.models import Outcome, Record, Step, utcnow
-from service.core.settings import Settings
-from service.core.store import Store
-from workers.graph.client import GraphClient, GraphResponse
+from workers.graph.client import GraphResponse
+from workers.graph.health import assess, first_cycle_finished
 from workers.graph.models import SynchronizationJob
-from workers.metrics import WorkerMetrics
-from workers.workflow.calls import Ambiguous, CallRunner
+from workers.workflow.calls import CallRunner
+from workers.workflow.create import CreateJob
+from workers.workflow.deps import Deps as Deps
+from workers.workflow.deps import StepResult as StepResult
 from workers.workflow.retry import CallKind
 from workers.workflow.scope import sync_all_secret
-from workers.workflow.throttle import Throttle
 
 
-@dataclass(frozen=True, slots=True)
-class Deps:
-    """What a run needs; built once per worker process in ``on_startup``."""
-
-    settings: Settings
-    store: Store
-    graph: GraphClient
-    throttle: Throttle
-    stopping: Callable[[], bool] = lambda: False
-    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
-
-
-@dataclass(slots=True)
-class StepResult:
-    """What a step reports for the history line."""
-
-    outcome: Outcome = Outcome.SUCCEEDED
-    response: GraphResponse[Any] | None = None
-    message: str | None = None
-    silent: bool = False  # a step the request does not use: no history line (onboarding)
-
-
-class Steps:
+class Steps(CreateJob):
     """The steps of one run of one request, sharing its record and call runner."""
 
     def __init__(self, deps: Deps, record: Record, calls: CallRunner) -> None:
@@ -63,11 +42,6 @@ class Steps:
         self.record = record
         self.calls = calls
         self.graph = deps.graph
-
-    @property
-    def sp(self) -> str:
-        """The principal's id (set by instantiate_app for a request naming a gallery app)."""
-        return self.record.service_principal_id
 
     def table(self) -> dict[Step, Callable[[], Awaitable[StepResult]]]:
         """Each step's coroutine, by step."""
@@ -120,50 +94,6 @@ class Steps:
             chosen = defaults[0]
         self.record.template_id = chosen
         return StepResult(response=resp, message=f"template {chosen}")
-
-    async def _find_job(
-        self,
-    ) -> tuple[SynchronizationJob | None, GraphResponse[list[SynchronizationJob]]]:
-        resp = await self.calls.call(
-            Step.CREATE_JOB, CallKind.LOOKUP, lambda crid: self.graph.list_jobs(self.sp, crid)
-        )
-        same = [j for j in resp.value if j.id and j.template_id == self.record.template_id]
-        return (same[0] if same else None), resp
-
-    async def create_job(self) -> StepResult:
-        """Adopt the principal's job for the template, or create it; never POST twice blindly."""
-        assert self.record.template_id is not None
-        template = self.record.template_id
-        rec = self.record
-        settle = timedelta(seconds=self.deps.settings.create_settle_s)
-        while True:
-            existing, listed = await self._find_job()
-            if existing is not None:
-                rec.job_id, rec.create_sent_at = existing.id, None
-                return StepResult(Outcome.ADOPTED, listed, "adopted existing job")
-            if rec.create_sent_at is not None and utcnow() < rec.create_sent_at + settle:
-                # An earlier POST's outcome was never seen (lost answer, crash): give Graph's
-                # list time to show that job before making another.
-                left = (rec.create_sent_at + settle - utcnow()).total_seconds()
-                await self.calls.wait(min(2.0, max(0.1, left)), "earlier create not listed yet")
-                continue
-            rec.create_sent_at = utcnow()
-            await self.deps.store.save(rec)  # before the POST: a crash now is remembered
-            try:
-                created = await self.calls.call(
-                    Step.CREATE_JOB,
-                    CallKind.CREATE,
-                    lambda crid: self.graph.create_job(self.sp, template, crid),
-                )
-            except Ambiguous:
-                continue  # list again, under the settle rule above
-            except GraphError:
-                rec.create_sent_at = None  # a clear refusal: nothing was made
-                raise
-            if not created.value.id:
-                continue  # an answer without the job: list again rather than guess
-            rec.job_id, rec.create_sent_at = created.value.id, None
-            return StepResult(response=created, message="created job")
 
     async def save_secrets(self) -> StepResult:
         """Validate the caller's credentials with Graph, then save them with the scope's
@@ -226,11 +156,14 @@ class Steps:
         return StepResult(response=started, message="started")
 
     async def verify(self) -> StepResult:
-        """Poll the job until it runs, or report its quarantine, within the verify window.
+        """Watch the started job for ``verify_settle_s`` and fail on any failure signal.
 
-        Success is ``status.code == Active``, or a job that stayed scheduled (``schedule.state
-        == Active``) and out of quarantine for ``verify_settle_s``: bad credentials show up as
-        quarantine within seconds, while a first cycle may take hours."""
+        Every signal Graph gives counts (:func:`workers.graph.health.assess`): a quarantine
+        (whatever ``status.code`` says), failing cycles, a Disabled or Paused schedule. A first
+        cycle that finished succeeds at once; otherwise a job that is started and showed no
+        failure signal in the window succeeds with a history that says its first cycle is not
+        finished yet (a first cycle may take hours; the health watch keeps looking). A job
+        whose schedule is not Active by ``verify_timeout_s`` fails ``JobNotStarted``."""
         if not self.record.start:
             return StepResult(Outcome.SKIPPED, message="not started on request")
         settings = self.deps.settings
@@ -238,54 +171,85 @@ class Steps:
             (h.at for h in reversed(self.record.history) if h.step is Step.START_JOB),
             utcnow(),
         )
-        window_end = started_at + timedelta(seconds=settings.verify_timeout_s)
-        settle_end = started_at + timedelta(
-            seconds=min(settings.verify_settle_s, settings.verify_timeout_s)
-        )
+        deadline = started_at + timedelta(seconds=settings.verify_timeout_s)
+        window = min(settings.verify_settle_s, settings.verify_timeout_s)
+        window_end = started_at + timedelta(seconds=window)
         job_id = self._job_id()
         while True:
             current = await self.calls.call(
                 Step.VERIFY, CallKind.READ, lambda crid: self.graph.get_job(self.sp, job_id, crid)
             )
-            schedule, status = current.value.schedule_state, current.value.status_code
-            if status == "Quarantine":
-                raise _quarantined(current)
-            if schedule == "Active" and status == "Active":
-                return StepResult(response=current, message="job is Active")
-            now = utcnow()
-            if schedule == "Active" and now >= settle_end:
-                # A first cycle can take hours on a big tenant: once the job has stayed
-                # scheduled and out of quarantine for the settle time, it is running.
+            job = current.value
+            verdict = assess(job)
+            if verdict.health is Health.QUARANTINED:
+                raise _quarantined(current, verdict.reason)
+            if verdict.health is Health.FAILING:
+                raise _failing(current, verdict.reason)
+            schedule, status = job.schedule_state, job.status_code
+            if verdict.health is Health.HEALTHY and first_cycle_finished(job):
+                last = job.status.last_execution
+                ended = last.time_ended.isoformat() if last and last.time_ended else "?"
                 return StepResult(
                     response=current,
-                    message=f"job is scheduled; first cycle not finished (status {status})",
+                    message=f"job is Active; its first cycle finished "
+                    f"({last.state if last else '?'} at {ended})",
                 )
-            if now >= window_end:
+            now = utcnow()
+            running = schedule == "Active" and verdict.health not in _STOPPED
+            if running and now >= window_end:
+                return StepResult(
+                    response=current,
+                    message=f"job is started (schedule Active, status {status or '?'}) and "
+                    f"showed no failure signal for {window:g}s; its first cycle is not "
+                    "finished yet (the health watch keeps looking)",
+                )
+            if now >= deadline:
                 raise JobNotStarted(
-                    f"job {job_id} is {schedule}/{status} "
-                    f"{settings.verify_timeout_s:g}s after start",
+                    f"job {job_id} is {schedule or '?'}/{status or '?'} "
+                    f"{settings.verify_timeout_s:g}s after start: {verdict.reason}",
                     graph_status=current.status,
                     graph_request_id=current.request_id,
+                    details={"health": verdict.health.value},
                 )
-            await self.calls.wait(settings.verify_poll_s, f"job is {schedule}/{status}")
+            await self.calls.wait(
+                settings.verify_poll_s, f"job is {schedule}/{status}: {verdict.reason}"
+            )
 
     def _job_id(self) -> str:
         assert self.record.job_id is not None
         return self.record.job_id
 
 
-def _quarantined(current: GraphResponse[SynchronizationJob]) -> JobQuarantined:
+_STOPPED = frozenset({Health.PAUSED, Health.DISABLED})
+
+
+def _quarantined(current: GraphResponse[SynchronizationJob], reason: str) -> JobQuarantined:
     quarantine = current.value.status.quarantine
     error = quarantine.error if quarantine else None
-    reason = (quarantine.reason if quarantine else None) or "Unknown"
-    code = (error.code if error else None) or "UnknownError"
-    detail = (error.message if error else None) or "no message"
     return JobQuarantined(
-        f"the job went to quarantine ({reason}): {code}: {detail}",
+        f"the job is {reason} (status.code {current.value.status_code or '?'})",
         graph_status=current.status,
         graph_request_id=current.request_id,
         details={
-            "reason": reason,
+            "reason": (quarantine.reason if quarantine else None) or "Unknown",
+            "statusCode": current.value.status_code,
+            "errorCode": error.code if error else None,
+            "tenantActionable": error.tenant_actionable if error else None,
+        },
+    )
+
+
+def _failing(current: GraphResponse[SynchronizationJob], reason: str) -> JobFailing:
+    status = current.value.status
+    last = status.last_execution
+    error = last.error if last else None
+    return JobFailing(
+        f"the job's cycles fail: {reason}",
+        graph_status=current.status,
+        graph_request_id=current.request_id,
+        details={
+            "lastExecutionState": last.state if last else None,
+            "countSuccessiveCompleteFailures": status.count_successive_complete_failures,
             "errorCode": error.code if error else None,
             "tenantActionable": error.tenant_actionable if error else None,
         },

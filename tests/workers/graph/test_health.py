@@ -8,7 +8,7 @@ import pytest
 
 from service.core.health import Health
 from tests.workers.graph.test_models import GET_EXAMPLE
-from workers.graph.health import assess
+from workers.graph.health import assess, first_cycle_finished
 from workers.graph.models import SynchronizationJob
 
 
@@ -43,3 +43,41 @@ def test_graphs_own_example_is_quarantined_though_its_code_says_paused() -> None
 )
 def test_signals(job: SynchronizationJob, health: Health) -> None:
     assert assess(job).health is health
+
+
+def test_graphs_placeholder_after_start_is_not_a_failure() -> None:
+    """After start Graph shows lastExecution Failed, timeBegan 0001-01-01, error code None."""
+    placeholder = {
+        "state": "Failed",
+        "timeBegan": "0001-01-01T00:00:00Z",
+        "timeEnded": "0001-01-01T00:00:00Z",
+        "error": {"code": "None", "message": "", "tenantActionable": False},
+    }
+    job = _job(code="NotRun", lastExecution=placeholder)
+    assert assess(job).health is Health.UNKNOWN
+    assert not first_cycle_finished(job)
+    real = {**placeholder, "timeBegan": "2026-01-01T00:00:00Z", "error": {"code": "E"}}
+    assert assess(_job(code="Active", lastExecution=real)).health is Health.FAILING
+
+
+def test_the_get_examples_blank_dates_parse() -> None:
+    job = SynchronizationJob.model_validate(
+        {
+            "id": "j",
+            "schedule": {"state": "Disabled"},
+            "status": {
+                "code": "Paused",
+                "quarantine": {
+                    "currentBegan": "",
+                    "nextAttempt": "",
+                    "reason": "",
+                    "seriesBegan": "",
+                    "seriesCount": 2,
+                    "error": {"code": "SalesforceInvalidCredentials", "message": "invalid"},
+                },
+            },
+        }
+    )
+    result = assess(job)
+    assert result.health is Health.QUARANTINED
+    assert "SalesforceInvalidCredentials" in result.reason

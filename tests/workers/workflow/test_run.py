@@ -8,6 +8,7 @@ from service.core.models import Outcome, State, Step
 from tests.helpers.harness import (
     GITHUB,
     NO_TEMPLATES,
+    OWNED_BY_CLIENT,
     READ_ONLY_CLIENT,
     SALESFORCE,
     SCIM,
@@ -189,7 +190,9 @@ async def test_throttling_replication_lag_and_conflicts_are_retried(harness: Har
     assert stats["faults"].get("start_conflict", 0) >= 1
 
 
-async def test_missing_permission_fails_with_graph_code(harness: Harness, redis_url: str) -> None:
+async def test_missing_permission_fails_fast_naming_what_is_needed(
+    harness: Harness, redis_url: str
+) -> None:
     client_id, secret = READ_ONLY_CLIENT
     harness.settings = worker_settings(
         harness.sandbox,
@@ -197,16 +200,40 @@ async def test_missing_permission_fails_with_graph_code(harness: Harness, redis_
         queue_name=harness.settings.queue_name,
         client_id=client_id,
         client_secret=secret,
-        consistency_budget_s=1.0,
     )
     rec = await harness.submit(SALESFORCE)
     await harness.drain()
     done = await harness.get(rec.id)
     assert done.state is State.FAILED
     assert done.error is not None
-    assert done.error.code == "Authorization_RequestDenied"
-    assert done.error.graph_status == 403
-    assert done.error.graph_request_id
+    assert done.error.code == "GraphPermissionMissing"
+    assert "Synchronization.ReadWrite.All" in done.error.message
+    assert done.error.details["tokenRoles"] == ["Synchronization.Read.All"]
+    assert done.attempts == 1
+    graph_calls = {r: c for r, c in harness.sandbox.stats()["calls"].items() if r != "token"}
+    assert graph_calls == {}  # not one Graph call was made
+
+
+async def test_owned_by_on_a_principal_not_owned_ends_with_the_ownership_hint(
+    harness: Harness, redis_url: str
+) -> None:
+    harness.settings = worker_settings(
+        harness.sandbox,
+        redis_url,
+        queue_name=harness.settings.queue_name,
+        client_id=OWNED_BY_CLIENT[0],
+        client_secret=OWNED_BY_CLIENT[1],
+        consistency_budget_s=1.0,
+    )
+    owned, not_owned = await harness.submit(SALESFORCE), await harness.submit(SCIM)
+    await harness.drain()
+    assert (await harness.get(owned.id)).state is State.SUCCEEDED
+    done = await harness.get(not_owned.id)
+    assert done.state is State.FAILED
+    assert done.error is not None
+    assert done.error.code == "GraphPermissionMissing"
+    assert done.error.graph_status == 401
+    assert "owner of service principal" in done.error.message
 
 
 async def test_bad_client_secret_fails_with_token_error(harness: Harness, redis_url: str) -> None:
@@ -244,4 +271,4 @@ async def test_job_that_never_leaves_not_run_counts_as_started_after_settling(
     await harness.drain()
     done = await harness.get(rec.id)
     assert done.state is State.SUCCEEDED, done.error
-    assert "first cycle not finished" in (done.history[-1].message or "")
+    assert "first cycle is not finished yet" in (done.history[-1].message or "")

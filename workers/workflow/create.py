@@ -1,0 +1,127 @@
+"""The create_job step: adopt the principal's job for the resolved template, or create it once.
+
+The list-decide-POST-record section runs under the claim on the RESOLVED (principal, template)
+(:mod:`workers.workflow.claim`), so concurrent requests, whatever templateId they sent, never
+both POST. A create whose answer was not seen (lost answer, 5xx, a holder killed mid-POST)
+leaves a note that makes every run poll Graph's job list with backoff for up to
+``create_settle_s`` (default 5 min: replication "might take several minutes") before another
+POST. The trade-off: a POST that truly made nothing costs that wait once; a replica slower than
+the budget could still let a second POST through.
+"""
+
+from __future__ import annotations
+
+from service.core.errors import GraphError, RetryBudgetExhausted
+from service.core.models import Outcome, Record, Step, utcnow
+from workers.graph.client import GraphClient, GraphResponse
+from workers.graph.models import SynchronizationJob
+from workers.workflow.calls import Ambiguous, CallRunner, CancelRequested, Defer
+from workers.workflow.claim import CreateNote, JobClaim, LeaseLost
+from workers.workflow.deps import Deps, StepResult
+from workers.workflow.retry import CallKind
+
+
+class CreateJob:
+    """The create_job step, mixed into :class:`workers.workflow.steps.Steps`."""
+
+    deps: Deps
+    record: Record
+    calls: CallRunner
+    graph: GraphClient
+
+    @property
+    def sp(self) -> str:
+        """The principal's id (set by instantiate_app for a request naming a gallery app)."""
+        return self.record.service_principal_id
+
+    async def _find_job(
+        self,
+    ) -> tuple[SynchronizationJob | None, GraphResponse[list[SynchronizationJob]]]:
+        resp = await self.calls.call(
+            Step.CREATE_JOB, CallKind.LOOKUP, lambda crid: self.graph.list_jobs(self.sp, crid)
+        )
+        same = [j for j in resp.value if j.id and j.template_id == self.record.template_id]
+        return (same[0] if same else None), resp
+
+    async def create_job(self) -> StepResult:
+        """Adopt the principal's job for the template, or create it; never POST twice blindly.
+
+        The whole list-decide-POST-record section runs under the claim on the RESOLVED
+        (principal, template) (:mod:`workers.workflow.claim`), so concurrent requests, whatever
+        templateId they sent, never both POST. A create whose answer was not seen leaves a note
+        that makes every run wait for Graph's job list (polling with backoff) for up to
+        ``create_settle_s`` before another POST: replication "might take several minutes"."""
+        assert self.record.template_id is not None
+        settings = self.deps.settings
+        claim = JobClaim(
+            self.deps.store.redis,
+            self.deps.store.keys,
+            self.sp,
+            self.record.template_id,
+            ttl_s=settings.job_claim_ttl_s,
+            note_ttl_s=settings.create_settle_s + settings.job_claim_ttl_s + 60,
+        )
+        while True:
+            if not await claim.acquire():
+                wait = min(1.0, await claim.wait_s())
+                await self.calls.wait(wait, "another request holds the job's create claim")
+                continue
+            try:
+                outcome = await self._create_holding(claim)
+            except LeaseLost:
+                outcome = 0.2  # the lease lapsed before the POST: start over under a new one
+            finally:
+                await claim.release()
+            if isinstance(outcome, StepResult):
+                return outcome
+            await self.calls.wait(outcome, "an earlier create is not in Graph's job list yet")
+
+    async def _create_holding(self, claim: JobClaim) -> StepResult | float:
+        """Under the claim: the result, or how long to wait before listing again."""
+        rec, settings = self.record, self.deps.settings
+        template = rec.template_id
+        assert template is not None
+        existing, listed = await self._find_job()
+        if existing is not None:
+            rec.job_id, rec.create_sent_at = existing.id, None
+            return StepResult(Outcome.ADOPTED, listed, "adopted existing job")
+        note = await claim.note()
+        if note is not None and note.job_id:
+            rec.job_id, rec.create_sent_at = note.job_id, None
+            return StepResult(
+                Outcome.ADOPTED,
+                listed,
+                f"adopted job {note.job_id} created by request {note.request_id} "
+                "(Graph's job list does not show it yet)",
+            )
+        sent = [t for t in (note.sent_at if note else None, rec.create_sent_at) if t is not None]
+        if sent:
+            elapsed = (utcnow() - max(sent)).total_seconds()
+            left = settings.create_settle_s - elapsed
+            if left > 0:
+                # Poll until consistent: list again after half the time waited so far (1 s,
+                # then growing), at most create_poll_cap_s, never past the settle budget.
+                return max(0.1, min(settings.create_poll_cap_s, max(1.0, elapsed / 2), left))
+        await claim.confirm()
+        mine = CreateNote(utcnow(), rec.id)
+        await claim.write_note(mine)
+        rec.create_sent_at = mine.sent_at
+        await self.deps.store.save(rec)  # before the POST: a crash now is remembered
+        try:
+            created = await self.calls.call(
+                Step.CREATE_JOB,
+                CallKind.CREATE,
+                lambda crid: self.graph.create_job(self.sp, template, crid),
+            )
+        except Ambiguous:
+            return 0.5  # made or not: list again, under the settle rule above
+        except (GraphError, RetryBudgetExhausted, Defer, CancelRequested):
+            # A clear refusal, or the POST never went out (throttle or lag wait): nothing made.
+            await claim.drop_note(mine)
+            rec.create_sent_at = None
+            raise
+        if not created.value.id:
+            return 0.5  # an answer without the job: list again rather than guess
+        await claim.write_note(CreateNote(mine.sent_at, rec.id, created.value.id))
+        rec.job_id, rec.create_sent_at = created.value.id, None
+        return StepResult(response=created, message="created job")
