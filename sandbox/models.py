@@ -126,7 +126,9 @@ class Job:
         }
 
 
-def execution(state: str, began: str, ended: str, error: dict[str, Any]) -> dict[str, Any]:
+def execution(
+    state: str, began: str, ended: str, error: dict[str, Any], entitled: int = 0
+) -> dict[str, Any]:
     counts = [
         "countEntitled",
         "countEntitledForProvisioning",
@@ -141,6 +143,8 @@ def execution(state: str, began: str, ended: str, error: dict[str, Any]) -> dict
     return {
         "activityIdentifier": str(uuid.uuid4()),
         **dict.fromkeys(counts, 0),
+        "countEntitled": entitled,
+        "countEntitledForProvisioning": entitled,
         "error": error,
         "state": state,
         "timeBegan": began,

@@ -117,6 +117,10 @@ class Stats:
         self.calls[route][str(status)] += 1
 
 
+#: The size of the sandbox tenant's directory, for a job scoped to all users.
+DIRECTORY_USERS = 25
+
+
 class TenantState:
     """One tenant. ``clock`` is monotonic seconds, ``now`` the wall-clock datetime."""
 
@@ -317,8 +321,17 @@ class TenantState:
         else:
             job.status_code = "Active"
             job.failures = 0
-            job.last_execution = execution("Succeeded", began, ended, dict(NO_ERROR))
+            entitled = self.entitled(job.sp_id)
+            job.last_execution = execution("Succeeded", began, ended, dict(NO_ERROR), entitled)
             job.last_success = job.last_execution
+
+    def entitled(self, sp_id: str) -> int:
+        """How many objects a cycle finds in scope (``countEntitled``): the whole directory
+        (:data:`DIRECTORY_USERS`) when the app's ``SyncAll`` secret is ``true``, else one per
+        user or group assigned to it (a group counts once: the sandbox has no members)."""
+        if self.secrets.get(sp_id, {}).get("SyncAll", "").lower() == "true":
+            return DIRECTORY_USERS
+        return len(self.gallery.assignments.of(sp_id))
 
     # -- secrets and credentials ------------------------------------------------------------
     def save_secrets(self, sp_id: str, pairs: list[tuple[str, str]]) -> None:

@@ -143,7 +143,9 @@ def openapi_schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = copy.deepcopy(top["$defs"])
     job = schemas["WatchedJob"]
     job["properties"] = {
-        k: v for k, v in job["properties"].items() if k not in {"step", "missingSince"}
+        k: v
+        for k, v in job["properties"].items()
+        if k not in {"step", "missingSince", "expectsUsers"}
     }
     job["required"] = list(job["properties"])
     job["description"] = "A watched job: its last reading, health and the watch's schedule."

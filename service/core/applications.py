@@ -62,6 +62,7 @@ class ExecutionView(_Wire):
     state: str | None = None
     began: datetime | None = None
     ended: datetime | None = None
+    entitled: int | None = None  # countEntitled: users and groups the cycle found in scope
     error: ErrorView | None = None
 
 
@@ -102,13 +103,18 @@ class WatchedJob(_Wire):
     next_check_at: datetime | None = None
     health_since: datetime = Field(default_factory=utcnow)
     watching: bool = True
+    #: Set up for assigned users and groups only (assignments + scope ``assigned``): a cycle
+    #: that finds nobody in scope is ``failing`` (workers.graph.health.assess).
+    expects_users: bool = False
     last_error: str | None = None  # the last check that read nothing (throttled, 5xx, ...)
     history: list[HealthChange] = Field(default_factory=list)
     step: int = 0  # index into the schedule of the delay before the next check
     missing_since: datetime | None = None  # the first 404, until a second one confirms it
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, mode="json", exclude={"step", "missing_since"})
+        return self.model_dump(
+            by_alias=True, mode="json", exclude={"step", "missing_since", "expects_users"}
+        )
 
 
 class LastRequest(_Wire):

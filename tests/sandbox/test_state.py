@@ -187,3 +187,27 @@ def test_engine_start_conflicts_per_job() -> None:
     engine = FaultEngine(FaultProfile(start_conflicts=2), clock=Clock(), wall_clock=lambda: 0.0)
     assert [engine.start_conflict("a") for _ in range(3)] == [True, True, False]
     assert engine.start_conflict("b") is True
+
+
+def test_a_cycle_counts_the_assigned_or_the_whole_directory() -> None:
+    """countEntitled: one per assignment, the whole directory with SyncAll true, 0 when
+    nobody is assigned (what the health watch reads as "provisioned nobody")."""
+    from sandbox.state import DIRECTORY_USERS
+
+    clock = Clock()
+    state = TenantState(load_seed(), clock=clock)
+    job = state.create_job(SALESFORCE, "salesforce", initial_status="NotConfigured")
+    state.start_job(SALESFORCE, job.id, rules=CycleRules(first_cycle_s=1.0, cycle_s=5.0))
+    clock.t += 1.0
+    last = state.job(SALESFORCE, job.id).last_execution
+    assert last is not None
+    assert (last["state"], last["countEntitled"]) == ("Succeeded", 0)
+    user = "7b2d5c1e-0000-4000-8000-000000000001"
+    body = {"principalId": user, "resourceId": SALESFORCE, "appRoleId": str(uuid.UUID(int=0))}
+    state.gallery.assignments.add(SALESFORCE, "Salesforce", "app", [], body)
+    clock.t += 5.0
+    assert state.job(SALESFORCE, job.id).last_execution["countEntitled"] == 1  # type: ignore[index]
+    state.save_secrets(SALESFORCE, [("SyncAll", "true")])
+    clock.t += 5.0
+    entitled = state.job(SALESFORCE, job.id).last_execution["countEntitled"]  # type: ignore[index]
+    assert entitled == DIRECTORY_USERS

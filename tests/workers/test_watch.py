@@ -177,3 +177,29 @@ async def test_a_tick_checks_no_more_than_the_budget(
     assert calls == 4
     assert took >= 0.75  # spaced at 0.25 s, not sent at once
     assert await redis.zcard(watch_key) == 11 - 4 + 0  # the rest wait for the next tick
+
+
+def test_a_job_set_up_for_assigned_users_only_expects_users() -> None:
+    """Onboarding with assignments and scope "assigned": the watch reads a cycle that found
+    nobody in scope as failing (workers.graph.health.assess(expects_users=True))."""
+    from datetime import UTC, datetime
+
+    from service.core.applications import Application
+    from service.core.models import AssignmentSpec, Record
+    from workers.watch.rules import Schedule, registered
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    schedule = Schedule((60, 300), 0.0, 5.0)
+    base = {"id": "a" * 32, "service_principal_id": SALESFORCE, "caller": "c", "job_id": "j"}
+    group = AssignmentSpec.model_validate({"principalId": "7b2d5c1e-0000-4000-8000-00000000000a"})
+    for assignments, scope, expected in [
+        ([group], "assigned", True),
+        ([group], None, True),
+        ([group], "all", False),
+        ([], "assigned", False),
+    ]:
+        app = Application(service_principal_id=SALESFORCE)
+        record = Record(**base, assignments=assignments, scope=scope)  # type: ignore[arg-type]
+        registered(app, record, now, schedule)
+        assert app.jobs[0].expects_users is expected, (assignments, scope)
+        assert "expectsUsers" not in app.jobs[0].public()

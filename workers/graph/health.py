@@ -43,8 +43,11 @@ def first_cycle_finished(job: SynchronizationJob) -> bool:
     return last is not None and last.time_ended is not None and last.time_ended.year > 1
 
 
-def assess(job: SynchronizationJob) -> Assessment:
-    """The job's health, the worst signal first."""
+def assess(job: SynchronizationJob, *, expects_users: bool = False) -> Assessment:
+    """The job's health, the worst signal first. ``expects_users``: the job was set up for
+    assigned users and groups only (onboarding with assignments, scope ``assigned``), so a
+    finished cycle that found nobody in scope (``countEntitled`` 0) is ``failing``, not
+    ``healthy``: it provisions nobody while it looks fine."""
     status, schedule = job.status, job.schedule_state
     quarantine = status.quarantine
     if quarantine is not None or status.code == "Quarantine":
@@ -67,5 +70,11 @@ def assess(job: SynchronizationJob) -> Assessment:
             Health.UNKNOWN, f"no cycle has finished yet ({status.code or 'no status'})"
         )
     if schedule == "Active" and status.code == "Active":
+        if expects_users and last is not None and last.count_entitled == 0:
+            return Assessment(
+                Health.FAILING,
+                "the last cycle provisioned nobody (0 users or groups in scope): check the "
+                "app's assignments and that its scope is 'assigned users and groups'",
+            )
         return Assessment(Health.HEALTHY, "scheduled and running")
     return Assessment(Health.UNKNOWN, f"schedule {schedule or '?'}, status {status.code or '?'}")

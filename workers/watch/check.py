@@ -68,9 +68,9 @@ def _error(error: SynchronizationError | None) -> ErrorView | None:
     )
 
 
-def reading_of(job: SynchronizationJob) -> Reading:
+def reading_of(job: SynchronizationJob, *, expects_users: bool = False) -> Reading:
     """A job as Graph returned it, assessed, in the application view's shape."""
-    verdict = assess(job)
+    verdict = assess(job, expects_users=expects_users)
     quarantine, last = job.status.quarantine, job.status.last_execution
     return Reading(
         health=verdict.health,
@@ -88,7 +88,11 @@ def reading_of(job: SynchronizationJob) -> Reading:
         last_execution=None
         if last is None
         else ExecutionView(
-            state=last.state, began=last.time_began, ended=last.time_ended, error=_error(last.error)
+            state=last.state,
+            began=last.time_began,
+            ended=last.time_ended,
+            entitled=last.count_entitled,
+            error=_error(last.error),
         ),
     )
 
@@ -147,8 +151,9 @@ class Watch:
             elif isinstance(outcome, Unreadable):
                 result = unreadable(app, job, outcome.error, outcome.retry_in_s, now, self.schedule)
             else:
-                assert isinstance(outcome, Reading)
-                result = observed(app, job, outcome, now, self.schedule)
+                assert isinstance(outcome, SynchronizationJob)
+                reading = reading_of(outcome, expects_users=job.expects_users)
+                result = observed(app, job, reading, now, self.schedule)
             results[:] = [result]
             return result.update
 
@@ -180,7 +185,7 @@ class Watch:
             )
         return change is not None
 
-    async def _read(self, sp: str, job_id: str) -> Reading | Unreadable | object:
+    async def _read(self, sp: str, job_id: str) -> SynchronizationJob | Unreadable | object:
         settings = self.deps.settings
         # A run of its own for the call runner: its budget is short, a check is retried later.
         record = Record(
@@ -206,4 +211,4 @@ class Watch:
             return Unreadable(f"{e.describe()}" + (f": {e.message}" if e.message else ""))
         except (GraphFailure, WorkflowFailed, TokenError) as e:
             return Unreadable(str(e))
-        return reading_of(resp.value)
+        return resp.value

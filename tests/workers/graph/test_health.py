@@ -81,3 +81,19 @@ def test_the_get_examples_blank_dates_parse() -> None:
     result = assess(job)
     assert result.health is Health.QUARANTINED
     assert "SalesforceInvalidCredentials" in result.reason
+
+
+def _finished(entitled: int | None) -> SynchronizationJob:
+    last: dict[str, Any] = {"state": "Succeeded", "timeEnded": "2026-12-01T10:00:00Z"}
+    if entitled is not None:
+        last["countEntitled"] = entitled
+    return _job(code="Active", lastExecution=last)
+
+
+def test_a_cycle_that_provisioned_nobody_is_failing_when_users_were_expected() -> None:
+    verdict = assess(_finished(0), expects_users=True)
+    assert verdict.health is Health.FAILING
+    assert "provisioned nobody" in verdict.reason
+    assert assess(_finished(3), expects_users=True).health is Health.HEALTHY
+    assert assess(_finished(None), expects_users=True).health is Health.HEALTHY  # not reported
+    assert assess(_finished(0)).health is Health.HEALTHY  # scope all / no assignments asked
