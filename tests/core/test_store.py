@@ -137,7 +137,14 @@ async def test_idempotency_keys(store: Store) -> None:
 async def test_cancel_flag_and_enqueue(store: Store, redis: Redis) -> None:
     record, _ = await store.accept(rec())
     assert not await store.cancel_requested(record.id)
-    await store.request_cancel(record.id)
+    running = await store.get(record.id)
+    assert running is not None
+    running.state = State.RUNNING
+    await store.save(running)
+    current, outcome = await store.cancel(record.id, lambda queued: None)
+    assert outcome == "accepted"
+    assert current is not None
+    assert current.state is State.RUNNING  # the worker ends it cancelled at its next boundary
     assert await store.cancel_requested(record.id)
     assert await store.enqueue(record.id) is False  # arq already holds the job
     await redis.delete(f"arq:job:{record.id}")
