@@ -182,7 +182,9 @@ async def test_an_operator_sees_every_callers_requests_with_their_caller(
         assert '<input name="caller"' in text
         assert 'class="requests with-caller"' in text
         # The caller filter, kept by the pager; another caller's request page.
-        only = await (await client.get("/ui", params={"caller": "webhook:jira", "state": ""})).text()
+        only = await (
+            await client.get("/ui", params={"caller": "webhook:jira", "state": ""})
+        ).text()
         assert ticket.id in only
         assert mine.id not in only
         assert 'name="caller" value="webhook:jira"' in only
