@@ -82,6 +82,7 @@ async def applications_page(request: web.Request) -> web.Response:
     rows: list[AppRow] = []
     health: Health | None = None
     cursor: str | None = None
+    keep: dict[str, str] = {}
     next_cursor: str | None = None
     try:
         params = parse_application_params(_form(request))
@@ -89,14 +90,17 @@ async def applications_page(request: web.Request) -> web.Response:
         problems = notices(problem)
     else:
         health, cursor = params.health, params.cursor
+        limit = params.limit if "limit" in params.model_fields_set else PAGE_SIZE
         apps, next_cursor = await ApplicationStore.of(request.app[STORE]).list(
             health=health,
             visible=visible_to(request.app[POLICY], caller),
             cursor=cursor,
-            limit=PAGE_SIZE,
+            limit=limit,
         )
         rows = [AppRow.of(a) for a in apps]
-    keep = {"health": health.value} if health else {}
+        keep = {"health": health.value} if health else {}
+        if limit != PAGE_SIZE:
+            keep["limit"] = str(limit)
     context = await signed_in(
         request,
         caller,

@@ -65,6 +65,12 @@ class ListFilters:
     def state(self) -> State | None:
         return self.params.state if self.params else None
 
+    @property
+    def limit(self) -> int:
+        """The page size: ``limit`` when the query names one (the API's limits), else 50."""
+        params = self.params
+        return params.limit if params and "limit" in params.model_fields_set else PAGE_SIZE
+
     def query(self, **more: str | None) -> dict[str, str]:
         """The query string of a link to another page of the same list."""
         params = self.params
@@ -72,6 +78,7 @@ class ListFilters:
             "state": params.state.value if params and params.state else None,
             "servicePrincipalId": params.service_principal_id if params else None,
             "caller": params.caller if params else None,
+            "limit": str(params.limit) if params and "limit" in params.model_fields_set else None,
             **more,
         }
         return {k: v for k, v in values.items() if v}
@@ -93,7 +100,7 @@ async def list_page(request: web.Request) -> web.Response:
                 service_principal_id=filters.params.service_principal_id,
                 caller=owner,
                 cursor=filters.params.cursor,
-                limit=PAGE_SIZE,
+                limit=filters.limit,
             )
         except Problem as problem:  # a caller filter without the operator permission
             filters.problems += notices(problem)

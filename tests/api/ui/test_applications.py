@@ -122,6 +122,10 @@ async def test_the_health_filter_and_paging(client: TestClient[Any, Any]) -> Non
         assert "« First" in text
     finally:
         ui_apps.PAGE_SIZE = original
+    # ?limit= as the API takes it, kept by the pager.
+    text = await (await client.get("/ui/applications", params={"limit": "1"})).text()
+    assert len(re.findall(r'href="/ui/applications/([0-9a-f-]{36})"', text)) == 1
+    assert re.search(r'href="/ui/applications\?limit=1&amp;cursor=[^"]+" rel="next"', text)
 
 
 async def test_one_application_shows_each_job_its_history_and_requests(

@@ -131,6 +131,10 @@ async def test_filters_and_paging(client: TestClient[Any, Any]) -> None:
         # Paging keeps the filter.
         filtered = await (await client.get("/ui", params={"state": "failed"})).text()
         assert re.search(r'href="/ui\?state=failed&amp;cursor=[^"]+" rel="next"', filtered)
+        # ?limit= as the API takes it, kept by the pager.
+        one = await (await client.get("/ui", params={"limit": "1"})).text()
+        assert one.count('href="/ui/requests/') == 1
+        assert re.search(r'href="/ui\?limit=1&amp;cursor=[^"]+" rel="next"', one)
     finally:
         ui.PAGE_SIZE = original
 
