@@ -1,16 +1,24 @@
-"""What the status page's tests share: signing in over real HTTP and planting records."""
+"""What the status page's tests share: signing in over real HTTP, planting records and
+applications (through the watch's own rules), an access policy with an operator."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from service.api.state import STORE
+from service.core.application_store import ApplicationStore, Update
+from service.core.applications import Application, Reading
 from service.core.keys import Keys
 from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
-from tests.api.test_routes import API_KEY, sp
+from service.core.settings import Settings, hash_api_key
+from tests.api.test_routes import API_KEY, OTHER_KEY, make_settings, sp
+from workers.watch.rules import Schedule, observed, registered
 
 XSS = "<script>alert('x')</script>"
 XSS_ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
@@ -79,3 +87,60 @@ def failed_record() -> dict[str, Any]:
             details={"why": XSS},
         ),
     }
+
+
+OPS_KEY = "ops-secret-key"
+KEYS = f"alpha:{hash_api_key(API_KEY)},beta:{hash_api_key(OTHER_KEY)},ops:{hash_api_key(OPS_KEY)}"
+SCHEDULE = Schedule((60, 300), 0.0, 1)
+
+
+def operator_settings(redis_url: str, tmp_path: Path) -> Settings:
+    """Three callers: alpha and beta (read, write) and ops (read, write, operator)."""
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "callers": {
+                    "alpha": {"permissions": ["read", "write"]},
+                    "beta": {"permissions": ["read", "write"]},
+                    "ops": {"permissions": ["read", "write", "operator"]},
+                }
+            }
+        )
+    )
+    return make_settings(redis_url, api_keys=KEYS, access_policy_file=policy)
+
+
+async def add_application(
+    client: TestClient[Any, Any],
+    principal: str,
+    caller: str = "alpha",
+    *readings: Reading,
+    template: str = "scim",
+    **fields: Any,
+) -> Record:
+    """A succeeded request of ``caller`` whose job the watch registered, then read as each of
+    ``readings`` in turn (each a check of the job), as the watch would have left it."""
+    fields.setdefault("id", uuid.uuid4().hex)
+    record = await add_record(
+        client,
+        caller,
+        service_principal_id=principal,
+        state=State.SUCCEEDED,
+        template_id=template,
+        job_id=f"{template}.{principal[-4:]}",
+        **fields,
+    )
+    apps = ApplicationStore.of(client.app[STORE])
+    await apps.update(
+        principal, lambda app: registered(app, record, utcnow(), SCHEDULE).update, create=True
+    )
+    for reading in readings:
+
+        def check(app: Application, reading: Reading = reading) -> Update:
+            job = app.job(record.job_id or "")
+            assert job is not None
+            return observed(app, job, reading, utcnow(), SCHEDULE).update
+
+        await apps.update(principal, check)
+    return record

@@ -28,7 +28,7 @@ from service.api.ui.static import static_url
 __all__ = ["harden", "page", "redirect", "render_problem", "setup_templates"]
 
 #: The navigation tabs of the base layout: (label, path). A new list page adds one entry.
-NAV_TABS: tuple[tuple[str, str], ...] = (("Requests", "/ui"),)
+NAV_TABS: tuple[tuple[str, str], ...] = (("Requests", "/ui"), ("Applications", "/ui/applications"))
 
 # C0 and C1 controls except tab and newline, DEL, and the bidirectional embedding, override and
 # isolate characters (U+202A-U+202E, U+2066-U+2069), plus the zero-width and BOM characters.

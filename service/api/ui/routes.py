@@ -1,162 +1,144 @@
 """The read-only status page at ``/ui``: server-rendered HTML, no build step (docs/ui.md).
 
-Pages: the caller's requests (``GET /ui``, newest first, filtered by state and service
-principal, cursor-paged), one request's timeline (``GET /ui/requests/{id}``) and the live queue
-counters (``GET /ui/counters``, JSON, polled by ``static/ui.js``). The handlers gather the values;
-the templates (``templates/*.html``, autoescaped) lay them out. Authentication is the API's own
-chain plus the session cookie (:mod:`service.api.ui.session`); errors are shown by
+Pages: the caller's requests (``GET /ui``, newest first, filtered by state, service principal
+and, for an operator, caller; cursor-paged), one request's timeline (``GET /ui/requests/{id}``)
+and the live counters (``GET /ui/counters``, JSON, polled by ``static/ui.js``); the applications
+view is :mod:`service.api.ui.applications`. The query is parsed by the API's own
+:func:`~service.api.params.parse_list_params` and access is decided by
+:mod:`service.api.access`, so a page shows what ``GET /v1/provisioning-requests`` answers the
+same caller: its own requests, or with ``operator`` every caller's. The handlers gather the
+values; the templates (``templates/*.html``, autoescaped) lay them out. Authentication is the
+API's own chain plus the session cookie (:mod:`service.api.ui.session`); errors are shown by
 :mod:`service.api.ui.errors`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-from uuid import UUID
 
 from aiohttp import web
 
-from service.api.auth.keys import CALLER
-from service.api.metrics import queue_counters
+from service.api.access import list_caller, visible_record
+from service.api.applications import visible_to
+from service.api.auth.policy import Permission
+from service.api.params import ListParams, parse_list_params
 from service.api.problems import Problem
-from service.api.state import STORE
-from service.api.ui import session, static
+from service.api.state import POLICY, STORE
+from service.api.ui import applications, session, static
+from service.api.ui.pages import counters as live_counters
+from service.api.ui.pages import notices, reader, signed_in
 from service.api.ui.render import page, setup_templates
-from service.api.ui.session import UI_PREFIX, can_read
+from service.api.ui.session import UI_PREFIX
+from service.core.application_store import ApplicationStore
 from service.core.models import Record, State
-from service.core.store import guarded
 
 __all__ = ["PAGE_SIZE", "routes", "setup_ui"]
 
 PAGE_SIZE = 50
-COUNTERS_REFRESH_S = 5
 DETAIL_REFRESH_S = 5
+TAB = "Requests"
+#: The list form's fields (the API's query names); anything else is refused like the API does.
+FIELDS = ("state", "servicePrincipalId", "caller")
 
 routes = web.RouteTableDef()
 
 
-def _reader(request: web.Request) -> str:
-    """The caller, when it may read; else a 403 (rendered as a page by the middleware)."""
-    caller = request[CALLER]
-    if not can_read(request, caller):
-        raise Problem(403, "Forbidden", "This caller lacks the 'read' permission.")
-    return caller
-
-
-async def _counters(request: web.Request) -> dict[str, Any]:
-    store = request.app[STORE]
-    counters = await guarded(lambda: queue_counters(store))
-    return {
-        "queueDepth": counters.queue_depth,
-        "inFlight": counters.running,
-        "callbacksPending": counters.callbacks_pending,
-        "throttleCooldowns": counters.throttle_cooldowns,
-        "workersAlive": counters.workers_alive,
-        "cooldowns": [
-            {"tenant": tenant, "remainingS": round(seconds, 1)}
-            for tenant, seconds in counters.cooldowns
-        ],
-    }
-
-
-async def _signed_in(
-    request: web.Request, caller: str, title: str, **context: Any
-) -> dict[str, Any]:
-    """The context every signed-in page gets: caller, counters, the active tab."""
-    return {
-        "title": title,
-        "caller": caller,
-        "tab": "Requests",
-        "counters": await _counters(request),
-        "counters_refresh_s": COUNTERS_REFRESH_S,
-        **context,
-    }
-
-
 @dataclass
 class ListFilters:
-    """The list page's query: the raw values (echoed back) and what they parse to."""
+    """The list page's query: the raw values (echoed back into the form) and what they parse
+    to, or the notices saying why not."""
 
-    raw_state: str
-    raw_principal: str
-    cursor: str | None
-    state: State | None = None
-    principal: str | None = None
+    raw: dict[str, str]
+    params: ListParams | None = None
     problems: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, request: web.Request) -> ListFilters:
-        query = request.query
-        found = cls(
-            raw_state=query.get("state", "").strip(),
-            raw_principal=query.get("servicePrincipalId", "").strip(),
-            cursor=query.get("cursor", "").strip() or None,
-        )
-        if found.raw_state:
-            try:
-                found.state = State(found.raw_state)
-            except ValueError:
-                found.problems.append(
-                    "State must be one of " + ", ".join(s.value for s in State) + "."
-                )
-        if found.raw_principal:
-            try:
-                found.principal = str(UUID(found.raw_principal))
-            except ValueError:
-                found.problems.append("The service principal id must be a GUID.")
+        found = cls(raw={k: request.query.get(k, "").strip() for k in FIELDS})
+        try:
+            found.params = parse_list_params(request.query, drop_empty=True)
+        except Problem as problem:
+            found.problems += notices(problem)
         return found
+
+    @property
+    def state(self) -> State | None:
+        return self.params.state if self.params else None
+
+    @property
+    def limit(self) -> int:
+        """The page size: ``limit`` when the query names one (the API's limits), else 50."""
+        params = self.params
+        return params.limit if params and "limit" in params.model_fields_set else PAGE_SIZE
 
     def query(self, **more: str | None) -> dict[str, str]:
         """The query string of a link to another page of the same list."""
-        values = {"state": self.raw_state, "servicePrincipalId": self.principal, **more}
+        params = self.params
+        values = {
+            "state": params.state.value if params and params.state else None,
+            "servicePrincipalId": params.service_principal_id if params else None,
+            "caller": params.caller if params else None,
+            "limit": str(params.limit) if params and "limit" in params.model_fields_set else None,
+            **more,
+        }
         return {k: v for k, v in values.items() if v}
 
 
 @routes.get(UI_PREFIX)
 async def list_page(request: web.Request) -> web.Response:
-    """The caller's requests, newest first."""
-    caller = _reader(request)
+    """The caller's requests (an operator's: every caller's, or one caller's), newest first."""
+    caller = reader(request)
     filters = ListFilters.parse(request)
     records: list[Record] = []
     next_cursor: str | None = None
-    if not filters.problems:
+    status = 200
+    if filters.params is not None:
         try:
+            owner = list_caller(request, filters.params)
             records, next_cursor = await request.app[STORE].list(
-                state=filters.state,
-                service_principal_id=filters.principal,
-                caller=caller,
-                cursor=filters.cursor,
-                limit=PAGE_SIZE,
+                state=filters.params.state,
+                service_principal_id=filters.params.service_principal_id,
+                caller=owner,
+                cursor=filters.params.cursor,
+                limit=filters.limit,
             )
+        except Problem as problem:  # a caller filter without the operator permission
+            filters.problems += notices(problem)
+            status = problem.status
         except ValueError:
             filters.problems.append("That page cursor is not one this page made; start again.")
-    context = await _signed_in(
+    context = await signed_in(
         request,
         caller,
         "Requests",
+        TAB,
         filters=filters,
         states=list(State),
         records=records,
-        newest=filters.query() if filters.cursor else None,
+        newest=filters.query() if filters.params and filters.params.cursor else None,
         older=filters.query(cursor=next_cursor) if next_cursor else None,
     )
-    return page(request, "list.html", context, status=400 if filters.problems else 200)
+    if filters.problems and status == 200:
+        status = 400
+    return page(request, "list.html", context, status=status)
 
 
 @routes.get(UI_PREFIX + "/requests/{id}")
 async def request_page(request: web.Request) -> web.Response:
     """One request: summary, error, step timeline and callbacks."""
-    caller = _reader(request)
-    # Any id is only looked up under the records' own key prefix; unknown and another caller's
-    # ids are the same 404.
-    record = await request.app[STORE].get(request.match_info["id"])
-    if record is None or record.caller != caller:
-        raise Problem(404, "Not Found", "No provisioning request with this id.")
-    context = await _signed_in(
+    caller = reader(request)
+    # Unknown, malformed and (for a non-operator) another caller's ids are the same 404.
+    record = await visible_record(request, request.match_info["id"], Permission.READ)
+    application = await ApplicationStore.of(request.app[STORE]).get(record.service_principal_id)
+    if application is not None and not visible_to(request.app[POLICY], caller)(application):
+        application = None
+    context = await signed_in(
         request,
         caller,
         f"Request {record.id}",
+        TAB,
         record=record,
+        application=application,
         refresh_s=None if record.state.terminal else DETAIL_REFRESH_S,
     )
     return page(request, "request.html", context)
@@ -164,9 +146,9 @@ async def request_page(request: web.Request) -> web.Response:
 
 @routes.get(UI_PREFIX + "/counters")
 async def counters(request: web.Request) -> web.Response:
-    """The live queue counters, as JSON (the pages poll this)."""
-    _reader(request)
-    return web.json_response(await _counters(request), headers={"Cache-Control": "no-store"})
+    """The live counters, as JSON (the pages poll this)."""
+    reader(request)
+    return web.json_response(await live_counters(request), headers={"Cache-Control": "no-store"})
 
 
 def setup_ui(app: web.Application) -> None:
@@ -175,5 +157,6 @@ def setup_ui(app: web.Application) -> None:
     and :func:`service.api.ui.errors.ui_middleware` among the middlewares)."""
     setup_templates(app)
     app.add_routes(routes)
+    app.add_routes(applications.routes)
     app.add_routes(session.routes)
     app.add_routes(static.routes)

@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 import structlog
 from aiohttp import hdrs, web
 
-from service.api.auth.keys import TOKEN_ROLES, ApiKeyRing
+from service.api.access import may
+from service.api.auth.keys import ApiKeyRing
 from service.api.auth.policy import Permission
 from service.api.problems import Problem
-from service.api.state import AUTHENTICATORS, POLICY, REDIS, SETTINGS, STORE
+from service.api.state import AUTHENTICATORS, REDIS, SETTINGS, STORE
 from service.api.ui.login_limit import take_login_attempt
 from service.api.ui.render import page, redirect
 from service.core.settings import ApiKey, hash_api_key
@@ -38,7 +39,6 @@ __all__ = [
     "SESSION_TTL_S",
     "UI_PREFIX",
     "SessionAuthenticator",
-    "can_read",
     "is_ui",
     "routes",
 ]
@@ -148,12 +148,6 @@ def same_origin(request: web.Request) -> bool:
     return parts.scheme in {"http", "https"} and parts.netloc.lower() == request.host.lower()
 
 
-def can_read(request: web.Request, caller: str) -> bool:
-    """True when the access policy grants ``caller`` the read permission."""
-    granted = request.app[POLICY].permissions(caller, request.get(TOKEN_ROLES))
-    return Permission.READ in granted
-
-
 def _forbidden(detail: str) -> Problem:
     return Problem(403, "Forbidden", detail)
 
@@ -184,7 +178,7 @@ async def login(request: web.Request) -> web.Response:
     if key is None:
         log.info("ui_login_failed")
         return _login_page(request, "That API key is not valid.", status=401)
-    if not can_read(request, key.name):
+    if not may(request, Permission.READ, key.name):
         return _login_page(request, "This key's caller lacks the 'read' permission.", status=403)
     session_id = secrets.token_urlsafe(32)
     redis_key = _redis_key(request, session_id)

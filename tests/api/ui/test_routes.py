@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 import service.api.ui.routes as ui
+from service.core.health import Health
 from service.core.keys import Keys
 from service.core.models import State, Step
 from service.core.queue import notification_jobs
-from tests.api.test_routes import sp
-from tests.helpers.ui import QUEUE, XSS, XSS_ESCAPED, K, add_record, failed_record, login
+from tests.api.test_routes import api_client, sp
+from tests.helpers.ui import (
+    OPS_KEY,
+    QUEUE,
+    XSS,
+    XSS_ESCAPED,
+    K,
+    add_record,
+    failed_record,
+    login,
+    operator_settings,
+)
 
 
 async def test_list_and_detail_escape_every_value(client: TestClient[Any, Any]) -> None:
@@ -66,7 +78,7 @@ async def test_control_characters_and_long_values_render_visibly(
     hostile = "CHG\x00\x1b[31m\x07\u202eevil\u2066"
     record = await add_record(
         client,
-        id="c" * 64,
+        id="c" * 32,
         external_reference=hostile,
         metadata={"note\x1b": "x" * 256},
         template_id="t" * 200,
@@ -98,8 +110,8 @@ async def test_filters_and_paging(client: TestClient[Any, Any]) -> None:
     bad = await client.get("/ui", params={"state": "nope", "servicePrincipalId": "<x>"})
     assert bad.status == 400
     text = await bad.text()
-    assert "must be a GUID" in text
-    assert "State must be one of" in text
+    assert "servicePrincipalId: must be a GUID" in text  # the API's own parameter check
+    assert "state: Input should be &#39;queued&#39;" in text
     assert "<x>" not in text
     assert 'value="&lt;x&gt;"' in text
     bad_cursor = await client.get("/ui", params={"cursor": "garbage"})
@@ -119,6 +131,10 @@ async def test_filters_and_paging(client: TestClient[Any, Any]) -> None:
         # Paging keeps the filter.
         filtered = await (await client.get("/ui", params={"state": "failed"})).text()
         assert re.search(r'href="/ui\?state=failed&amp;cursor=[^"]+" rel="next"', filtered)
+        # ?limit= as the API takes it, kept by the pager.
+        one = await (await client.get("/ui", params={"limit": "1"})).text()
+        assert one.count('href="/ui/requests/') == 1
+        assert re.search(r'href="/ui\?limit=1&amp;cursor=[^"]+" rel="next"', one)
     finally:
         ui.PAGE_SIZE = original
 
@@ -149,6 +165,54 @@ async def test_the_layout_has_nav_tabs(client: TestClient[Any, Any]) -> None:
     await login(client)
     text = await (await client.get("/ui")).text()
     assert re.search(r'<nav class="tabs"[^>]*>\s*<a href="/ui" class="active"', text)
+    assert '<a href="/ui/applications">Applications</a>' in text
+    detail = await add_record(client, id="d" * 32)
+    text = await (await client.get(f"/ui/requests/{detail.id}")).text()
+    assert '<a href="/ui" class="active" aria-current="page">Requests</a>' in text
+
+
+async def test_an_operator_sees_every_callers_requests_with_their_caller(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with api_client(operator_settings(redis_url, tmp_path)) as client:
+        mine = await add_record(client, "alpha", id="a" * 32, state=State.FAILED)
+        ticket = await add_record(client, "webhook:jira", id="b" * 32, external_reference="IAM-7")
+        await login(client, OPS_KEY)
+        text = await (await client.get("/ui")).text()
+        assert f'href="/ui/requests/{mine.id}"' in text
+        assert f'href="/ui/requests/{ticket.id}"' in text
+        assert "<th>Caller</th>" in text
+        assert '<td class="wrap caller">webhook:jira</td>' in text
+        assert '<input name="caller"' in text
+        assert 'class="requests with-caller"' in text
+        # The caller filter, kept by the pager; another caller's request page.
+        only = await (
+            await client.get("/ui", params={"caller": "webhook:jira", "state": ""})
+        ).text()
+        assert ticket.id in only
+        assert mine.id not in only
+        assert 'name="caller" value="webhook:jira"' in only
+        detail = await client.get(f"/ui/requests/{ticket.id}")
+        assert detail.status == 200
+        assert "<dt>Caller</dt><dd>webhook:jira</dd>" in await detail.text()
+        bad = await client.get("/ui", params={"caller": "has space"})
+        assert bad.status == 400
+        assert "caller: must match the pattern" in await bad.text()
+
+    async with api_client(operator_settings(redis_url, tmp_path)) as client:
+        await login(client)  # alpha: its own only, no caller column or filter
+        text = await (await client.get("/ui")).text()
+        assert mine.id in text
+        assert ticket.id not in text
+        assert "<th>Caller</th>" not in text
+        assert 'name="caller"' not in text
+        assert (await client.get(f"/ui/requests/{ticket.id}")).status == 404
+        assert (await client.get("/ui", params={"caller": "alpha"})).status == 200
+        theirs = await client.get("/ui", params={"caller": "webhook:jira"})
+        assert theirs.status == 403
+        text = await theirs.text()
+        assert "needs the &#39;operator&#39; permission" in text
+        assert ticket.id not in text
 
 
 async def test_counters_read_the_live_keys(client: TestClient[Any, Any], redis: Redis) -> None:
@@ -162,6 +226,7 @@ async def test_counters_read_the_live_keys(client: TestClient[Any, Any], redis: 
         "throttleCooldowns": 0,
         "workersAlive": 0,
         "cooldowns": [],
+        "applications": {h.value: 0 for h in Health},
     }
     # arq's queue holds provisioning jobs, a deferred callback, a write-back and the
     # reconciler's next cron run; only requests in state queued are provisioning work.
@@ -179,6 +244,7 @@ async def test_counters_read_the_live_keys(client: TestClient[Any, Any], redis: 
     await redis.set(Keys("other-queue").health_check("worker-3"), "ok", ex=30)  # another deployment
     counters = await (await client.get("/ui/counters")).json()
     cooldowns = counters.pop("cooldowns")
+    counters.pop("applications")
     assert counters == {
         "queueDepth": 1,
         "inFlight": 2,

@@ -1,5 +1,6 @@
 // The status page's one script (served from /ui/static/, loaded with the page's CSP nonce):
-// refreshes the live counters from /ui/counters. No inline handlers, no other requests.
+// refreshes the live counters (and the applications by health) from /ui/counters. No inline
+// handlers, no other requests.
 (function () {
   'use strict';
   var box = document.getElementById('counters');
@@ -21,12 +22,21 @@
     });
   }
 
+  function showApplications(byHealth) {
+    if (!byHealth || typeof byHealth !== 'object') { return; }
+    Object.keys(byHealth).forEach(function (h) {
+      var el = box.querySelector('[data-health="' + h + '"]');
+      if (el) { el.textContent = String(byHealth[h]); }
+    });
+  }
+
   function show(data) {
     Object.keys(data).forEach(function (k) {
       var el = box.querySelector('[data-counter="' + k + '"]');
       if (el) { el.textContent = String(data[k]); }
     });
     showCooldowns(data.cooldowns);
+    showApplications(data.applications);
     var when = document.getElementById('counters-updated');
     if (when) { when.textContent = 'updated ' + new Date().toISOString().slice(11, 19) + ' UTC'; }
   }
