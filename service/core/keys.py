@@ -25,6 +25,7 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:callback-body:{msg id}   a callback's body, built once, sent by every retry
     {p}:callbacks-pending:{caller}  sorted set: that caller's notifications waiting for a retry
     {p}:ui-login:{address}       sign-in attempts from one client address (expires with its window)
+    {p}:on-demand:{tenant}       sorted set: the tenant's recent provisionOnDemand calls (their ms)
 """
 
 from __future__ import annotations
@@ -129,3 +130,7 @@ class Keys:
     def ui_login_attempts(self, client_address: str) -> str:
         """Sign-in attempts on the status page from one client address (a counter)."""
         return f"{self.prefix}:ui-login:{client_address}"
+
+    def on_demand_window(self, tenant: str) -> str:
+        """A tenant's recent provisionOnDemand calls (the shared 5-per-10-s limiter)."""
+        return f"{self.prefix}:on-demand:{tenant}"

@@ -228,6 +228,11 @@ class Settings(BaseSettings):
     tenant_rate_limit: float = Field(default=0.0, ge=0)
     tenant_rate_burst: int = Field(default=10, ge=1)
     throttle_coordination: bool = True
+    #: provisionOnDemand (the smoke test): Graph documents 5 calls per 10 s per tenant; every
+    #: worker shares one sliding window in Redis. The window is 1 s longer than Graph's so that
+    #: the time between taking a slot and Graph receiving the call cannot put 6 in its 10 s.
+    on_demand_limit: int = Field(default=5, ge=1, le=100)
+    on_demand_window_s: float = Field(default=11.0, gt=0, le=3600)
     worker_name: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,

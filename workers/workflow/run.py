@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from service.core.actions import steps_for
 from service.core.errors import (
     GraphFailure,
     GraphRequestFailed,
@@ -28,6 +29,7 @@ from service.core.errors import (
 from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
 from service.core.tracing import span
 from workers.graph.client import GraphResponse
+from workers.workflow.actions import action_table, count_finished
 from workers.workflow.calls import CallRunner, Defer, monotonic_ms
 from workers.workflow.onboarding import onboarding_table
 from workers.workflow.steps import Deps, StepResult, Steps
@@ -45,12 +47,13 @@ class Run:
         self.record = record
         self.calls = CallRunner(deps.settings, record, deps.throttle, deps.stopping, deps.metrics)
         steps = Steps(deps, record, self.calls)
-        self._steps = {**steps.table(), **onboarding_table(steps)}
+        # issue 12: the lifecycle actions' steps; the action picks the sequence (steps_for)
+        self._steps = {**steps.table(), **onboarding_table(steps), **action_table(steps)}
 
     async def execute(self) -> None:
         """Run the remaining steps; record success, failure, cancellation or a deferral."""
         rec = self.record
-        for step in Step:
+        for step in steps_for(rec.action):
             if rec.done(step):
                 continue
             if await self.deps.store.cancel_requested(rec.id):
@@ -155,6 +158,7 @@ class Run:
         self.deps.metrics.finished(
             state.value, self.record.error.code if self.record.error else None
         )
+        count_finished(self.deps.metrics, self.record.action, state.value)
         log.info(
             "workflow_finished", state=state.value, error=getattr(self.record.error, "code", None)
         )
