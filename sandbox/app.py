@@ -12,7 +12,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from sandbox import control, entra, graph, onboarding_routes
+from sandbox import control, entra, graph, lifecycle, onboarding_routes
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext, build_context
 from sandbox.entra import TOKENS_KEY, InvalidToken, has_role, owned_only
 from sandbox.faults import TOKEN_ROUTE
@@ -62,15 +62,22 @@ GRAPH_ROUTES: tuple[Route, ...] = (
         True,
     ),
     Route("jobs.get", "GET", f"{SYNC}/jobs/{{job}}", graph.get_job, False),
-    Route("jobs.delete", "DELETE", f"{SYNC}/jobs/{{job}}", graph.delete_job, True),
+    Route("jobs.delete", "DELETE", f"{SYNC}/jobs/{{job}}", lifecycle.delete_job, True),
     Route("jobs.start", "POST", f"{SYNC}/jobs/{{job}}/start", graph.start_job, True),
-    Route("jobs.pause", "POST", f"{SYNC}/jobs/{{job}}/pause", graph.pause_job, True),
-    Route("jobs.restart", "POST", f"{SYNC}/jobs/{{job}}/restart", graph.restart_job, True),
+    Route("jobs.pause", "POST", f"{SYNC}/jobs/{{job}}/pause", lifecycle.pause_job, True),
+    Route("jobs.restart", "POST", f"{SYNC}/jobs/{{job}}/restart", lifecycle.restart_job, True),
     Route(
         "jobs.validateCredentials",
         "POST",
         f"{SYNC}/jobs/{{job}}/validateCredentials",
         graph.validate_credentials,
+        True,
+    ),
+    Route(
+        "jobs.provisionOnDemand",
+        "POST",
+        f"{SYNC}/jobs/{{job}}/provisionOnDemand",
+        lifecycle.provision_on_demand,
         True,
     ),
     Route("secrets.put", "PUT", f"{SYNC}/secrets", graph.put_secrets, True),
@@ -228,6 +235,9 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
             response.headers["Retry-After"] = err.retry_after
     except GraphError as err:
         response = graph_error(request, err)
+        retry_after = getattr(err, "retry_after", None)  # lifecycle's provisionOnDemand 429
+        if isinstance(retry_after, str):
+            response.headers["Retry-After"] = retry_after
     request_id, client_request_id = _ids(request)
     response.headers["request-id"] = request_id
     response.headers["client-request-id"] = client_request_id
@@ -272,7 +282,8 @@ def create_app(config: SandboxConfig) -> web.Application:
     router.add_get(f"{tenant}/v2.0/.well-known/openid-configuration", entra.discovery_handler)
     router.add_get(f"{tenant}/discovery/v2.0/keys", entra.jwks_handler)
     router.add_post(f"{tenant}/oauth2/v2.0/token", entra.token_handler)
-    for method, path, handler in control.ROUTES:
+    app[lifecycle.LIFECYCLE_KEY] = lifecycle.LifecycleState()
+    for method, path, handler in (*control.ROUTES, *lifecycle.CONTROL_ROUTES):
         router.add_route(method, path, handler)
     for version in GRAPH_VERSIONS:
         for route in GRAPH_ROUTES:

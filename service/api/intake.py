@@ -156,6 +156,9 @@ def new_record(body: ProvisionRequest, caller: str, body_fp: str) -> Record:
         # An app made here starts "assigned only" unless asked otherwise (SyncAll "false").
         scope=body.scope or ("assigned" if body.application is not None else None),
         attribute_mappings=body.attribute_mappings or [],
+        action=body.action,
+        reset_scope=list(body.reset_scope) if body.reset_scope is not None else None,
+        smoke_test=body.smoke_test,
     )
 
 

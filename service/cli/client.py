@@ -18,7 +18,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, TextIO
 
-from service.core.models import STEPS, State
+from service.core.actions import steps_for
+from service.core.models import State
 
 TERMINAL = {State.SUCCEEDED.value, State.FAILED.value, State.CANCELLED.value}
 _SPINNER = "|/-\\"
@@ -79,7 +80,8 @@ def render(record: dict[str, Any], spin: str = " ") -> list[str]:
     """The record as a step view: one line per step with its outcome, time and Graph ids."""
     state = record["state"]
     lines = [
-        f"{record['id']}  {state}{'' if state in TERMINAL else ' ' + spin}",
+        f"{record['id']}  {record.get('action') or 'provision'}  {state}"
+        f"{'' if state in TERMINAL else ' ' + spin}",
         f"  principal {record['servicePrincipalId']}  template {record.get('templateId') or '-'}"
         f"  job {record.get('jobId') or '-'}",
     ]
@@ -87,7 +89,7 @@ def render(record: dict[str, Any], spin: str = " ") -> list[str]:
     for entry in record.get("history", []):
         if entry.get("step"):
             latest[entry["step"]] = entry
-    for step in STEPS:
+    for step in steps_for(record.get("action") or "provision"):
         entry = latest.get(step.value)
         if entry is None:
             mark = spin if record.get("step") == step.value and state == "running" else " "
@@ -145,6 +147,15 @@ def run_client(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             status, record = client.call("POST", "/v1/provisioning-requests", body)
             verb = "accepted" if status == 202 else "already in flight"
             out.write(f"{verb}: {record['id']}\n")
+            if args.wait:
+                record = watch(client, record["id"], out)
+                return 0 if record["state"] == "succeeded" else 1
+            return 0
+        if args.command in ACTION_COMMANDS:
+            body = action_body(args)
+            status, record = client.call("POST", "/v1/provisioning-requests", body)
+            verb = "accepted" if status == 202 else "already in flight"
+            out.write(f"{verb}: {record['id']} ({body['action']})\n")
             if args.wait:
                 record = watch(client, record["id"], out)
                 return 0 if record["state"] == "succeeded" else 1
@@ -207,3 +218,80 @@ def add_client_commands(sub: Any) -> None:
         cmd.add_argument("id")
     for parser in (submit, status, listing, sub.choices["retry"], sub.choices["cancel"]):
         add_client_arguments(parser)
+    add_action_commands(sub)
+
+
+# Lifecycle actions (issue 12) -----------------------------------------------------------------
+#: command -> the request's ``action``
+ACTION_COMMANDS = {
+    "pause": "pause",
+    "resume": "resume",
+    "restart": "restart",
+    "deprovision": "deprovision",
+    "rotate": "rotateCredentials",
+}
+
+
+def action_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request body of ``provisioner pause|resume|restart|deprovision|rotate``."""
+    body: dict[str, Any] = {"servicePrincipalId": args.sp, "action": ACTION_COMMANDS[args.command]}
+    if args.template:
+        body["templateId"] = args.template
+    if args.external_reference:
+        body["externalReference"] = args.external_reference
+    if getattr(args, "reset_scope", None):
+        body["resetScope"] = [f.strip() for f in args.reset_scope.split(",") if f.strip()]
+    if getattr(args, "smoke_user", None):
+        body["smokeTest"] = {"subjectId": args.smoke_user, "objectTypeName": "User"}
+    if getattr(args, "smoke_group", None):
+        body["smokeTest"] = {"subjectId": args.smoke_group, "objectTypeName": "Group"}
+    if args.command == "rotate":
+        body["credentials"] = _read_credentials(args.credentials)
+    return body
+
+
+def _read_credentials(path: str) -> list[dict[str, str]]:
+    """``[{"key", "value"}]`` from a JSON file (``-``: stdin), never from the command line."""
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ApiError(f"{path}: not JSON") from None
+    if isinstance(data, dict):
+        data = [{"key": k, "value": v} for k, v in data.items()]
+    if not isinstance(data, list):
+        raise ApiError(f"{path}: expected [{{key, value}}, ...] or {{key: value}}")
+    return data
+
+
+def add_action_commands(sub: Any) -> None:
+    """Register pause / resume / restart / deprovision / rotate."""
+    helps = {
+        "pause": "pause a principal's synchronization job",
+        "resume": "start a paused job again (verified like provisioning)",
+        "restart": "restart a job, optionally resetting state (--reset-scope)",
+        "deprovision": "delete the job (accounts already in the app stay)",
+        "rotate": "validate and save new credentials; lift a quarantine",
+    }
+    for name, text in helps.items():
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--sp", required=True, help="service principal object id")
+        cmd.add_argument("--template", help="synchronization template id (default: its job)")
+        cmd.add_argument("--external-reference", help="ticket id to keep with the request")
+        cmd.add_argument("--wait", action="store_true", help="follow the request until it ends")
+        if name == "restart":
+            cmd.add_argument(
+                "--reset-scope",
+                help="comma-separated: Escrows,Watermark,QuarantineState,Full,ForceDeletes",
+            )
+        if name in {"resume", "restart"}:
+            smoke = cmd.add_mutually_exclusive_group()
+            smoke.add_argument("--smoke-user", help="a user's object id to provision on demand")
+            smoke.add_argument("--smoke-group", help="a group's object id to provision on demand")
+        if name == "rotate":
+            cmd.add_argument(
+                "--credentials",
+                required=True,
+                help="JSON file of the new credentials: {key: value} or [{key, value}]; - = stdin",
+            )
+        add_client_arguments(cmd)

@@ -12,6 +12,8 @@
     provisioner status ID [--watch]          a request's steps, live with --watch
     provisioner list [--state S] [--caller C] requests, newest first (every caller's for operators)
     provisioner retry ID | cancel ID         re-drive a failed request, or stop one
+    provisioner pause|resume|restart|deprovision|rotate --sp ID [--wait]
+                                             act on a principal's existing job
 
 Start-up problems (a bad setting, Redis or the authority unreachable) end the process with one
 line on stderr and exit status 2, never a traceback.
@@ -31,7 +33,10 @@ from service.core.crypto import new_encryption_key
 from service.core.errors import ProvisionerError
 from service.core.settings import hash_api_key, load_settings
 
-CLIENT_COMMANDS = frozenset({"submit", "status", "list", "retry", "cancel"})
+CLIENT_COMMANDS = frozenset(
+    {"submit", "status", "list", "retry", "cancel", "pause", "resume", "restart"}
+    | {"deprovision", "rotate"}
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,7 +21,10 @@
           ├── GraphPermissionMissing the app's token lacks every permission the sync API
           │                       accepts, or a 401 UnknownError outlasted the lag budget
           ├── RetryBudgetExhausted transient errors outlasted the request's retry budget
-          └── GraphRequestFailed   Graph answered a non-retryable error (its code is kept)
+          ├── GraphRequestFailed   Graph answered a non-retryable error (its code is kept)
+          ├── JobNotFound          an action on a job found none for the principal/template
+          ├── JobNotPaused         a paused job did not read Paused within the verify window
+          └── SmokeTestFailed      provisionOnDemand reported a failed step for the subject
 
 Secrets never go into an exception's message: messages are shown to API callers and logged.
 """
@@ -191,3 +194,22 @@ class GraphRequestFailed(WorkflowFailed):
     """Raised for a non-retryable Graph error; ``code`` is Graph's own error code."""
 
     code = "GraphRequestFailed"
+
+
+class JobNotFound(WorkflowFailed):
+    """Raised when an action (pause, resume, restart, rotateCredentials) finds no job for the
+    principal and template; deprovision takes "already gone" as done instead."""
+
+    code = "JobNotFound"
+
+
+class JobNotPaused(WorkflowFailed):
+    """Raised when the job does not read ``Paused`` within the verify window after pause."""
+
+    code = "JobNotPaused"
+
+
+class SmokeTestFailed(WorkflowFailed):
+    """Raised when provisionOnDemand reports a failed step; the message is Graph's reason."""
+
+    code = "SmokeTestFailed"

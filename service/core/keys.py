@@ -32,6 +32,7 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:apps, :apps:health:{h}   lex-sorted sets of principal ids: all, with a job in health h
     {p}:watch                    sorted set of "{sp}:{jobId}" scored by next check (ms)
     {p}:app-event:{id}           a health change to notify (callback, ticket), JSON, expires
+    {p}:on-demand:{tenant}       sorted set: the tenant's recent provisionOnDemand calls (their ms)
 """
 
 from __future__ import annotations
@@ -166,3 +167,7 @@ class Keys:
 
     def application_event(self, event_id: str) -> str:
         return f"{self.prefix}:app-event:{event_id}"
+
+    def on_demand_window(self, tenant: str) -> str:
+        """A tenant's recent provisionOnDemand calls (the shared 5-per-10-s limiter)."""
+        return f"{self.prefix}:on-demand:{tenant}"

@@ -8,6 +8,7 @@ The record never holds credential values: those live encrypted under their own k
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -188,6 +189,52 @@ def field_errors(title: str, problems: list[tuple[str, str]], source: Any) -> Va
     )
 
 
+#: What a request asks for (issue 12); ``provision`` is the default and today's workflow.
+ActionName = Literal["provision", "pause", "resume", "restart", "deprovision", "rotateCredentials"]
+#: synchronizationJobRestartCriteria.resetScope flags a caller may ask for. Graph's page also lists
+#: ``None`` and ``ConnectorDataStore``, both marked "DO NOT USE": intake refuses them.
+RESET_SCOPES: tuple[str, ...] = ("Escrows", "Watermark", "QuarantineState", "Full", "ForceDeletes")
+ResetScopeFlag = Literal["Escrows", "Watermark", "QuarantineState", "Full", "ForceDeletes"]
+SMOKE_TEST_ACTIONS = frozenset({"provision", "resume", "restart"})
+
+
+class SmokeTestSpec(_Strict):
+    """One real user or group provisioned on demand after start (``provisionOnDemand``)."""
+
+    subject_id: Guid
+    object_type_name: Literal["User", "Group"]
+
+
+def check_action(
+    action: str,
+    reset_scope: Sequence[str] | None,
+    smoke_test: SmokeTestSpec | None,
+    has_credentials: bool,
+    onboarding: bool,
+    sp: str | None,
+) -> list[tuple[str, str]]:
+    """Cross-field rules of ``action`` (issue 12), as (field, reason) pairs."""
+    problems: list[tuple[str, str]] = []
+    if reset_scope is not None and action != "restart":
+        problems.append(("resetScope", "is only allowed with action restart"))
+    if reset_scope and len(reset_scope) != len(set(reset_scope)):
+        problems.append(("resetScope", "names a flag twice"))
+    if smoke_test is not None and action not in SMOKE_TEST_ACTIONS:
+        problems.append(("smokeTest", "is only allowed with action provision, resume or restart"))
+    if action == "rotateCredentials" and not has_credentials:
+        problems.append(("credentials", "are required with action rotateCredentials"))
+    if has_credentials and action not in {"provision", "rotateCredentials"}:
+        problems.append(("credentials", f"are not allowed with action {action}"))
+    if action != "provision":
+        if onboarding:
+            problems.append(
+                ("action", f"{action} acts on an existing job: it takes no onboarding fields")
+            )
+        if sp is None:
+            problems.append(("servicePrincipalId", f"is required with action {action}"))
+    return problems
+
+
 class ProvisionRequest(_Wire):
     """The body of ``POST /v1/provisioning-requests``; unknown fields are rejected."""
 
@@ -213,6 +260,10 @@ class ProvisionRequest(_Wire):
     assignments: Annotated[list[AssignmentSpec], Field(max_length=50)] | None = None
     scope: Scope | None = None  # "assigned" (the default) or "all": the SyncAll secret
     attribute_mappings: Annotated[list[AttributeMappingSpec], Field(max_length=100)] | None = None
+    # lifecycle actions (issue 12)
+    action: ActionName = "provision"
+    reset_scope: Annotated[list[ResetScopeFlag], Field(max_length=5)] | None = None
+    smoke_test: SmokeTestSpec | None = None
 
     @model_validator(mode="wrap")
     @classmethod
@@ -243,6 +294,15 @@ class ProvisionRequest(_Wire):
             keys,
             self.scope,
         )
+        onboarding = any((self.application, self.assignments, self.scope, self.attribute_mappings))
+        problems += check_action(
+            self.action,
+            self.reset_scope,
+            self.smoke_test,
+            bool(self.credentials),
+            onboarding,
+            self.service_principal_id,
+        )
         if problems:
             raise field_errors(type(self).__name__, problems, None)
         return self
@@ -272,6 +332,10 @@ class ProvisionRequest(_Wire):
     def fingerprint_payload(self) -> dict[str, Any]:
         """The body as a canonical dict for Idempotency-Key comparison (hashed before storing)."""
         data = self.model_dump(by_alias=True, mode="json")
+        # Fields of issue 12 at their defaults leave the fingerprint of older bodies unchanged.
+        for name, default in (("action", "provision"), ("resetScope", None), ("smokeTest", None)):
+            if data.get(name) == default:
+                data.pop(name, None)
         if self.credentials is not None:
             data["credentials"] = [
                 {"key": c.key, "value": c.value.get_secret_value()} for c in self.credentials
@@ -305,6 +369,13 @@ class Step(StrEnum):
     MAP_ATTRIBUTES = "map_attributes"
     START_JOB = "start_job"
     VERIFY = "verify"
+    # lifecycle actions (issue 12): the sequence of each action is in service.core.actions
+    FIND_JOB = "find_job"
+    PAUSE_JOB = "pause_job"
+    RESTART_JOB = "restart_job"
+    DELETE_JOB = "delete_job"
+    LIFT_QUARANTINE = "lift_quarantine"
+    SMOKE_TEST = "smoke_test"
 
 
 STEPS: tuple[Step, ...] = tuple(Step)
@@ -362,6 +433,28 @@ class CallbackAttempt(_Wire):
     skipped: bool = False
 
 
+class SmokeTestStep(_Wire):
+    """One step of a provisionOnDemand answer, as Graph names it."""
+
+    name: str | None = None
+    type: str | None = None
+    status: str | None = None
+    description: str | None = None
+
+
+class SmokeTestResult(_Wire):
+    """What the smoke test's provisionOnDemand reported (issue 12)."""
+
+    subject_id: str
+    object_type_name: str
+    rule_id: str
+    result: str | None = None  # Graph's ``key.result``: Success, Failure, ...
+    action: str | None = None  # Create, Update, ... (the answer's ``action``)
+    succeeded: bool
+    steps: list[SmokeTestStep] = Field(default_factory=list)
+    reason: str | None = None  # Graph's words for the failing step
+
+
 # The worker's bookkeeping, and intake's: the body's keyed fingerprint (a second POST for the
 # in-flight app is only the same request when it matches) and the request it waits behind.
 _INTERNAL = frozenset(
@@ -373,6 +466,7 @@ _INTERNAL = frozenset(
         "queued_behind",
         "instantiate_sent_at",
         "instantiated_at",
+        "smoke_rule_id",
     }
 )
 
@@ -410,6 +504,12 @@ class Record(_Wire):
     assignments_made: list[str] = Field(default_factory=list)  # ids this service created
     instantiate_sent_at: datetime | None = None  # an instantiate POST not answered yet
     instantiated_at: datetime | None = None  # when the new principal's id became known
+    # lifecycle actions (issue 12)
+    action: ActionName = "provision"
+    reset_scope: list[str] | None = None
+    smoke_test: SmokeTestSpec | None = None
+    smoke_rule_id: str | None = None  # the synchronization rule the smoke test uses
+    smoke_test_result: SmokeTestResult | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
     callbacks: list[CallbackAttempt] = Field(default_factory=list)

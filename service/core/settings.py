@@ -233,6 +233,11 @@ class Settings(BaseSettings):
     tenant_rate_adaptive: bool = True
     tenant_rate_start: float = Field(default=10.0, gt=0)
     tenant_rate_target_usage: float = Field(default=0.95, gt=0, le=1)
+    #: provisionOnDemand (the smoke test): Graph documents 5 calls per 10 s per tenant; every
+    #: worker shares one sliding window in Redis. The window is 1 s longer than Graph's so that
+    #: the time between taking a slot and Graph receiving the call cannot put 6 in its 10 s.
+    on_demand_limit: int = Field(default=5, ge=1, le=100)
+    on_demand_window_s: float = Field(default=11.0, gt=0, le=3600)
     worker_name: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
         min_length=1,

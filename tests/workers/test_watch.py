@@ -203,3 +203,23 @@ def test_a_job_set_up_for_assigned_users_only_expects_users() -> None:
         registered(app, record, now, schedule)
         assert app.jobs[0].expects_users is expected, (assignments, scope)
         assert "expectsUsers" not in app.jobs[0].public()
+
+
+def test_a_deprovisioned_job_leaves_the_application() -> None:
+    from datetime import UTC, datetime
+
+    from service.core.applications import Application
+    from service.core.models import Record
+    from workers.watch.rules import Schedule, deprovisioned, registered
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    app = Application(service_principal_id=SALESFORCE)
+    made = Record(id="a" * 32, service_principal_id=SALESFORCE, caller="c", job_id="j")
+    registered(app, made, now, Schedule((60,), 0.0, 5.0))
+    gone = Record(
+        id="b" * 32, service_principal_id=SALESFORCE, caller="c", job_id="j", action="deprovision"
+    )
+    result = deprovisioned(app, gone, now)
+    assert app.jobs == []
+    assert result.update.watch == {member(SALESFORCE, "j"): None}
+    assert app.request_ids[0] == "b" * 32

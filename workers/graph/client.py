@@ -37,6 +37,7 @@ from workers.graph.models import (
     SynchronizationJob,
     SynchronizationTemplate,
 )
+from workers.graph.ondemand import OnDemandAnswer, OnDemandResult, parse_answer
 from workers.graph.schema import SchemaDocument, SynchronizationSchema
 from workers.graph.tls import ssl_context
 from workers.graph.token import TokenProvider
@@ -348,6 +349,55 @@ class GraphClient:
         return await self._no_content(
             "PUT", f"{self._sync(sp)}/jobs/{job_id}/schema", crid, "schema.put", json=raw
         )
+
+    # Lifecycle actions (issue 12): pause, restart, delete and provisionOnDemand ----------
+    async def pause_job(self, sp: str, job_id: str, crid: str) -> GraphResponse[None]:
+        """POST .../jobs/{jobId}/pause (204)."""
+        return await self._no_content(
+            "POST", f"{self._sync(sp)}/jobs/{job_id}/pause", crid, "jobs.pause"
+        )
+
+    async def restart_job(
+        self, sp: str, job_id: str, reset_scope: str, crid: str
+    ) -> GraphResponse[None]:
+        """POST .../jobs/{jobId}/restart with ``{"criteria": {"resetScope": ...}}`` (204)."""
+        return await self._no_content(
+            "POST",
+            f"{self._sync(sp)}/jobs/{job_id}/restart",
+            crid,
+            "jobs.restart",
+            json={"criteria": {"resetScope": reset_scope}},
+        )
+
+    async def delete_job(self, sp: str, job_id: str, crid: str) -> GraphResponse[None]:
+        """DELETE .../jobs/{jobId} (204; 404 once it is gone)."""
+        return await self._no_content(
+            "DELETE", f"{self._sync(sp)}/jobs/{job_id}", crid, "jobs.delete"
+        )
+
+    async def provision_on_demand(
+        self, sp: str, job_id: str, rule_id: str, subject: dict[str, str], crid: str
+    ) -> GraphResponse[OnDemandResult]:
+        """POST .../jobs/{jobId}/provisionOnDemand (200 with a stringKeyStringValuePair whose
+        strings hold JSON, parsed by :func:`workers.graph.ondemand.parse_answer`)."""
+        url = f"{self._sync(sp)}/jobs/{job_id}/provisionOnDemand"
+        body = {"parameters": [{"subjects": [subject], "ruleId": rule_id}]}
+        answer = await self._typed(
+            OnDemandAnswer, "POST", url, crid, "jobs.provisionOnDemand", body
+        )
+        try:
+            result = parse_answer(answer.value)
+        except ValueError as e:
+            raise GraphError(
+                answer.status,
+                "MalformedResponse",
+                f"the answer is not a provisionOnDemand result: {e}",
+                answer.request_id,
+                client_request_id=crid,
+                method="POST",
+                url=url,
+            ) from None
+        return GraphResponse(answer.status, result, answer.request_id, crid)
 
 
 def _parse(model: type[M], resp: GraphResponse[Any], method: str, url: str) -> M:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from service.core.actions import steps_for
 from service.core.errors import GraphFailure, GraphPermissionMissing
 from service.core.models import Record, Step
 
@@ -42,12 +43,19 @@ STEP_PERMISSIONS: Mapping[Step, tuple[str, ...]] = MappingProxyType(
         Step.MAP_ATTRIBUTES: SYNCHRONIZATION,
         Step.START_JOB: SYNCHRONIZATION,
         Step.VERIFY: SYNCHRONIZATION,
+        Step.FIND_JOB: SYNCHRONIZATION,
+        Step.PAUSE_JOB: SYNCHRONIZATION,
+        Step.RESTART_JOB: SYNCHRONIZATION,
+        Step.DELETE_JOB: SYNCHRONIZATION,
+        Step.LIFT_QUARANTINE: SYNCHRONIZATION,
+        Step.SMOKE_TEST: SYNCHRONIZATION,
     }
 )
 
 
 def steps_calling_graph(record: Record) -> list[Step]:
-    """The steps that will call Graph for this request (the others are skipped)."""
+    """The steps that will call Graph for this request (its action's steps, less those it
+    skips)."""
     skipped: set[Step] = set()
     if record.application is None:
         skipped.add(Step.INSTANTIATE_APP)
@@ -58,8 +66,10 @@ def steps_calling_graph(record: Record) -> list[Step]:
     if not record.has_credentials and record.scope is None:
         skipped.add(Step.SAVE_SECRETS)
     if not record.start:
-        skipped |= {Step.START_JOB, Step.VERIFY}
-    return [s for s in Step if s not in skipped]
+        skipped |= {Step.START_JOB, Step.VERIFY, Step.SMOKE_TEST}
+    if record.smoke_test is None:
+        skipped.add(Step.SMOKE_TEST)
+    return [s for s in steps_for(record.action) if s not in skipped]
 
 
 def missing_permissions(record: Record, roles: Iterable[str]) -> dict[Step, tuple[str, ...]]:

@@ -37,7 +37,15 @@ from service.core.errors import GraphError, GraphFailure, TokenError, WorkflowFa
 from service.core.models import Record, State, Step, utcnow
 from workers.graph.health import assess
 from workers.graph.models import SynchronizationError, SynchronizationJob
-from workers.watch.rules import Result, Schedule, missing, observed, registered, unreadable
+from workers.watch.rules import (
+    Result,
+    Schedule,
+    deprovisioned,
+    missing,
+    observed,
+    registered,
+    unreadable,
+)
 from workers.workflow.calls import CallRunner, Defer
 from workers.workflow.retry import CallKind
 from workers.workflow.steps import Deps
@@ -99,12 +107,19 @@ def reading_of(job: SynchronizationJob, *, expects_users: bool = False) -> Readi
 
 async def register_job(deps: Deps, record: Record) -> None:
     """The workflow's hook at a request's end: a request that ``succeeded`` with a job (created
-    or adopted) puts the job under watch. Called before the terminal state is saved, so a
-    crash in between re-runs the request's end and registers again (idempotent)."""
+    or adopted) puts the job under watch; a succeeded ``deprovision`` takes it off. Called
+    before the terminal state is saved, so a crash in between re-runs the request's end and
+    registers again (idempotent)."""
     if record.state is not State.SUCCEEDED or not record.job_id or not deps.settings.watch_enabled:
         return
+    apps = ApplicationStore.of(deps.store)
+    if record.action == "deprovision":
+        await apps.update(
+            record.service_principal_id, lambda app: deprovisioned(app, record, utcnow()).update
+        )
+        return
     schedule = Schedule.of(deps.settings)
-    await ApplicationStore.of(deps.store).update(
+    await apps.update(
         record.service_principal_id,
         lambda app: registered(app, record, utcnow(), schedule).update,
         create=True,

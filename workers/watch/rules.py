@@ -6,6 +6,7 @@
   schedule to its start (look again soon) and becomes an event to notify, except the first
   reading of a job when it only confirms what the request already said (``healthy``, or
   ``unknown`` while no cycle has finished). Otherwise the next delay is the next step's.
+- A ``deprovision`` request that succeeded takes its job off the application and the watch.
 - A 404 is confirmed by a second check one first-delay later; then the job is ``unknown``
   with reason "job no longer exists" and is not watched any more.
 - A check that read nothing (throttled past its budget, 5xx, 401/403, no token) changes no
@@ -105,6 +106,16 @@ def registered(app: Application, record: Record, now: datetime, schedule: Schedu
     return Result(
         Update(watch={member(app.service_principal_id, job.job_id): _ms(job.next_check_at)})
     )
+
+
+def deprovisioned(app: Application, record: Record, now: datetime) -> Result:
+    """A ``deprovision`` request succeeded: its job is gone from the tenant, so it leaves the
+    application (and the watch); the request is still listed among the application's."""
+    app.touched_by(record.id, record.caller)
+    gone = [j for j in app.jobs if j.job_id == record.job_id]
+    app.jobs = [j for j in app.jobs if j.job_id != record.job_id]
+    app.updated_at = now
+    return Result(Update(watch={member(app.service_principal_id, j.job_id): None for j in gone}))
 
 
 def _change(

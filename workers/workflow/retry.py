@@ -37,6 +37,7 @@ class CallKind(StrEnum):
     CREATE = "create"  # POST jobs: not idempotent, never repeated without listing first
     APP = "app"  # GET a principal that may not have replicated: 404/401 go back to the step
     GRANT = "grant"  # POST appRoleAssignedTo: 5xx unclear (list again), 404/401 lag
+    DELETE = "delete"  # DELETE a job: safe to repeat; its 404 is "already gone" (the step's call)
 
 
 class Disposition(StrEnum):
@@ -86,6 +87,11 @@ POLICY: dict[CallKind, dict[int, Disposition]] = {
     CallKind.GRANT: {
         429: _T, 500: _A, 502: _A, 503: _A, 504: _A, TRANSPORT: _A,
         401: _C, 404: _C, 409: _C,
+    },
+    # deprovision: a repeated DELETE is harmless; 409 is "being updated by another operation".
+    CallKind.DELETE: {
+        429: _T, 500: _X, 502: _X, 503: _X, 504: _X, TRANSPORT: _X,
+        401: _C, 409: _C,
     },
 }  # fmt: skip
 

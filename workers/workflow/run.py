@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from service.core.actions import steps_for
 from service.core.errors import (
     GraphFailure,
     GraphRequestFailed,
@@ -30,6 +31,7 @@ from service.core.tracing import span
 from workers.graph.client import GraphResponse
 from workers.graph.permissions import token_lacks, unknown_error_hint
 from workers.watch.check import register_job
+from workers.workflow.actions import action_table, count_finished
 from workers.workflow.calls import CallRunner, CancelRequested, Defer, monotonic_ms
 from workers.workflow.onboarding import onboarding_table
 from workers.workflow.steps import Deps, StepResult, Steps
@@ -54,13 +56,14 @@ class Run:
             cancelled=lambda: deps.store.cancel_requested(record.id),
         )
         steps = Steps(deps, record, self.calls)
-        self._steps = {**steps.table(), **onboarding_table(steps)}
+        # issue 12: the lifecycle actions' steps; the action picks the sequence (steps_for)
+        self._steps = {**steps.table(), **onboarding_table(steps), **action_table(steps)}
         self._permissions_checked = False
 
     async def execute(self) -> None:
         """Run the remaining steps; record success, failure, cancellation or a deferral."""
         rec = self.record
-        for step in Step:
+        for step in steps_for(rec.action):
             if rec.done(step):
                 continue
             if await self.deps.store.cancel_requested(rec.id):
@@ -193,6 +196,7 @@ class Run:
         self.deps.metrics.finished(
             state.value, self.record.error.code if self.record.error else None
         )
+        count_finished(self.deps.metrics, self.record.action, state.value)
         log.info(
             "workflow_finished", state=state.value, error=getattr(self.record.error, "code", None)
         )

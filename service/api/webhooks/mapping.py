@@ -54,7 +54,8 @@ def map_payload(source: WebhookSource, payload: Any, config: WebhookSources) -> 
     ``credentialsRef`` field) when the payload names a credential set that does not exist."""
     body: dict[str, Any] = {}
     mapping = source.mapping
-    for name in ("servicePrincipalId", "templateId", "externalReference", "callbackUrl"):
+    # ``action`` (issue 12): a ticket can ask for any action; intake checks the value.
+    for name in ("servicePrincipalId", "templateId", "externalReference", "callbackUrl", "action"):
         path = getattr(mapping, name)
         value = MISSING if path is None else lookup(payload, path)
         if value is MISSING or value is None or value == "":

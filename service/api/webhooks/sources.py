@@ -87,6 +87,7 @@ class FieldMap(BaseModel):
     callbackUrl: str | None = None
     credentialsRef: str | None = None
     deliveryId: str | None = None
+    action: str | None = None  # issue 12: pause, resume, restart, deprovision, rotateCredentials
 
 
 class SourceConfig(BaseModel):
@@ -96,9 +97,9 @@ class SourceConfig(BaseModel):
     secret_env: list[Annotated[str, Field(pattern=_ENV_NAME)]] = Field(default_factory=list)
     bearer_callers: list[str] = Field(default_factory=list)
     mapping: FieldMap
-    defaults: dict[Literal["servicePrincipalId", "templateId", "externalReference"], str] = Field(
-        default_factory=dict
-    )
+    defaults: dict[
+        Literal["servicePrincipalId", "templateId", "externalReference", "action"], str
+    ] = Field(default_factory=dict)
     reference_pattern: Annotated[str, Field(min_length=1, max_length=500)] | None = None
 
     @field_validator("secret_env", mode="before")
