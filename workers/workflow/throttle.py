@@ -25,6 +25,7 @@ the Retry-After of its own calls), which is how the benchmark measures what coor
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -44,6 +45,10 @@ class AdaptiveRate:
     max_rate: float = 5000.0  # never faster without a configured ceiling (Graph: 2000/s per app)
     target_usage: float = 0.95  # the share of the reported limit to aim at
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
+    beta_fresh: float = 0.9  # ... when Graph reported its usage within ``fresh_s`` (limit known)
+    fresh_s: float = 1.0
+    estimate_s: float = 0.5  # time constant of the limit estimate (down; up: 4 x)
+    late_s: float = 0.075  # a slot woken up later than this is given up (no bunched calls)
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
     release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
@@ -56,6 +61,11 @@ class AdaptiveRate:
         """Scale-free CUBIC constant: rate(t) = wmax (1 + C (t - K)^3), K = ``recover_s``."""
         return (1 - self.beta) / self.recover_s**3
 
+    @property
+    def recover_fresh_s(self) -> float:
+        """The cubic's K after a ``beta_fresh`` cut (same curve, entered higher up)."""
+        return self.recover_s * ((1 - self.beta_fresh) / (1 - self.beta)) ** (1 / 3)
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -66,6 +76,7 @@ class Slot:
     ticket: int = 0  # server time (ms) the slot was reserved: names the rate the call used
     rate: float = 0.0  # the tenant's rate when it was reserved (0: not paced)
     local_cuts: int = 0  # this worker's 429 count when it was reserved
+    due: float = 0.0  # time.monotonic() at which the wait ends
 
 
 def parse_usage(value: str | None) -> float | None:
@@ -97,6 +108,8 @@ class Throttle:
         adaptive: AdaptiveRate | None = None,
     ) -> None:
         self._redis = redis
+        self._take = redis.register_script(TAKE)  # EVALSHA: the script is not resent per call
+        self._throttled = redis.register_script(THROTTLED)
         keys = Keys(prefix)
         self._cooldown_key = keys.cooldown(tenant)
         self._bucket_key = keys.tenant_bucket(tenant)
@@ -147,15 +160,16 @@ class Throttle:
             str(int(a.idle_ttl_s * 1000)),
             _num(a.horizon_s),
             str(answered),
+            str(int(a.estimate_s * 1000)),
         )
-        reply = await guarded(
-            lambda: self._redis.eval(TAKE, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
-        )
+        keys = (self._bucket_key, self._cooldown_key)
+        reply = await guarded(lambda: self._take(keys=keys, args=args))
         kind, wait_ms, ticket, rate_milli = cast(list[int], reply)
         if int(rate_milli):
             self.rate = int(rate_milli) / 1000
         seconds = self._count(int(wait_ms) / 1000)
-        return Slot(seconds, int(kind) == 1, int(ticket), self.rate, self.cuts)
+        due = time.monotonic() + seconds
+        return Slot(seconds, int(kind) == 1, int(ticket), self.rate, self.cuts, due)
 
     def observe(self, usage: float | None) -> None:
         """Note a call Graph answered (anything but 429) and its
@@ -165,9 +179,14 @@ class Throttle:
             self._usage = usage
 
     def superseded(self, slot: Slot) -> bool:
-        """Whether this worker was throttled since ``slot`` was reserved: its spacing belongs to
-        the rate before the cut, so ask again instead of calling into the same congestion."""
-        return self.cuts > slot.local_cuts
+        """Whether the slot should be given up and a new one asked for: this worker was
+        throttled since ``slot`` was reserved (its spacing belongs to the rate before the cut),
+        or the caller woke up for it more than ``late_s`` late (a busy event loop): late calls
+        sent together with the ones due after them would reach Graph as a burst."""
+        if self.cuts > slot.local_cuts:
+            return True
+        late_s = (self._adaptive or AdaptiveRate()).late_s
+        return self._adaptive is not None and time.monotonic() - slot.due > late_s
 
     async def throttled(self, retry_after_s: float, slot: Slot | None, *, cut: bool = True) -> None:
         """A call reserved as ``slot`` was answered 429 (``cut``) or 503 with ``retry_after_s``:
@@ -189,10 +208,12 @@ class Throttle:
             _num(a.recover_s),
             _num(a.min_rate),
             _num(self._rate),
+            _num(a.beta_fresh),
+            _num(a.recover_fresh_s),
+            str(int(a.fresh_s * 1000)),
         )
-        await guarded(
-            lambda: self._redis.eval(THROTTLED, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
-        )
+        keys = (self._bucket_key, self._cooldown_key)
+        await guarded(lambda: self._throttled(keys=keys, args=args))
 
     async def hold(self, seconds: float) -> None:
         """Make every worker hold calls to the tenant for at least ``seconds`` (no cut)."""
