@@ -230,14 +230,16 @@ async def test_retry_behind_another_callers_request_waits(store: Store, redis: R
 async def test_concurrent_accepts_of_one_app_make_one_request(store: Store, redis: Redis) -> None:
     import asyncio
 
-    results = await asyncio.gather(*(store.accept(rec(template="c", caller="a")) for _ in range(20)))
+    accepts = (store.accept(rec(template="c", caller="a")) for _ in range(20))
+    results = await asyncio.gather(*accepts)
     created = [r for r, new in results if new]
     assert len(created) == 1
     assert {r.id for r, _ in results} == {created[0].id}
     assert await redis.zcard(QUEUE) == 1
     stored = await store.get(created[0].id)
     assert stored == created[0]
-    assert stored is not None and stored.queued_behind is None
+    assert stored is not None
+    assert stored.queued_behind is None
     assert [r.id for r in (await store.list(caller="a"))[0]] == [created[0].id]
 
 

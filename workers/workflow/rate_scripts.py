@@ -23,8 +23,7 @@ from __future__ import annotations
 #       report for this long is dropped), 11 slow-start doubling ms,
 #       12 cubic C (scale-free), 13 burst seconds, 14 idle ttl ms, 15 horizon s,
 #       16 calls this worker saw answered (not 429) since its last take,
-#       17 estimate time constant ms (the limit estimate follows a lower reading this fast and
-#       a higher one four times slower).
+#       17 estimate time constant ms (a reading below 0.8 x the estimate: a quarter of it).
 # Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000}; kind 0 = slot
 # reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
 # than the horizon), 2 = slot further than max_wait (nothing reserved).
@@ -75,11 +74,12 @@ if adaptive then
   if usage > 0 and meas > 0 then
     -- Graph says the last window used `usage` of the limit: the limit is about meas / usage.
     -- Smoothed over time, not per report (at 200 calls/s a per-report average is noise):
-    -- down fast (a lower limit must be followed at once), up four times slower.
+    -- symmetric (an asymmetric average of a noisy reading is biased), but a reading far below
+    -- the estimate (the limit dropped) is followed four times faster.
     local est = meas / usage
     if lim then
       local tau = tonumber(ARGV[17])
-      if est > lim then tau = 4 * tau end
+      if est < 0.8 * lim then tau = tau / 4 end
       local a = math.min(1, math.max(0.01, (now - (tonumber(f[15]) or now)) / tau))
       lim = lim + a * (est - lim)
     else

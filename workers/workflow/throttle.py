@@ -40,14 +40,14 @@ from workers.workflow.rate_scripts import TAKE, THROTTLED
 class AdaptiveRate:
     """The constants of the adaptive rate, in one place (calls/s, seconds)."""
 
-    start: float = 10.0  # the rate before anything is known about the tenant
+    start: float = 20.0  # the rate before anything is known about the tenant
     min_rate: float = 0.5  # never slower, whatever Graph said
     max_rate: float = 5000.0  # never faster without a configured ceiling (Graph: 2000/s per app)
     target_usage: float = 0.95  # the share of the reported limit to aim at
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
     beta_fresh: float = 0.9  # ... when Graph reported its usage within ``fresh_s`` (limit known)
     fresh_s: float = 1.0
-    estimate_s: float = 0.5  # time constant of the limit estimate (down; up: 4 x)
+    estimate_s: float = 0.5  # time constant of the limit estimate (a drop: a quarter)
     late_s: float = 0.075  # a slot woken up later than this is given up (no bunched calls)
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
@@ -185,6 +185,8 @@ class Throttle:
         sent together with the ones due after them would reach Graph as a burst."""
         if self.cuts > slot.local_cuts:
             return True
+        if self._adaptive is not None and self.rate < 0.9 * slot.rate:
+            return True  # the rate was lowered since (Graph's usage): the spacing is too tight
         late_s = (self._adaptive or AdaptiveRate()).late_s
         return self._adaptive is not None and time.monotonic() - slot.due > late_s
 
