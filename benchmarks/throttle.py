@@ -188,11 +188,12 @@ raise (target <= 30 s: {verdict(back is not None and back <= 30)}).
 
 `make bench-throttle` - default settings (no `PROVISIONER_TENANT_RATE_LIMIT`): the workers
 start at {AdaptiveRate().start:g} calls/s and find the limit themselves. Sandbox: 50-150 ms
-per call, tenant limit R calls/s (sliding 1 s window; excess answered 429 + `Retry-After: 1`; admitted calls carry
-`x-ms-throttle-limit-percentage` once the window holds more than 80% of R, as Graph does), job
-active 100 ms after start. Total concurrency {CONCURRENCY} (`WORKER_CONCURRENCY` = {CONCURRENCY}
-/ workers). Each find run has R x {args.floor_s:g} s / {CALLS_PER_REQUEST} requests (about
-{args.floor_s:g} s of calls at R). Floor = calls not answered 429 / R. The whole target took
+per call, tenant limit R calls/s (sliding 1 s window; excess answered 429 + `Retry-After: 1`;
+admitted calls carry `x-ms-throttle-limit-percentage` once the window holds more than 80% of
+R, as Graph does), job active 100 ms after start. Total concurrency {CONCURRENCY}
+(`WORKER_CONCURRENCY` = {CONCURRENCY} / workers). Each find run has R x {args.floor_s:g} s /
+{CALLS_PER_REQUEST} requests (about {args.floor_s:g} s of calls at R). Floor = calls not
+answered 429 / R. The whole target took
 {(time.monotonic() - began) / 60:.1f} min. Measured {machine()}.
 
 {table(rows)}

@@ -4,7 +4,8 @@ The keys are described and built in :mod:`service.core.keys`.
 
 :meth:`Store.accept` writes the record, its credentials, its index entries and the arq job in
 one Lua script (:mod:`service.core.store_scripts`), so a 202 never means "stored but not
-queued" or the reverse. The listing indexes (per caller, and their retention) are kept by :mod:`service.core.indexes`.
+queued" or the reverse. The listing indexes (per caller, and their retention) are kept by
+:mod:`service.core.indexes`.
 """
 
 from __future__ import annotations
