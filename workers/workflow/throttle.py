@@ -47,6 +47,8 @@ class AdaptiveRate:
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
     beta_fresh: float = 0.9  # ... when Graph reported its usage within ``fresh_s`` (limit known)
     fresh_s: float = 1.0
+    isolated_s: float = 1.0  # a 429 with no other this long before it (and a fresh estimate)
+    # holds only its own call for Retry-After, not every worker
     estimate_s: float = 0.5  # time constant of the limit estimate (a drop: a quarter)
     late_s: float = 0.075  # a slot woken up later than this is given up (no bunched calls)
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
@@ -196,8 +198,6 @@ class Throttle:
         if not self._coordinate:
             return
         cut = cut and self._adaptive is not None
-        if cut:
-            self.cuts += 1
         ms = int(retry_after_s * 1000)
         if ms <= 0 and not cut:
             return
@@ -213,9 +213,15 @@ class Throttle:
             _num(a.beta_fresh),
             _num(a.recover_fresh_s),
             str(int(a.fresh_s * 1000)),
+            str(int(a.isolated_s * 1000)),
         )
         keys = (self._bucket_key, self._cooldown_key)
-        await guarded(lambda: self._throttled(keys=keys, args=args))
+        reply = await guarded(lambda: self._throttled(keys=keys, args=args))
+        _, held = cast(list[int], reply)
+        if cut and (int(held) or ms <= 0):
+            # A congestion event: this worker's reserved slots were spaced for the rate before
+            # it. An isolated 429 at a known limit (nobody held) keeps them: the cut is small.
+            self.cuts += 1
 
     async def hold(self, seconds: float) -> None:
         """Make every worker hold calls to the tenant for at least ``seconds`` (no cut)."""
