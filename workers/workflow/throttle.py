@@ -66,7 +66,7 @@ class AdaptiveRate:
     @property
     def recover_fresh_s(self) -> float:
         """The cubic's K after a ``beta_fresh`` cut (same curve, entered higher up)."""
-        return self.recover_s * ((1 - self.beta_fresh) / (1 - self.beta)) ** (1 / 3)
+        return float(self.recover_s * ((1 - self.beta_fresh) / (1 - self.beta)) ** (1 / 3))
 
 
 @dataclass(frozen=True)
