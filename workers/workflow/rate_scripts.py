@@ -23,7 +23,7 @@ from __future__ import annotations
 #       report for this long is dropped), 11 slow-start doubling ms,
 #       12 cubic C (scale-free), 13 burst seconds, 14 idle ttl ms, 15 horizon s,
 #       16 calls this worker saw answered (not 429) since its last take,
-#       17 estimate time constant ms (a reading below 0.8 x the estimate: a quarter of it).
+#       17 estimate time constant ms.
 # Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000}; kind 0 = slot
 # reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
 # than the horizon), 2 = slot further than max_wait (nothing reserved).
@@ -74,12 +74,12 @@ if adaptive then
   if usage > 0 and meas > 0 then
     -- Graph says the last window used `usage` of the limit: the limit is about meas / usage.
     -- Smoothed over time, not per report (at 200 calls/s a per-report average is noise):
-    -- symmetric (an asymmetric average of a noisy reading is biased), but a reading far below
-    -- the estimate (the limit dropped) is followed four times faster.
+    -- symmetric: an asymmetric average of a noisy reading is biased, and a busy worker reports
+    -- its answered calls late (a low reading that is not the limit). A real drop shows in the
+    -- usage (> 1) and in 429s, which cut the rate at once.
     local est = meas / usage
     if lim then
       local tau = tonumber(ARGV[17])
-      if est < 0.8 * lim then tau = tau / 4 end
       local a = math.min(1, math.max(0.01, (now - (tonumber(f[15]) or now)) / tau))
       lim = lim + a * (est - lim)
     else

@@ -49,7 +49,7 @@ class AdaptiveRate:
     fresh_s: float = 1.0
     isolated_s: float = 1.0  # a 429 with no other this long before it (and a fresh estimate)
     # holds only its own call for Retry-After, not every worker
-    estimate_s: float = 0.5  # time constant of the limit estimate (a drop: a quarter)
+    estimate_s: float = 0.5  # time constant of the limit estimate
     late_s: float = 0.075  # a slot woken up later than this is given up (no bunched calls)
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
