@@ -28,10 +28,13 @@ from typing import Any
 from benchmarks.report import machine, plot_path, pyplot, table, write_section
 from benchmarks.stack import Outcome, Stack
 from benchmarks.timeline import Timeline, sampling
-from workers.workflow.throttle import AdaptiveRate
+from service.core.settings import Settings
 
 CALLS_PER_REQUEST = 6.3  # measured: list templates, list jobs, create, get, start, verify polls
 CONCURRENCY = 100
+
+
+START = Settings.model_fields["tenant_rate_start"].default  # PROVISIONER_TENANT_RATE_START
 
 
 def faults(rate: int, header: bool = True) -> dict[str, Any]:
@@ -187,7 +190,7 @@ raise (target <= 30 s: {verdict(back is not None and back <= 30)}).
     body = f"""## (A) Adaptive tenant rate (issue 14.1)
 
 `make bench-throttle` - default settings (no `PROVISIONER_TENANT_RATE_LIMIT`): the workers
-start at {AdaptiveRate().start:g} calls/s and find the limit themselves. Sandbox: 50-150 ms
+start at {START:g} calls/s and find the limit themselves. Sandbox: 50-150 ms
 per call, tenant limit R calls/s (sliding 1 s window; excess answered 429 + `Retry-After: 1`;
 admitted calls carry `x-ms-throttle-limit-percentage` once the window holds more than 80% of
 R, as Graph does), job active 100 ms after start. Total concurrency {CONCURRENCY}

@@ -4,13 +4,16 @@ Graph throttles per app and tenant and does not publish the limit, so what one w
 applies to all of them, and the workers learn it together:
 
 - **Cool-down.** When a worker is told ``429 Retry-After: N``, every worker holds its calls to
-  that tenant for N seconds (Retry-After is a floor), instead of each collecting its own 429.
+  that tenant for N seconds (Retry-After is a floor), instead of each collecting its own 429
+  (except for an isolated 429 at a known limit, below).
 - **Adaptive rate** (on by default, ``PROVISIONER_TENANT_RATE_ADAPTIVE``). One shared rate per
   tenant, in the style of TCP CUBIC and the AWS SDKs' adaptive retry mode: a slow start from
   :attr:`AdaptiveRate.start` (doubling while calls queue for slots), cubic growth back to and
   then past the last known limit while calls succeed, and a multiplicative cut (``beta``) on a
   429 - once per congestion event: a 429 for a call reserved before the last cut is part of the
-  event that cut already answered. Where Graph reports ``x-ms-throttle-limit-percentage`` (sent
+  event that cut already answered. An isolated 429 while Graph's usage reports are fresh is the
+  edge of a known limit: a small cut (``beta_fresh``), and only the throttled call waits its
+  Retry-After (every other 429 holds every worker). Where Graph reports ``x-ms-throttle-limit-percentage`` (sent
   above 80% of the limit), the rate moves to ``target_usage`` of the limit it implies, at most
   once per ``epoch_s``, so the limit is found without a 429 at all.
 - **Ceiling.** ``PROVISIONER_TENANT_RATE_LIMIT`` caps the adaptive rate; with the adaptive rate
@@ -40,7 +43,7 @@ from workers.workflow.rate_scripts import TAKE, THROTTLED
 class AdaptiveRate:
     """The constants of the adaptive rate, in one place (calls/s, seconds)."""
 
-    start: float = 20.0  # the rate before anything is known about the tenant
+    start: float = 10.0  # the rate before anything is known about the tenant
     min_rate: float = 0.5  # never slower, whatever Graph said
     max_rate: float = 5000.0  # never faster without a configured ceiling (Graph: 2000/s per app)
     target_usage: float = 0.95  # the share of the reported limit to aim at
