@@ -13,9 +13,10 @@ applies to all of them, and the workers learn it together:
   429 - once per congestion event: a 429 for a call reserved before the last cut is part of the
   event that cut already answered. An isolated 429 while Graph's usage reports are fresh is the
   edge of a known limit: a small cut (``beta_fresh``), and only the throttled call waits its
-  Retry-After (every other 429 holds every worker). Where Graph reports ``x-ms-throttle-limit-percentage`` (sent
-  above 80% of the limit), the rate moves to ``target_usage`` of the limit it implies, at most
-  once per ``epoch_s``, so the limit is found without a 429 at all.
+  Retry-After (every other 429 holds every worker). Where Graph reports
+  ``x-ms-throttle-limit-percentage`` (sent above 80% of the limit), the rate moves to
+  ``target_usage`` of the limit it implies (averaged over ``estimate_s``), so the limit is
+  found without a 429 at all.
 - **Ceiling.** ``PROVISIONER_TENANT_RATE_LIMIT`` caps the adaptive rate; with the adaptive rate
   off it is a fixed token bucket (bursts of ``PROVISIONER_TENANT_RATE_BURST``).
 
