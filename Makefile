@@ -47,9 +47,9 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 
-.PHONY: bench bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-profile bench-listing
+.PHONY: bench bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-profile bench-listing bench-latency
 
-bench: bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-listing
+bench: bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-listing bench-latency
 
 bench-throttle: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.throttle $(BENCH_ARGS)
@@ -71,6 +71,9 @@ bench-soak: $(VENV)/.installed-bench
 
 bench-listing: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.listing $(BENCH_ARGS)
+
+bench-latency: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.latency $(BENCH_ARGS)
 
 bench-profile: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.profile $(BENCH_ARGS)

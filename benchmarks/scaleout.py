@@ -7,7 +7,7 @@ last request finished (intake included, as a caller sees it). Ideal scaling halv
 per doubling until something shared saturates: here the 2 cores (sandbox, Redis, API and every
 worker share them), Redis, or the intake.
 
-    python -m benchmarks.scaleout [--requests 2000] [--concurrency 50] [--workers 1,2,4,8]
+    python -m benchmarks.scaleout [--requests 1000] [--concurrency 50] [--workers 1,2,4,8]
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def plot(rows: list[dict[str, Any]]) -> str:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--workers", default="1,2,4,8")
     args = ap.parse_args()

@@ -6,7 +6,7 @@ with the number of requests finished. Targets (issue 4 item 10): every request s
 duplicates (one job per principal, started once), RSS after the run within 20% of the RSS after
 the first 200 requests.
 
-    python -m benchmarks.soak [--requests 2000]
+    python -m benchmarks.soak [--requests 1000]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ TEMPLATES = [{"id": "scim", "default": False}, {"id": "scimV2", "default": True}
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=50)
     args = ap.parse_args()
     n = args.requests
@@ -79,9 +79,15 @@ async def main() -> None:
     ok_rss = all(abs(g) <= 0.2 for g in growth)
     ok_all = outcome.succeeded == n and outcome.failed == 0
     ok_dup = "met" if outcome.duplicates == 0 else "MISSED"
+    short = (
+        " (the issue's 2,000 with `BENCH_ARGS='--requests 2000'`; the default is kept short"
+        " for `make bench`)"
+        if n < 2000
+        else ""
+    )
     body = f"""## (F) Soak (issue 4 item 10)
 
-`make bench-soak` - {n} requests through 2 workers (`WORKER_CONCURRENCY={args.concurrency}`
+`make bench-soak` - {n} requests{short} through 2 workers (`WORKER_CONCURRENCY={args.concurrency}`
 each) with random faults on every Graph route: 4% 429 (Retry-After integer / decimal /
 HTTP-date / absent in turn), 2% 5xx, 3% of creates made but their answer lost, 300 ms of
 replication lag after each create, template lists paged one item a page, 10-50 ms per call.

@@ -47,6 +47,23 @@ class Timeline:
                 last = s.t - start
         return last
 
+    def bursts(
+        self, start: float, end: float, gap_s: float = 2.0
+    ) -> list[tuple[float, float, int]]:
+        """The 429s seen in [start, end) grouped into bursts (a gap of ``gap_s`` without one
+        ends a burst): (first, last seconds after ``start``, 429s) each."""
+        found: list[list[float]] = []
+        for prev, s in zip(self.samples, self.samples[1:], strict=False):
+            new = s.throttled - prev.throttled
+            if not (start <= s.t < end) or new <= 0:
+                continue
+            t = s.t - start
+            if found and t - found[-1][1] <= gap_s:
+                found[-1][1], found[-1][2] = t, found[-1][2] + new
+            else:
+                found.append([t, t, new])
+        return [(a, b, int(n)) for a, b, n in found]
+
     def reaches(self, start: float, end: float, level: float) -> float | None:
         """Seconds after ``start`` until the admitted rate first reaches ``level``."""
         for i, s in enumerate(self.samples):

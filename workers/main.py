@@ -305,7 +305,9 @@ def build_worker(
         ],
         "handle_signals": True,
         "job_completion_wait": settings.step_timeout_s,
-        "poll_delay": 0.2,
+        # arq polls the queue (no blocking pop): a new request waits half of this on average
+        # before a worker picks it up (issue 14.5); an idle poll is one ZRANGEBYSCORE.
+        "poll_delay": 0.05,
     }
     options.update(overrides)
     worker = Worker(**options)

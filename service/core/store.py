@@ -3,8 +3,9 @@
 The keys are described and built in :mod:`service.core.keys`.
 
 :meth:`Store.accept` writes the record, its credentials, its index entries and the arq job in
-one MULTI/EXEC, so a 202 never means "stored but not queued" or the reverse. The listing
-indexes (per caller, and their retention) are kept by :mod:`service.core.indexes`.
+one Lua script (:mod:`service.core.store_scripts`), so a 202 never means "stored but not
+queued" or the reverse. The listing indexes (per caller, and their retention) are kept by
+:mod:`service.core.indexes`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ from service.core.indexes import Indexes
 from service.core.keys import Keys, job_key
 from service.core.models import Credential, Record, State
 from service.core.queue import FUNCTION, JOB_EXPIRES_MS, encoded_job, notification_jobs
+from service.core.store_scripts import ACCEPT, HOLDER, Batch
 
 T = TypeVar("T")
+
+_TERMINAL = "," + ",".join(state.value for state in State if state.terminal) + ","
 
 # Deletes KEYS[1] only while it still names ARGV[1]: a finished request releases its own
 # in-flight claim, never a newer request's.
@@ -83,6 +87,7 @@ class Store:
         self.indexes = Indexes(
             redis, self.keys, record_ttl_s=record_ttl_s, retention_s=self.retention_s
         )
+        self._accept_script = redis.register_script(ACCEPT)
 
     # keys -------------------------------------------------------------------------------
     def record_key(self, request_id: str) -> str:
@@ -131,46 +136,40 @@ class Store:
         existing = Record.from_json(raw) if raw is not None else None
         return existing if existing is not None and not existing.state.terminal else None
 
-    async def _own_waiter(self, pipe: Any, record: Record) -> Record | None:
-        for member in await pipe.lrange(self._waiting_key(record), 0, -1):
-            waiter = await self._live(pipe, member)
-            if waiter is not None and waiter.caller == record.caller:
-                return waiter
-        return None
-
     async def _accept(self, record: Record, creds_token: bytes | None) -> tuple[Record, bool]:
-        inflight, waiting = self._inflight_key(record), self._waiting_key(record)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(inflight, waiting)
-                    holder = await self._live(pipe, await pipe.get(inflight))
-                    if holder is not None and holder.caller == record.caller:
-                        await pipe.reset()  # type: ignore[no-untyped-call]
-                        return holder, False
-                    if holder is not None:
-                        mine = await self._own_waiter(pipe, record)
-                        if mine is not None:
-                            await pipe.reset()  # type: ignore[no-untyped-call]
-                            return mine, False
-                        record.queued_behind = holder.id
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    if creds_token is not None:
-                        pipe.set(
-                            self.keys.credentials(record.id), creds_token, ex=self.record_ttl_s
-                        )
-                    self._write(pipe, record)
-                    if holder is None:
-                        pipe.set(inflight, record.id, ex=self.record_ttl_s)
-                        self._queue_job(pipe, record.id)
-                    else:
-                        pipe.rpush(waiting, record.id)
-                        pipe.expire(waiting, self.record_ttl_s)
-                    await pipe.execute()
-                    return record, True
-                except WatchError:
-                    record.queued_behind = None
-                    continue
+        """One ``EVALSHA`` (:data:`~service.core.store_scripts.ACCEPT`): the same decisions as a
+        ``WATCH`` on the in-flight claim and waiting list would make, atomically."""
+        batch = Batch()
+        self.indexes.write(batch, record)
+        job, now_ms = encoded_job(record.id)
+        record.queued_behind = HOLDER
+        json_text = record.to_json()
+        record.queued_behind = None
+        args = [
+            self._inflight_key(record),
+            self._waiting_key(record),
+            self.record_key(""),
+            record.id,
+            record.caller,
+            _TERMINAL,
+            json_text,
+            self.indexes.ttl_s(record),
+            self.record_ttl_s,
+            self.keys.credentials(record.id),
+            creds_token or "",
+            job_key(record.id),
+            job,
+            JOB_EXPIRES_MS,
+            self.queue_name,
+            now_ms,
+            *batch.argv,
+        ]
+        written, value = await self._accept_script(args=args)
+        if not written:
+            return Record.from_json(value), False
+        if value:
+            record.queued_behind = value.decode()
+        return record, True
 
     def _queue_job(
         self,
@@ -199,24 +198,32 @@ class Store:
         raw = await guarded(lambda: self.redis.get(self.record_key(request_id)))
         return None if raw is None else Record.from_json(raw)
 
-    async def save(self, record: Record, *, notify: bool = True) -> None:
+    async def save(self, record: Record, *, notify: bool = True) -> bool:
         """Write a record back (the worker is its only writer while it runs). A terminal state
         releases the in-flight claim so a new request for the same app can start (the first
         request queued behind it starts now), and queues the notifications (callback, ticket
         write-back) in the same transaction, unless ``notify=False``: a notification job
-        saving its own delivery attempts."""
+        saving its own delivery attempts.
 
-        async def run() -> None:
+        Returns whether the API asked for the request to stop (:meth:`cancel_requested`), read
+        in the same transaction: a worker that saves at a step boundary needs no second round
+        trip for the flag (always False for a terminal state, which clears the flag)."""
+
+        async def run() -> bool:
             async with self.redis.pipeline(transaction=True) as pipe:
                 self._write(pipe, record)
                 if record.state.terminal:
                     self._terminal_writes(pipe, record, notify)
-                await pipe.execute()
+                else:
+                    pipe.exists(self.keys.cancel(record.id))
+                results = await pipe.execute()
+                return not record.state.terminal and bool(results[-1])
 
-        await guarded(run)
+        cancelled = await guarded(run)
         if record.state.terminal and notify:
             # A crash here is repaired by the reconciler (it promotes waiters of free slots).
             await self.promote_waiter(record)
+        return cancelled
 
     async def promote_waiter(self, record: Record) -> Record | None:
         """When the (principal, template) slot of ``record`` is free, give it to the oldest

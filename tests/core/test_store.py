@@ -232,3 +232,30 @@ async def test_retry_behind_another_callers_request_waits(store: Store, redis: R
     await store.save(older)
     holder, requeued = await store.redrive(older)  # the same caller's request holds it
     assert (holder.id, requeued) == (other.id, False)
+
+
+async def test_concurrent_accepts_of_one_app_make_one_request(store: Store, redis: Redis) -> None:
+    import asyncio
+
+    accepts = (store.accept(rec(template="c", caller="a")) for _ in range(20))
+    results = await asyncio.gather(*accepts)
+    created = [r for r, new in results if new]
+    assert len(created) == 1
+    assert {r.id for r, _ in results} == {created[0].id}
+    assert await redis.zcard(QUEUE) == 1
+    stored = await store.get(created[0].id)
+    assert stored == created[0]
+    assert stored is not None
+    assert stored.queued_behind is None
+    assert [r.id for r in (await store.list(caller="a"))[0]] == [created[0].id]
+
+
+async def test_save_reads_the_cancel_flag_in_the_same_transaction(store: Store) -> None:
+    record, _ = await store.accept(rec())
+    record.state = State.RUNNING
+    assert await store.save(record) is False
+    await store.request_cancel(record.id)
+    assert await store.save(record) is True
+    record.state = State.CANCELLED
+    assert await store.save(record) is False  # a terminal save clears the flag
+    assert not await store.cancel_requested(record.id)

@@ -22,7 +22,8 @@ from __future__ import annotations
 #       6 start, 7 min, 8 max calls/s, 9 target usage, 10 release ms (a limit estimate with no
 #       report for this long is dropped), 11 slow-start doubling ms,
 #       12 cubic C (scale-free), 13 burst seconds, 14 idle ttl ms, 15 horizon s,
-#       16 calls this worker saw answered (not 429) since its last take.
+#       16 calls this worker saw answered (not 429) since its last take,
+#       17 estimate time constant ms.
 # Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000}; kind 0 = slot
 # reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
 # than the horizon), 2 = slot further than max_wait (nothing reserved).
@@ -40,7 +41,7 @@ local usage = tonumber(ARGV[5])
 local start, rmin, rmax = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 if ceiling > 0 then rmax = math.min(rmax, ceiling) end
 local f = redis.call('HMGET', KEYS[1], 'tok', 'ts', 'cur', 'wmax', 'tev', 'k', 'ss', 'lim', 'lt',
-  'bid', 'b0', 'b1', 'b2', 'b3')
+  'bid', 'b0', 'b1', 'b2', 'b3', 'ut')
 local cur = tonumber(f[3])
 local wmax, tev, k, ss = tonumber(f[4]), tonumber(f[5]), tonumber(f[6]), tonumber(f[7])
 local lim, lt, bid = tonumber(f[8]), tonumber(f[9]), tonumber(f[10])
@@ -72,9 +73,20 @@ if adaptive then
   if tokens >= 1 then tev = math.min(now, tev + dt) end
   if usage > 0 and meas > 0 then
     -- Graph says the last window used `usage` of the limit: the limit is about meas / usage.
+    -- Smoothed over time, not per report (at 200 calls/s a per-report average is noise):
+    -- symmetric: an asymmetric average of a noisy reading is biased, and a busy worker reports
+    -- its answered calls late (a low reading that is not the limit). A real drop shows in the
+    -- usage (> 1) and in 429s, which cut the rate at once.
     local est = meas / usage
-    if lim then lim = 0.8 * lim + 0.2 * est else lim = est end
+    if lim then
+      local tau = tonumber(ARGV[17])
+      local a = math.min(1, math.max(0.01, (now - (tonumber(f[15]) or now)) / tau))
+      lim = lim + a * (est - lim)
+    else
+      lim = est
+    end
     lt = now
+    redis.call('HSET', KEYS[1], 'ut', now)
   elseif lim and now - lt > tonumber(ARGV[10]) then
     lim = nil  -- no report for a while although we sent: the limit rose, probe again
   end
@@ -126,22 +138,34 @@ return {kind, wait, 0, math.floor(cur * 1000)}
 # KEYS: state hash, cool-down key.
 # ARGV: 1 hold ms (the cool-down, from Retry-After; 0: none), 2 ticket of the throttled call
 #       (server ms when its slot was reserved; 0: unknown), 3 cut (0/1), 4 beta, 5 cubic K s,
-#       6 min calls/s, 7 ceiling (0: none).
-# Returns the rate x 1000 after the cut, 0 when not cut (no adaptive state), -1 when the call
-# was sent before the last cut (the same congestion event: cut once).
+#       6 min calls/s, 7 ceiling (0: none), 8 beta when the limit estimate is fresh (Graph
+#       reported its usage within ARGV[10] ms: an isolated 429 at a known limit), 9 cubic K s
+#       for that cut, 10 freshness ms, 11 isolation ms (no other 429 this long before).
+# Returns {the rate x 1000 after the cut, 0 when not cut (no adaptive state), -1 when the call
+# was sent before the last cut (the same congestion event: cut once); 1 when every worker is
+# held (the cool-down was set), 0 when only the throttled call waits}.
 THROTTLED = """
 local hold = tonumber(ARGV[1])
-if hold > 0 and redis.call('PTTL', KEYS[2]) < hold then
-  redis.call('SET', KEYS[2], '1', 'PX', hold)
-end
-if ARGV[3] ~= '1' then return 0 end
-local f = redis.call('HMGET', KEYS[1], 'cur', 'wmax', 'tcut', 'bid', 'b0', 'b1', 'b2', 'b3')
-local cur, tcut, bid = tonumber(f[1]), tonumber(f[3]), tonumber(f[4])
-if not cur or not tonumber(f[2]) then return 0 end
-local ticket = tonumber(ARGV[2])
-if tcut and ticket <= tcut then return -1 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], 'cur', 'wmax', 'tcut', 'bid', 'b0', 'b1', 'b2', 'b3', 'ut')
+local cur, tcut, bid = tonumber(f[1]), tonumber(f[3]), tonumber(f[4])
+local ut = tonumber(f[9])
+-- An isolated 429 at a known limit: Graph reported its usage a moment ago and no other 429 came
+-- in the last ARGV[11] ms. The throttled call waits its Retry-After; the others go on at the
+-- slightly cut rate (a 1 s stop of the whole tenant for one call over the edge would cost R
+-- calls). Any other 429 holds every worker for its Retry-After.
+local isolated = ARGV[3] == '1' and ut ~= nil and now - ut <= tonumber(ARGV[10])
+  and (not tcut or now - tcut > tonumber(ARGV[11]))
+local held = 0
+if hold > 0 and not isolated then
+  held = 1
+  if redis.call('PTTL', KEYS[2]) < hold then redis.call('SET', KEYS[2], '1', 'PX', hold) end
+end
+if ARGV[3] ~= '1' then return {0, held} end
+if not cur or not tonumber(f[2]) then return {0, held} end
+local ticket = tonumber(ARGV[2])
+if tcut and ticket <= tcut then return {-1, held} end
 local rmin, ceiling = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- what Graph admitted in the last second is the best guess of the limit just hit
 local sent = cur
@@ -153,11 +177,21 @@ if bid and math.floor(now / 250) - bid < 4 then
 end
 if ceiling > 0 then sent = math.min(sent, ceiling) end
 sent = math.max(rmin, sent)
-local after = math.max(rmin, sent * tonumber(ARGV[4]))
+local beta, k = tonumber(ARGV[4]), ARGV[5]
+local lim = sent
+if ut and now - ut <= tonumber(ARGV[10]) then
+  -- Graph told us its usage a moment ago: the limit is known and this 429 is the edge of
+  -- it, not congestion of unknown size. A small cut, a quicker climb back, and the estimate
+  -- from the usage reports kept.
+  beta, k = tonumber(ARGV[8]), ARGV[9]
+  lim = tonumber(redis.call('HGET', KEYS[1], 'lim')) or sent
+end
+if held == 0 then hold = 0 end
+local after = math.max(rmin, sent * beta)
 -- The cubic restarts when the cool-down ends, from beta x the rate that was throttled, and
--- climbs back to it in K seconds; the limit estimate is that rate too.
+-- climbs back to it in K seconds; the limit estimate is that rate too (but see above).
 redis.call('HSET', KEYS[1], 'cur', tostring(after), 'wmax', tostring(sent),
-  'tev', tostring(now + hold), 'k', ARGV[5], 'ss', 0, 'tcut', now, 'lim', tostring(sent),
+  'tev', tostring(now + hold), 'k', k, 'ss', 0, 'tcut', now, 'lim', tostring(lim),
   'lt', now + hold)
-return math.floor(after * 1000)
+return {math.floor(after * 1000), held}
 """

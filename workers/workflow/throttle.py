@@ -4,15 +4,19 @@ Graph throttles per app and tenant and does not publish the limit, so what one w
 applies to all of them, and the workers learn it together:
 
 - **Cool-down.** When a worker is told ``429 Retry-After: N``, every worker holds its calls to
-  that tenant for N seconds (Retry-After is a floor), instead of each collecting its own 429.
+  that tenant for N seconds (Retry-After is a floor), instead of each collecting its own 429
+  (except for an isolated 429 at a known limit, below).
 - **Adaptive rate** (on by default, ``PROVISIONER_TENANT_RATE_ADAPTIVE``). One shared rate per
   tenant, in the style of TCP CUBIC and the AWS SDKs' adaptive retry mode: a slow start from
   :attr:`AdaptiveRate.start` (doubling while calls queue for slots), cubic growth back to and
   then past the last known limit while calls succeed, and a multiplicative cut (``beta``) on a
   429 - once per congestion event: a 429 for a call reserved before the last cut is part of the
-  event that cut already answered. Where Graph reports ``x-ms-throttle-limit-percentage`` (sent
-  above 80% of the limit), the rate moves to ``target_usage`` of the limit it implies, at most
-  once per ``epoch_s``, so the limit is found without a 429 at all.
+  event that cut already answered. An isolated 429 while Graph's usage reports are fresh is the
+  edge of a known limit: a small cut (``beta_fresh``), and only the throttled call waits its
+  Retry-After (every other 429 holds every worker). Where Graph reports
+  ``x-ms-throttle-limit-percentage`` (sent above 80% of the limit), the rate moves to
+  ``target_usage`` of the limit it implies (averaged over ``estimate_s``), so the limit is
+  found without a 429 at all.
 - **Ceiling.** ``PROVISIONER_TENANT_RATE_LIMIT`` caps the adaptive rate; with the adaptive rate
   off it is a fixed token bucket (bursts of ``PROVISIONER_TENANT_RATE_BURST``).
 
@@ -25,6 +29,7 @@ the Retry-After of its own calls), which is how the benchmark measures what coor
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -44,6 +49,12 @@ class AdaptiveRate:
     max_rate: float = 5000.0  # never faster without a configured ceiling (Graph: 2000/s per app)
     target_usage: float = 0.95  # the share of the reported limit to aim at
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
+    beta_fresh: float = 0.9  # ... when Graph reported its usage within ``fresh_s`` (limit known)
+    fresh_s: float = 1.0
+    isolated_s: float = 1.0  # a 429 with no other this long before it (and a fresh estimate)
+    # holds only its own call for Retry-After, not every worker
+    estimate_s: float = 0.5  # time constant of the limit estimate
+    late_s: float = 0.075  # a slot woken up later than this is given up (no bunched calls)
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
     release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
@@ -56,6 +67,11 @@ class AdaptiveRate:
         """Scale-free CUBIC constant: rate(t) = wmax (1 + C (t - K)^3), K = ``recover_s``."""
         return (1 - self.beta) / self.recover_s**3
 
+    @property
+    def recover_fresh_s(self) -> float:
+        """The cubic's K after a ``beta_fresh`` cut (same curve, entered higher up)."""
+        return float(self.recover_s * ((1 - self.beta_fresh) / (1 - self.beta)) ** (1 / 3))
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -66,6 +82,7 @@ class Slot:
     ticket: int = 0  # server time (ms) the slot was reserved: names the rate the call used
     rate: float = 0.0  # the tenant's rate when it was reserved (0: not paced)
     local_cuts: int = 0  # this worker's 429 count when it was reserved
+    due: float = 0.0  # time.monotonic() at which the wait ends
 
 
 def parse_usage(value: str | None) -> float | None:
@@ -97,6 +114,8 @@ class Throttle:
         adaptive: AdaptiveRate | None = None,
     ) -> None:
         self._redis = redis
+        self._take = redis.register_script(TAKE)  # EVALSHA: the script is not resent per call
+        self._throttled = redis.register_script(THROTTLED)
         keys = Keys(prefix)
         self._cooldown_key = keys.cooldown(tenant)
         self._bucket_key = keys.tenant_bucket(tenant)
@@ -147,15 +166,16 @@ class Throttle:
             str(int(a.idle_ttl_s * 1000)),
             _num(a.horizon_s),
             str(answered),
+            str(int(a.estimate_s * 1000)),
         )
-        reply = await guarded(
-            lambda: self._redis.eval(TAKE, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
-        )
+        keys = (self._bucket_key, self._cooldown_key)
+        reply = await guarded(lambda: self._take(keys=keys, args=args))
         kind, wait_ms, ticket, rate_milli = cast(list[int], reply)
         if int(rate_milli):
             self.rate = int(rate_milli) / 1000
         seconds = self._count(int(wait_ms) / 1000)
-        return Slot(seconds, int(kind) == 1, int(ticket), self.rate, self.cuts)
+        due = time.monotonic() + seconds
+        return Slot(seconds, int(kind) == 1, int(ticket), self.rate, self.cuts, due)
 
     def observe(self, usage: float | None) -> None:
         """Note a call Graph answered (anything but 429) and its
@@ -165,9 +185,16 @@ class Throttle:
             self._usage = usage
 
     def superseded(self, slot: Slot) -> bool:
-        """Whether this worker was throttled since ``slot`` was reserved: its spacing belongs to
-        the rate before the cut, so ask again instead of calling into the same congestion."""
-        return self.cuts > slot.local_cuts
+        """Whether the slot should be given up and a new one asked for: this worker was
+        throttled since ``slot`` was reserved (its spacing belongs to the rate before the cut),
+        or the caller woke up for it more than ``late_s`` late (a busy event loop): late calls
+        sent together with the ones due after them would reach Graph as a burst."""
+        if self.cuts > slot.local_cuts:
+            return True
+        if self._adaptive is not None and self.rate < 0.9 * slot.rate:
+            return True  # the rate was lowered since (Graph's usage): the spacing is too tight
+        late_s = (self._adaptive or AdaptiveRate()).late_s
+        return self._adaptive is not None and time.monotonic() - slot.due > late_s
 
     async def throttled(self, retry_after_s: float, slot: Slot | None, *, cut: bool = True) -> None:
         """A call reserved as ``slot`` was answered 429 (``cut``) or 503 with ``retry_after_s``:
@@ -175,8 +202,6 @@ class Throttle:
         if not self._coordinate:
             return
         cut = cut and self._adaptive is not None
-        if cut:
-            self.cuts += 1
         ms = int(retry_after_s * 1000)
         if ms <= 0 and not cut:
             return
@@ -189,10 +214,18 @@ class Throttle:
             _num(a.recover_s),
             _num(a.min_rate),
             _num(self._rate),
+            _num(a.beta_fresh),
+            _num(a.recover_fresh_s),
+            str(int(a.fresh_s * 1000)),
+            str(int(a.isolated_s * 1000)),
         )
-        await guarded(
-            lambda: self._redis.eval(THROTTLED, 2, self._bucket_key, self._cooldown_key, *args)  # type: ignore[arg-type,return-value]
-        )
+        keys = (self._bucket_key, self._cooldown_key)
+        reply = await guarded(lambda: self._throttled(keys=keys, args=args))
+        _, held = cast(list[int], reply)
+        if cut and (int(held) or ms <= 0):
+            # A congestion event: this worker's reserved slots were spaced for the rate before
+            # it. An isolated 429 at a known limit (nobody held) keeps them: the cut is small.
+            self.cuts += 1
 
     async def hold(self, seconds: float) -> None:
         """Make every worker hold calls to the tenant for at least ``seconds`` (no cut)."""
