@@ -45,7 +45,10 @@ class AdaptiveRate:
     """The constants of the adaptive rate, in one place (calls/s, seconds)."""
 
     start: float = 10.0  # the rate before anything is known about the tenant
-    min_rate: float = 0.5  # never slower, whatever Graph said
+    # Never slower, whatever Graph said: 429s that do not follow our own rate (another app's
+    # load on the tenant, Graph's service-wide throttling) would otherwise cut the rate to a
+    # crawl; each 429's Retry-After is still honoured by every worker.
+    min_rate: float = 5.0
     max_rate: float = 5000.0  # never faster without a configured ceiling (Graph: 2000/s per app)
     target_usage: float = 0.95  # the share of the reported limit to aim at
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
