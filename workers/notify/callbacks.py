@@ -81,22 +81,8 @@ async def deliver(
     on failure re-queued (arq ``Retry``) on :data:`SCHEDULE_S` until the window closes or the
     caller has too many notifications waiting (``notification`` names this one for that count)."""
     deps: Deps = ctx["deps"]
-    session: aiohttp.ClientSession = ctx["callback_session"]
     attempt = int(ctx.get("job_try", 1))
-    result = CallbackAttempt(at=utcnow(), attempt=attempt, target=target)
-    try:
-        async with session.request(
-            method,
-            url,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=deps.settings.callback_timeout_s),
-            **options,
-        ) as resp:
-            result.status = resp.status
-            result.delivered = 200 <= resp.status < 300
-            result.error = None if result.delivered else f"HTTP {resp.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        result.error = type(e).__name__
+    result = await attempt_delivery(ctx, target, method, url, **options)
     record.callbacks.append(result)
     log.info(
         "notification_attempt",
@@ -173,8 +159,9 @@ def signed_headers(secret: str, msg_id: str, body: bytes) -> dict[str, str]:
 async def attempt_delivery(
     ctx: dict[str, Any], target: str, method: str, url: str | URL, **options: Any
 ) -> CallbackAttempt:
-    """One attempt of a notification that belongs to no request record; the caller keeps the
-    attempt and re-queues on :data:`SCHEDULE_S` (workers/watch/notify.py)."""
+    """One HTTP attempt of a notification, as a :class:`CallbackAttempt` (never raises for the
+    receiver's failure): :func:`deliver` records it on the request, the health watch's
+    notifications (workers/watch/notify.py) on the application."""
     deps: Deps = ctx["deps"]
     session: aiohttp.ClientSession = ctx["callback_session"]
     result = CallbackAttempt(at=utcnow(), attempt=int(ctx.get("job_try", 1)), target=target)
@@ -189,6 +176,6 @@ async def attempt_delivery(
             result.status = resp.status
             result.delivered = 200 <= resp.status < 300
             result.error = None if result.delivered else f"HTTP {resp.status}"
-    except (aiohttp.ClientError, TimeoutError) as e:
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
         result.error = type(e).__name__
     return result
