@@ -254,7 +254,8 @@ async def test_save_reads_the_cancel_flag_in_the_same_transaction(store: Store) 
     record, _ = await store.accept(rec())
     record.state = State.RUNNING
     assert await store.save(record) is False
-    await store.request_cancel(record.id)
+    _, outcome = await store.cancel(record.id, lambda queued: None)
+    assert outcome == "accepted"
     assert await store.save(record) is True
     record.state = State.CANCELLED
     assert await store.save(record) is False  # a terminal save clears the flag

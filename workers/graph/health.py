@@ -11,6 +11,7 @@ Reference: synchronizationStatus, synchronizationQuarantine, synchronizationTask
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from service.core.health import Health
 from workers.graph.models import SynchronizationJob, SynchronizationTaskExecution
@@ -37,17 +38,31 @@ def failed(execution: SynchronizationTaskExecution) -> bool:
     return not (never_ran and error_code in (None, "", "None"))
 
 
-def first_cycle_finished(job: SynchronizationJob) -> bool:
-    """True once a cycle has really ended (``lastExecution.timeEnded`` after year 1)."""
+def first_cycle_finished(job: SynchronizationJob, since: datetime | None = None) -> bool:
+    """True once a cycle has really ended (``lastExecution.timeEnded`` after year 1, and after
+    ``since`` when given: the cycle of this start, not one from before it)."""
     last = job.status.last_execution
-    return last is not None and last.time_ended is not None and last.time_ended.year > 1
+    if last is None or last.time_ended is None or last.time_ended.year <= 1:
+        return False
+    return since is None or last.time_ended >= since
 
 
-def assess(job: SynchronizationJob, *, expects_users: bool = False) -> Assessment:
+def _before(execution: SynchronizationTaskExecution | None, since: datetime | None) -> bool:
+    """True for a cycle that began before ``since`` (a start or restart): old news."""
+    if since is None or execution is None or execution.time_began is None:
+        return False
+    return execution.time_began.year > 1 and execution.time_began < since
+
+
+def assess(
+    job: SynchronizationJob, *, expects_users: bool = False, since: datetime | None = None
+) -> Assessment:
     """The job's health, the worst signal first. ``expects_users``: the job was set up for
     assigned users and groups only (onboarding with assignments, scope ``assigned``), so a
     finished cycle that found nobody in scope (``countEntitled`` 0) is ``failing``, not
-    ``healthy``: it provisions nobody while it looks fine."""
+    ``healthy``: it provisions nobody while it looks fine. ``since``: the (re)start the caller
+    verifies; a cycle that began before it (and the failure count it left) says nothing about
+    this start (the failed cycles that led to a restart or a credential rotation)."""
     status, schedule = job.status, job.schedule_state
     quarantine = status.quarantine
     if quarantine is not None or status.code == "Quarantine":
@@ -60,8 +75,9 @@ def assess(job: SynchronizationJob, *, expects_users: bool = False) -> Assessmen
     if schedule == "Paused" or status.code == "Paused":
         return Assessment(Health.PAUSED, "the job is paused")
     last = status.last_execution
-    failures = status.count_successive_complete_failures or 0
-    if (last is not None and failed(last)) or failures > 0:
+    stale = _before(last, since)
+    failures = 0 if stale else status.count_successive_complete_failures or 0
+    if not stale and ((last is not None and failed(last)) or failures > 0):
         error = last.error if last else None
         detail = f": {error.code}: {error.message}" if error and error.code else ""
         return Assessment(Health.FAILING, f"the last cycle failed ({failures} in a row){detail}")

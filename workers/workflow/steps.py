@@ -33,6 +33,12 @@ from workers.workflow.deps import StepResult as StepResult
 from workers.workflow.retry import CallKind
 from workers.workflow.scope import sync_all_secret
 
+#: The steps that (re)start a job: verify times its window from the latest of them.
+_STARTS = frozenset({Step.START_JOB, Step.RESTART_JOB, Step.LIFT_QUARANTINE})
+#: Graph's clock and ours may differ a little: a cycle that began this close before the start
+#: counts as the start's own.
+_CLOCK_SKEW = timedelta(seconds=2)
+
 
 class Steps(CreateJob):
     """The steps of one run of one request, sharing its record and call runner."""
@@ -167,10 +173,14 @@ class Steps(CreateJob):
         if not self.record.start:
             return StepResult(Outcome.SKIPPED, message="not started on request")
         settings = self.deps.settings
-        started_at = next(
-            (h.at for h in reversed(self.record.history) if h.step is Step.START_JOB),
-            utcnow(),
-        )
+        # When the step that (re)started the job in this request began: cycles from before it
+        # say nothing about this start (a restart or rotation follows failed ones).
+        start = next((h for h in reversed(self.record.history) if h.step in _STARTS), None)
+        started_at = utcnow() if start is None else start.at
+        since = None
+        if start is not None:
+            took = timedelta(milliseconds=start.duration_ms or 0)
+            since = start.at - took - _CLOCK_SKEW
         deadline = started_at + timedelta(seconds=settings.verify_timeout_s)
         window = min(settings.verify_settle_s, settings.verify_timeout_s)
         window_end = started_at + timedelta(seconds=window)
@@ -180,13 +190,13 @@ class Steps(CreateJob):
                 Step.VERIFY, CallKind.READ, lambda crid: self.graph.get_job(self.sp, job_id, crid)
             )
             job = current.value
-            verdict = assess(job)
+            verdict = assess(job, since=since)
             if verdict.health is Health.QUARANTINED:
                 raise _quarantined(current, verdict.reason)
             if verdict.health is Health.FAILING:
                 raise _failing(current, verdict.reason)
             schedule, status = job.schedule_state, job.status_code
-            if verdict.health is Health.HEALTHY and first_cycle_finished(job):
+            if verdict.health is Health.HEALTHY and first_cycle_finished(job, since):
                 last = job.status.last_execution
                 ended = last.time_ended.isoformat() if last and last.time_ended else "?"
                 return StepResult(

@@ -97,3 +97,24 @@ def test_a_cycle_that_provisioned_nobody_is_failing_when_users_were_expected() -
     assert assess(_finished(3), expects_users=True).health is Health.HEALTHY
     assert assess(_finished(None), expects_users=True).health is Health.HEALTHY  # not reported
     assert assess(_finished(0)).health is Health.HEALTHY  # scope all / no assignments asked
+
+
+def test_cycles_from_before_a_restart_say_nothing_about_it() -> None:
+    """Verify after a restart or a credential rotation: the failed cycle that led to it is old."""
+    from datetime import UTC, datetime
+
+    failed_before = _job(
+        code="Active",
+        countSuccessiveCompleteFailures=1,
+        lastExecution={
+            "state": "Failed",
+            "timeBegan": "2026-12-01T10:00:00Z",
+            "timeEnded": "2026-12-01T10:01:00Z",
+            "error": {"code": "SandboxInvalidCredentials"},
+        },
+    )
+    restart = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
+    assert assess(failed_before).health is Health.FAILING
+    assert assess(failed_before, since=restart).health is not Health.FAILING
+    early = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    assert assess(failed_before, since=early).health is Health.FAILING
