@@ -38,16 +38,18 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import structlog
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from yarl import URL
 
 from service.core.errors import ConfigError
+from service.core.files import configured, load_model
 from service.core.models import CallbackAttempt, Record, utcnow
 from workers.notify.callbacks import deliver
 from workers.workflow.steps import Deps
 
 log = structlog.get_logger("workers.notify.writeback")
+
+VARIABLE = "PROVISIONER_WRITEBACK_FILE"
 
 
 def _https(value: str) -> str:
@@ -107,21 +109,11 @@ def load_writeback(path: Path | None) -> WritebackConfig:
     """Read and check the file; every referenced secret variable must be set."""
     if path is None:
         return WritebackConfig()
-    try:
-        config = WritebackConfig.model_validate(yaml.safe_load(path.read_text()) or {})
-    except ValidationError as e:
-        first = e.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"PROVISIONER_WRITEBACK_FILE: {where}: {message}") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"PROVISIONER_WRITEBACK_FILE: {str(e).splitlines()[0]}") from e
+    config = configured(VARIABLE, lambda: load_model(WritebackConfig, path))
     for name in filter(None, [getattr(config.jira, "api_token_env", None),
                               getattr(config.servicenow, "password_env", None)]):  # fmt: skip
         if not os.environ.get(name):
-            raise ConfigError(
-                f"PROVISIONER_WRITEBACK_FILE: the variable {name} it names is not set"
-            )
+            raise ConfigError(f"{VARIABLE}: the variable {name} it names is not set")
     return config
 
 
