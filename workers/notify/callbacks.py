@@ -81,22 +81,8 @@ async def deliver(
     on failure re-queued (arq ``Retry``) on :data:`SCHEDULE_S` until the window closes or the
     caller has too many notifications waiting (``notification`` names this one for that count)."""
     deps: Deps = ctx["deps"]
-    session: aiohttp.ClientSession = ctx["callback_session"]
     attempt = int(ctx.get("job_try", 1))
-    result = CallbackAttempt(at=utcnow(), attempt=attempt, target=target)
-    try:
-        async with session.request(
-            method,
-            url,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=deps.settings.callback_timeout_s),
-            **options,
-        ) as resp:
-            result.status = resp.status
-            result.delivered = 200 <= resp.status < 300
-            result.error = None if result.delivered else f"HTTP {resp.status}"
-    except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        result.error = type(e).__name__
+    result = await attempt_delivery(ctx, target, method, url, **options)
     record.callbacks.append(result)
     log.info(
         "notification_attempt",
@@ -189,6 +175,6 @@ async def attempt_delivery(
             result.status = resp.status
             result.delivered = 200 <= resp.status < 300
             result.error = None if result.delivered else f"HTTP {resp.status}"
-    except (aiohttp.ClientError, TimeoutError) as e:
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
         result.error = type(e).__name__
     return result
