@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import structlog
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from yarl import URL
 
 from service.core.errors import ConfigError
@@ -68,33 +68,27 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
+#: A ticket system's address: https:// only (basic auth goes with every call).
+HttpsUrl = Annotated[str, AfterValidator(_https)]
+
+
 class JiraTarget(BaseModel):
     """Where and as whom to comment on Jira issues."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    base_url: str
+    base_url: HttpsUrl
     email: str
     api_token_env: str
-
-    @field_validator("base_url")
-    @classmethod
-    def _https_only(cls, value: str) -> str:
-        return _https(value)
 
 
 class ServiceNowTarget(BaseModel):
     """Where and as whom to add work notes on ServiceNow records."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    instance_url: str
+    instance_url: HttpsUrl
     table: str = "sc_req_item"
     username: str
     password_env: str
-
-    @field_validator("instance_url")
-    @classmethod
-    def _https_only(cls, value: str) -> str:
-        return _https(value)
 
 
 class WritebackConfig(BaseModel):
