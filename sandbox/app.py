@@ -8,7 +8,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -126,19 +126,33 @@ def injected(status: int) -> GraphError:
 async def _graph_call(
     request: web.Request, ctx: SandboxContext, route: Route | None, handler: Handler
 ) -> web.StreamResponse:
-    engine, state = ctx.engine, ctx.state
     name = route.name if route else "unknown"
-    delay = engine.latency_s(name)
+    delay = ctx.engine.latency_s(name)
     if delay > 0:
         await asyncio.sleep(delay)
     if route is None:
-        if any(p.fullmatch(request.path.split("/", 2)[2]) for p in KNOWN_PATHS):
-            raise GraphError(
-                405,
-                "MethodNotAllowed",
-                f"The requested resource does not support http method '{request.method}'.",
-            )
+        _method_not_allowed(request)
         return await handler(request)
+    claims = _authorize(request, ctx, route)
+    _tenant_faults(request, ctx, str(claims["tid"]))
+    _random_fault(ctx, name)
+    if route.principal_checks:
+        _principal_faults(request, ctx, route, claims)
+    return await handler(request)
+
+
+def _method_not_allowed(request: web.Request) -> None:
+    """A known path asked with a method it does not take: Graph's 405."""
+    if any(p.fullmatch(request.path.split("/", 2)[2]) for p in KNOWN_PATHS):
+        raise GraphError(
+            405,
+            "MethodNotAllowed",
+            f"The requested resource does not support http method '{request.method}'.",
+        )
+
+
+def _authorize(request: web.Request, ctx: SandboxContext, route: Route) -> dict[str, Any]:
+    """The bearer token's claims, when they carry a role the route needs (else 401/403)."""
     try:
         claims = ctx.tokens.verify(request.headers.get("Authorization"))
     except InvalidToken as exc:
@@ -152,23 +166,37 @@ async def _graph_call(
             )
     elif not has_role(claims, write=route.write):
         # What real Graph answers the synchronization API without a permission: not 403.
-        state.stats.faults["no_permission"] += 1
+        ctx.state.stats.faults["no_permission"] += 1
         raise _unknown_401()
-    wait = engine.rate_limited(str(claims["tid"]))
+    return claims
+
+
+def _tenant_faults(request: web.Request, ctx: SandboxContext, tenant: str) -> None:
+    """The tenant's rate limit (429) and its throttle usage header."""
+    wait = ctx.engine.rate_limited(tenant)
     if wait is not None:
-        state.stats.faults["rate_limited"] += 1
+        ctx.state.stats.faults["rate_limited"] += 1
         raise _throttled(ctx, wait)
-    usage = engine.limit_percentage(str(claims["tid"]))
+    usage = ctx.engine.limit_percentage(tenant)
     if usage is not None:
         request[LIMIT_PERCENTAGE] = usage
-    status = engine.random_error(name)
+
+
+def _random_fault(ctx: SandboxContext, name: str) -> None:
+    """The fault profile's random error for this route, if it draws one."""
+    status = ctx.engine.random_error(name)
     if status is not None:
-        state.stats.faults[str(status)] += 1
+        ctx.state.stats.faults[str(status)] += 1
         if status in (429, 503):
-            raise _throttled(ctx, engine.profile.retry_after_s, status)
+            raise _throttled(ctx, ctx.engine.profile.retry_after_s, status)
         raise injected(status)
-    if not route.principal_checks:
-        return await handler(request)
+
+
+def _principal_faults(
+    request: web.Request, ctx: SandboxContext, route: Route, claims: dict[str, Any]
+) -> None:
+    """A new principal's 401, a new job's replication lag, a start's 409 conflict."""
+    engine, state = ctx.engine, ctx.state
     sp_id = request.match_info["sp"]
     state.principal(sp_id)
     if owned_only(claims, write=route.write) and not state.may_touch(
@@ -192,7 +220,6 @@ async def _graph_call(
             "The synchronization job is being updated by another "
             "operation. Retry the request later.",
         )
-    return await handler(request)
 
 
 def _unknown_401() -> GraphError:

@@ -1,26 +1,42 @@
-"""Entra ID v2.0 stand-in: discovery, JWKS, client-credentials token endpoint, token checks."""
+"""Entra ID v2.0 stand-in: discovery, JWKS, client-credentials token endpoint, token checks.
+
+How a client authenticates, and the AADSTS errors, are in :mod:`sandbox.aad`.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as dt
-import hmac
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from sandbox.aad import (
+    AadError,
+    Application,
+    InvalidToken,
+    authenticate,
+    basic_credentials,
+    missing,
+    resource_of,
+)
 from sandbox.certs import key_id
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+__all__ = [
+    "READ_ROLES",
+    "TOKENS_KEY",
+    "WRITE_ROLES",
+    "AadError",
+    "Application",
+    "InvalidToken",
+    "TokenService",
+    "has_role",
+    "owned_only",
+]
+
 OWNED_BY = "Application.ReadWrite.OwnedBy"
 # Application permissions the synchronization API accepts for every principal (Graph's table,
 # plus the older docs' and Terraform's): OwnedBy reaches only the principals the app owns.
@@ -29,48 +45,6 @@ TENANT_WIDE_WRITE = frozenset(
 )
 WRITE_ROLES = TENANT_WIDE_WRITE | {OWNED_BY}
 READ_ROLES = WRITE_ROLES | {"Synchronization.Read.All"}
-
-
-@dataclass(frozen=True)
-class Application:
-    client_id: str
-    display_name: str
-    secret: str | None
-    certificate: x509.Certificate | None
-    roles: tuple[str, ...]
-
-
-class AadError(Exception):
-    """An AADSTS answer from the token endpoint."""
-
-    def __init__(self, status: int, error: str, code: int, description: str) -> None:
-        super().__init__(f"AADSTS{code}: {description}")
-        self.status = status
-        self.error = error
-        self.code = code
-        self.description = description
-
-    def body(self, correlation_id: str) -> dict[str, Any]:
-        trace = str(uuid.uuid4())
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        return {
-            "error": self.error,
-            "error_description": f"AADSTS{self.code}: {self.description}\r\nTrace ID: {trace}"
-            f"\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {stamp}",
-            "error_codes": [self.code],
-            "timestamp": stamp,
-            "trace_id": trace,
-            "correlation_id": correlation_id,
-            "error_uri": f"https://login.microsoftonline.com/error?code={self.code}",
-        }
-
-
-class InvalidToken(Exception):
-    """An access token Graph must refuse (401 InvalidAuthenticationToken)."""
-
-
-def _b64url_sha(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:
-    return base64.urlsafe_b64encode(cert.fingerprint(algorithm)).rstrip(b"=").decode()
 
 
 class TokenService:
@@ -141,7 +115,7 @@ class TokenService:
             )
         form = dict(form)
         if authorization and authorization.lower().startswith("basic "):
-            form.update(_basic_credentials(authorization))
+            form.update(basic_credentials(authorization))
         if form.get("grant_type") != "client_credentials":
             raise AadError(
                 400,
@@ -152,7 +126,7 @@ class TokenService:
             )
         client_id = form.get("client_id", "").lower()
         if not client_id:
-            raise _missing("client_id")
+            raise missing("client_id")
         app = self.applications.get(client_id)
         if app is None:
             raise AadError(
@@ -163,82 +137,9 @@ class TokenService:
                 f"'{client_id}' was not found in the directory '{self.tenant_id}'.",
             )
         token_endpoint = f"{origin}/{self.tenant_id}/oauth2/v2.0/token"
-        method = self._authenticate(app, form, token_endpoint)
-        resource = _resource(form.get("scope"))
+        method = authenticate(app, form, token_endpoint)
+        resource = resource_of(form.get("scope"))
         return self._mint(app, resource, origin, method)
-
-    def _authenticate(self, app: Application, form: Mapping[str, str], endpoint: str) -> str:
-        if "client_assertion" in form:
-            self._check_assertion(app, form, endpoint)
-            return "2"
-        secret = form.get("client_secret")
-        if secret is None:
-            raise AadError(
-                401,
-                "invalid_client",
-                7000218,
-                "The request body must contain the "
-                "following parameter: 'client_assertion' or 'client_secret'.",
-            )
-        if app.secret is None or not hmac.compare_digest(secret, app.secret):
-            raise AadError(
-                401,
-                "invalid_client",
-                7000215,
-                "Invalid client secret provided. "
-                "Ensure the secret being sent in the request is the client secret "
-                f"value, not the client secret ID, for a secret added to app "
-                f"'{app.client_id}'.",
-            )
-        return "1"
-
-    def _check_assertion(self, app: Application, form: Mapping[str, str], endpoint: str) -> None:
-        def bad(reason: str) -> AadError:
-            return AadError(
-                401,
-                "invalid_client",
-                700027,
-                f"Client assertion failed signature validation. [Reason - {reason}]",
-            )
-
-        if form.get("client_assertion_type") != ASSERTION_TYPE:
-            raise bad("client_assertion_type must be " + ASSERTION_TYPE)
-        assertion = form["client_assertion"]
-        cert = app.certificate
-        if cert is None:
-            raise bad("The key was not found. No certificate is registered for this app.")
-        try:
-            header = jwt.get_unverified_header(assertion)
-        except jwt.PyJWTError as exc:
-            raise bad(f"The assertion is not a JWT: {exc}") from exc
-        alg = header.get("alg")
-        if alg not in ("RS256", "PS256"):
-            raise bad(f"Unsupported algorithm {alg!r}; use RS256 or PS256.")
-        x5t, x5t256 = (str(header.get(k) or "").rstrip("=") for k in ("x5t", "x5t#S256"))
-        if (x5t and x5t != _b64url_sha(cert, hashes.SHA1())) or (  # noqa: S303
-            x5t256 and x5t256 != _b64url_sha(cert, hashes.SHA256())
-        ):
-            raise bad("The key was not found. The thumbprint does not match the registered key.")
-        try:
-            claims = jwt.decode(
-                assertion,
-                cert.public_key(),  # type: ignore[arg-type]
-                algorithms=[alg],
-                audience=endpoint,
-                options={"require": ["exp", "aud", "iss", "sub"]},
-                leeway=0,
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise AadError(
-                401,
-                "invalid_client",
-                700024,
-                "Client assertion is not within its valid time range.",
-            ) from exc
-        except jwt.PyJWTError as exc:
-            raise bad(str(exc)) from exc
-        if not (claims["iss"].lower() == claims["sub"].lower() == app.client_id):
-            raise bad("iss and sub must both be the client id.")
 
     def _mint(self, app: Application, resource: str, origin: str, method: str) -> dict[str, Any]:
         now = int(self._now())
@@ -306,40 +207,6 @@ def owned_only(claims: Mapping[str, Any], *, write: bool) -> bool:
     roles = set(claims.get("roles") or ())
     wide = TENANT_WIDE_WRITE if write else TENANT_WIDE_WRITE | {"Synchronization.Read.All"}
     return OWNED_BY in roles and not roles & wide
-
-
-def _missing(name: str) -> AadError:
-    return AadError(
-        400,
-        "invalid_request",
-        900144,
-        f"The request body must contain the following parameter: '{name}'.",
-    )
-
-
-def _resource(scope: str | None) -> str:
-    if not scope:
-        raise _missing("scope")
-    scopes = scope.split()
-    if len(scopes) != 1 or not scopes[0].endswith("/.default"):
-        raise AadError(
-            400,
-            "invalid_scope",
-            1002012,
-            f"The provided value for scope {scope} is "
-            "not valid. Client credential flows must have a scope value with "
-            "/.default suffixed to the resource identifier (application ID URI).",
-        )
-    return scopes[0].removesuffix("/.default")
-
-
-def _basic_credentials(header: str) -> dict[str, str]:
-    try:
-        raw = base64.b64decode(header.split(None, 1)[1]).decode()
-    except (binascii.Error, UnicodeDecodeError, IndexError):
-        return {}
-    client_id, _, secret = raw.partition(":")
-    return {"client_id": client_id, "client_secret": secret}
 
 
 TOKENS_KEY = web.AppKey("sandbox_tokens", TokenService)

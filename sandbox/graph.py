@@ -93,12 +93,18 @@ def _offset(key: bytes, token: str) -> int:
 
 
 def paged(request: web.Request, items: list[dict[str, Any]], context: str) -> web.Response:
+    """One page of a principal's ``items`` (``context`` under ``servicePrincipals('{id}')``)."""
+    return page_of(request, items, _context_url(request, context))
+
+
+def page_of(request: web.Request, items: list[dict[str, Any]], context_url: str) -> web.Response:
+    """One page of ``items`` with an opaque ``@odata.nextLink`` signed by the sandbox."""
     ctx = _ctx(request)
     size = ctx.engine.profile.page_size
     token = request.query.get("$skiptoken")
     start = _offset(ctx.paging_key, token) if token else 0
     end = start + size if size > 0 else len(items)
-    body: dict[str, Any] = {"@odata.context": _context_url(request, context)}
+    body: dict[str, Any] = {"@odata.context": context_url}
     if end < len(items):
         query = {k: v for k, v in request.query.items() if k != "$skiptoken"}
         query["$skiptoken"] = _sign(ctx.paging_key, end)

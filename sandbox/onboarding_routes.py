@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sandbox.context import CTX_KEY, SandboxContext
 from sandbox.gallery import GalleryState
-from sandbox.graph import _body, _offset, _sign, graph_json, no_content
+from sandbox.graph import _body, graph_json, no_content, page_of
 from sandbox.models import GraphError, bad_request
 
 SYNC = "/servicePrincipals/{sp}/synchronization"
@@ -45,19 +45,8 @@ def _context(request: web.Request, suffix: str) -> str:
 
 
 def paged(request: web.Request, items: list[dict[str, Any]], context: str) -> web.Response:
-    """One page of ``items`` with an opaque ``@odata.nextLink`` (as sandbox.graph.paged)."""
-    ctx = _ctx(request)
-    size = ctx.engine.profile.page_size
-    token = request.query.get("$skiptoken")
-    start = _offset(ctx.paging_key, token) if token else 0
-    end = start + size if size > 0 else len(items)
-    body: dict[str, Any] = {"@odata.context": _context(request, context)}
-    if end < len(items):
-        query = {k: v for k, v in request.query.items() if k != "$skiptoken"}
-        query["$skiptoken"] = _sign(ctx.paging_key, end)
-        body["@odata.nextLink"] = str(request.url.with_query(query))
-    body["value"] = items[start:end]
-    return graph_json(body)
+    """One page of ``items`` of a top-level collection (``context`` is its name)."""
+    return page_of(request, items, _context(request, context))
 
 
 async def list_templates(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,83 +26,12 @@ from sandbox.models import (
     not_found,
 )
 from sandbox.seed import Seed, SeedPrincipal
-
-REJECT_MARKER = "sandbox:reject"
-QUARANTINE_MARKER = "sandbox:quarantine"
-SECRET_KEYS = frozenset(
-    [
-        "None",
-        "UserName",
-        "Password",
-        "SecretToken",
-        "AppKey",
-        "BaseAddress",
-        "ClientIdentifier",
-        "ClientSecret",
-        "SingleSignOnType",
-        "Sandbox",
-        "Url",
-        "Domain",
-        "ConsumerKey",
-        "ConsumerSecret",
-        "TokenKey",
-        "TokenExpiration",
-        "Oauth2AccessToken",
-        "Oauth2AccessTokenCreationTime",
-        "Oauth2RefreshToken",
-        "SyncAll",
-        "InstanceName",
-        "Oauth2ClientId",
-        "Oauth2ClientSecret",
-        "CompanyId",
-        "UpdateKeyOnSoftDelete",
-        "SynchronizationSchedule",
-        "SystemOfRecord",
-        "SandboxName",
-        "EnforceDomain",
-        "SyncNotificationSettings",
-        "SkipOutOfScopeDeletions",
-        "Oauth2AuthorizationCode",
-        "Oauth2RedirectUri",
-        "ApplicationTemplateIdentifier",
-        "Oauth2TokenExchangeUri",
-        "Oauth2AuthorizationUri",
-        "AuthenticationType",
-        "Server",
-        "PerformInboundEntitlementGrants",
-        "HardDeletesEnabled",
-        "SyncAgentCompatibilityKey",
-        "SyncAgentADContainer",
-        "ValidateDomain",
-        "TestReferences",
-        "ConnectionString",
-    ]
-)
-SENSITIVE_KEYS = frozenset(
-    [
-        "Password",
-        "SecretToken",
-        "AppKey",
-        "ClientSecret",
-        "ConsumerSecret",
-        "TokenKey",
-        "Oauth2AccessToken",
-        "Oauth2RefreshToken",
-        "Oauth2ClientSecret",
-        "Oauth2AuthorizationCode",
-        "ConnectionString",
-    ]
-)
-RESET_SCOPES = frozenset(
-    [
-        "None",
-        "ConnectorDataStore",
-        "Escrows",
-        "Watermark",
-        "QuarantineState",
-        "Full",
-        "ForceDeletes",
-    ]
+from sandbox.vocabulary import (
+    QUARANTINE_MARKER,
+    REJECT_MARKER,
+    RESET_SCOPES,
+    SENSITIVE_KEYS,
+    check_keys,
 )
 
 
@@ -336,7 +265,7 @@ class TenantState:
     # -- secrets and credentials ------------------------------------------------------------
     def save_secrets(self, sp_id: str, pairs: list[tuple[str, str]]) -> None:
         p = self.principal(sp_id)
-        _check_keys(k for k, _ in pairs)
+        check_keys(k for k, _ in pairs)
         saved = self.secrets.setdefault(p.id, {})
         for key, value in pairs:
             if value == "":
@@ -358,7 +287,7 @@ class TenantState:
             if not saved:
                 raise bad_request("No saved credentials were found for this application.")
             pairs = list(saved.items())
-        _check_keys(k for k, _ in pairs)
+        check_keys(k for k, _ in pairs)
         if any(REJECT_MARKER in v for _, v in pairs):
             raise bad_request(
                 "Credential validation failed: the target system rejected the supplied "
@@ -419,9 +348,3 @@ class TenantState:
             }
             for p in self.principals.values()
         ]
-
-
-def _check_keys(keys: Iterable[str]) -> None:
-    unknown = sorted({k for k in keys if k not in SECRET_KEYS})
-    if unknown:
-        raise bad_request(f"Invalid synchronizationSecret key(s): {', '.join(unknown)}.")

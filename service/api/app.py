@@ -46,10 +46,10 @@ from service.api.ui.errors import ui_middleware
 from service.api.ui.routes import setup_ui
 from service.api.ui.session import SessionAuthenticator
 from service.api.webhooks.handler import routes as webhook_routes
-from service.api.webhooks.sources import WebhookSources, load_webhook_sources
+from service.api.webhooks.sources import load_webhook_sources
 from service.core import redis as redis_conn
 from service.core.crypto import CredentialCipher
-from service.core.errors import ConfigError
+from service.core.files import configured
 from service.core.logs import configure_logging
 from service.core.settings import Settings
 from service.core.ssrf import CallbackAllowlist
@@ -106,13 +106,6 @@ def _store_context(
     return redis_and_store
 
 
-def _load(variable: str, loader: Callable[[], object]) -> object:
-    try:
-        return loader()
-    except ValueError as e:
-        raise ConfigError(f"{variable}: {e}") from None
-
-
 def _sighup_context(ring: ApiKeyRing) -> Callable[[web.Application], AsyncIterator[None]]:
     """SIGHUP re-reads the API keys file (only where signals can be handled: the main thread)."""
 
@@ -158,21 +151,18 @@ def create_app(settings: Settings) -> web.Application:
     """Build the API; a bad encryption key, policy or webhooks file raises :class:`ConfigError`
     here, before serving."""
     cipher = CredentialCipher(settings.encryption_keys) if settings.encryption_keys else None
-    policy = _load(
+    policy = configured(
         "PROVISIONER_ACCESS_POLICY_FILE", lambda: load_access_policy(settings.access_policy_file)
     )
-    sources = _load(
+    sources = configured(
         "PROVISIONER_WEBHOOKS_FILE", lambda: load_webhook_sources(settings.webhooks_file)
     )
-    ring = _load(
+    ring = configured(
         "PROVISIONER_API_KEYS_FILE",
         lambda: ApiKeyRing(
             settings.api_keys, settings.api_keys_file, check_every_s=settings.api_keys_reload_s
         ),
     )
-    assert isinstance(policy, AccessPolicy)
-    assert isinstance(sources, WebhookSources)
-    assert isinstance(ring, ApiKeyRing)
     # The status page's session cookie (service/api/ui) is one more authenticator, on /ui only.
     authenticators = (*build_authenticators(settings, policy, ring), SessionAuthenticator(ring))
     metrics = ApiMetrics()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import structlog
@@ -134,24 +134,29 @@ def field_path(loc: Sequence[int | str]) -> str:
     return path or "body"
 
 
+def _size(bound: str, limit: object, ctx: dict[str, Any]) -> str:
+    unit = {"List": "items", "Dictionary": "entries"}.get(str(ctx.get("field_type")))
+    return f"must have {bound} {limit} {unit or 'characters'}"
+
+
+# A constraint's reason from the error's context (the bound, never the input).
+_CONSTRAINTS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "string_pattern_mismatch": lambda ctx: f"must match the pattern {ctx.get('pattern')}",
+    "string_too_short": lambda ctx: f"must be at least {ctx.get('min_length')} characters",
+    "string_too_long": lambda ctx: f"must be at most {ctx.get('max_length')} characters",
+    "too_short": lambda ctx: _size("at least", ctx.get("min_length"), ctx),
+    "too_long": lambda ctx: _size("at most", ctx.get("max_length"), ctx),
+}
+
+
 def _reason(error: ErrorDetails) -> str:
     kind = error["type"]
-    ctx: dict[str, Any] = dict(error.get("ctx") or {})
     if kind in _REASONS:
         return _REASONS[kind]
     if kind == "value_error":
         return str(error["msg"]).removeprefix("Value error, ")
-    if kind == "string_pattern_mismatch":
-        return f"must match the pattern {ctx.get('pattern')}"
-    if kind == "string_too_short":
-        return f"must be at least {ctx.get('min_length')} characters"
-    if kind == "string_too_long":
-        return f"must be at most {ctx.get('max_length')} characters"
-    if kind in {"too_short", "too_long"}:
-        bound = "at least" if kind == "too_short" else "at most"
-        limit = ctx.get("min_length" if kind == "too_short" else "max_length")
-        unit = {"List": "items", "Dictionary": "entries"}.get(str(ctx.get("field_type")))
-        return f"must have {bound} {limit} {unit or 'characters'}"
+    if kind in _CONSTRAINTS:
+        return _CONSTRAINTS[kind](dict(error.get("ctx") or {}))
     # pydantic's own message; built from the error type and constraints, never the input.
     return str(error["msg"])
 

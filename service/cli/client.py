@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from service.core.actions import steps_for
@@ -134,66 +135,83 @@ def watch(client: Client, request_id: str, out: TextIO, interval_s: float = 0.5)
     raise AssertionError("unreachable")
 
 
+def _submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    body: dict[str, Any] = {"servicePrincipalId": args.sp, "start": not args.no_start}
+    if args.template:
+        body["templateId"] = args.template
+    if args.external_reference:
+        body["externalReference"] = args.external_reference
+    status, record = client.call("POST", "/v1/provisioning-requests", body)
+    verb = "accepted" if status == 202 else "already in flight"
+    out.write(f"{verb}: {record['id']}\n")
+    if args.wait:
+        record = watch(client, record["id"], out)
+        return 0 if record["state"] == "succeeded" else 1
+    return 0
+
+
+def _status(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    if args.watch:
+        record = watch(client, args.id, out)
+    else:
+        _, record = client.call("GET", f"/v1/provisioning-requests/{args.id}")
+        out.write("\n".join(render(record)) + "\n")
+    return 1 if record["state"] == "failed" else 0
+
+
+def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    pairs = (
+        ("state", args.state),
+        ("servicePrincipalId", args.sp),
+        ("caller", args.caller),
+    )
+    query = urllib.parse.urlencode([(k, v) for k, v in pairs if v])
+    _, page = client.call("GET", "/v1/provisioning-requests" + (f"?{query}" if query else ""))
+    for rec in page["items"]:
+        code = rec["error"]["code"] if rec.get("error") else ""
+        out.write(
+            f"{rec['id']}  {rec['state']:<9}  {rec['servicePrincipalId']}  "
+            f"{rec.get('templateId') or '-':<20} {rec.get('caller') or '-':<20} {code}\n"
+        )
+    return 0
+
+
+def _action(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    body = action_body(args)
+    status, record = client.call("POST", "/v1/provisioning-requests", body)
+    verb = "accepted" if status == 202 else "already in flight"
+    out.write(f"{verb}: {record['id']} ({body['action']})\n")
+    if args.wait:
+        record = watch(client, record["id"], out)
+        return 0 if record["state"] == "succeeded" else 1
+    return 0
+
+
+def _act(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    _, record = client.call("POST", f"/v1/provisioning-requests/{args.id}/{args.command}")
+    out.write(f"{record['id']}: {record['state']}\n")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[Client, argparse.Namespace, TextIO], int]] = {
+    "submit": _submit,
+    "status": _status,
+    "list": _list,
+    "retry": _act,
+    "cancel": _act,
+}
+
+
 def run_client(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Dispatch one client command; 0 on success, 1 when the request ended failed, 2 on errors."""
+    command = _COMMANDS.get(args.command) or (_action if args.command in ACTION_COMMANDS else None)
+    if command is None:
+        raise ValueError(f"not a client command: {args.command}")
     try:
-        client = Client(args.api_url, args.api_key)
-        if args.command == "submit":
-            body: dict[str, Any] = {"servicePrincipalId": args.sp, "start": not args.no_start}
-            if args.template:
-                body["templateId"] = args.template
-            if args.external_reference:
-                body["externalReference"] = args.external_reference
-            status, record = client.call("POST", "/v1/provisioning-requests", body)
-            verb = "accepted" if status == 202 else "already in flight"
-            out.write(f"{verb}: {record['id']}\n")
-            if args.wait:
-                record = watch(client, record["id"], out)
-                return 0 if record["state"] == "succeeded" else 1
-            return 0
-        if args.command in ACTION_COMMANDS:
-            body = action_body(args)
-            status, record = client.call("POST", "/v1/provisioning-requests", body)
-            verb = "accepted" if status == 202 else "already in flight"
-            out.write(f"{verb}: {record['id']} ({body['action']})\n")
-            if args.wait:
-                record = watch(client, record["id"], out)
-                return 0 if record["state"] == "succeeded" else 1
-            return 0
-        if args.command == "status":
-            if args.watch:
-                record = watch(client, args.id, out)
-            else:
-                _, record = client.call("GET", f"/v1/provisioning-requests/{args.id}")
-                out.write("\n".join(render(record)) + "\n")
-            return 1 if record["state"] == "failed" else 0
-        if args.command == "list":
-            pairs = (
-                ("state", args.state),
-                ("servicePrincipalId", args.sp),
-                ("caller", args.caller),
-            )
-            query = urllib.parse.urlencode([(k, v) for k, v in pairs if v])
-            _, page = client.call(
-                "GET", "/v1/provisioning-requests" + (f"?{query}" if query else "")
-            )
-            for rec in page["items"]:
-                code = rec["error"]["code"] if rec.get("error") else ""
-                out.write(
-                    f"{rec['id']}  {rec['state']:<9}  {rec['servicePrincipalId']}  "
-                    f"{rec.get('templateId') or '-':<20} {rec.get('caller') or '-':<20} {code}\n"
-                )
-            return 0
-        if args.command in {"retry", "cancel"}:
-            status, record = client.call(
-                "POST", f"/v1/provisioning-requests/{args.id}/{args.command}"
-            )
-            out.write(f"{record['id']}: {record['state']}\n")
-            return 0
+        return command(Client(args.api_url, args.api_key), args, out)
     except ApiError as e:
         print(f"provisioner: {e}", file=sys.stderr)
         return 2
-    raise ValueError(f"not a client command: {args.command}")
 
 
 def add_client_commands(sub: Any) -> None:

@@ -89,20 +89,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """``keys encryption`` prints a new encryption key; ``keys new NAME`` a new API key."""
+    if args.keys_command == "encryption":
+        print(new_encryption_key())
+        return 0
+    if not args.name.replace("-", "").replace("_", "").isalnum():
+        print("provisioner: NAME may hold letters, digits, '-' and '_'", file=sys.stderr)
+        return 2
+    key = f"pk_{secrets.token_urlsafe(32)}"
+    print(f"API key for {args.name} (shown once): {key}")
+    print(f"PROVISIONER_API_KEYS entry: {args.name}:{hash_api_key(key)}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in CLIENT_COMMANDS:
         return run_client(args)
     if args.command == "keys":
-        if args.keys_command == "encryption":
-            print(new_encryption_key())
-            return 0
-        if not args.name.replace("-", "").replace("_", "").isalnum():
-            print("provisioner: NAME may hold letters, digits, '-' and '_'", file=sys.stderr)
-            return 2
-        key = f"pk_{secrets.token_urlsafe(32)}"
-        print(f"API key for {args.name} (shown once): {key}")
-        print(f"PROVISIONER_API_KEYS entry: {args.name}:{hash_api_key(key)}")
-        return 0
+        return _keys(args)
     if args.command == "up":
         from service.cli.up import run_up
 

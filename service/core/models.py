@@ -7,76 +7,78 @@ The record never holds credential values: those live encrypted under their own k
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
     SecretStr,
     StringConstraints,
     ValidationError,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from service.core.text import (
-    GUID_PATTERN,
-    SECRET_KEYS,
-    canonical_guid,
-    check_plain_text,
-    check_secret_key,
-    forbidden_character,
+from service.core.field_errors import field_errors
+from service.core.field_errors import reraised as _details
+from service.core.fields import _NAME as _NAME
+from service.core.fields import _SAFE_ID as _SAFE_ID
+from service.core.fields import (
+    DEFAULT_APP_ROLE,
+    DisplayName,
+    Guid,
+    PlainText,
+    SafeId,
+    SecretKey,
+    utcnow,
 )
+from service.core.fields import Strict as _Strict
+from service.core.fields import Wire as _Wire
+from service.core.fields import https_only as _https
+from service.core.specs import (
+    ApplicationSpec,
+    AssignmentSpec,
+    AttributeMappingSpec,
+    Scope,
+    check_onboarding,
+)
+from service.core.text import forbidden_character
 
-_SAFE_ID = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC (every stored timestamp uses it)."""
-    return datetime.now(UTC)
-
-
-def _https(value: str) -> str:
-    if not re.match(r"^https://[^/\s?#]+", value):
-        raise ValueError("must be an https:// URL")
-    return value
-
-
-Guid = Annotated[
-    str,
-    StringConstraints(strict=True),
-    AfterValidator(canonical_guid),
-    WithJsonSchema({"type": "string", "format": "uuid", "pattern": GUID_PATTERN}),
+# The field types, the onboarding specs and the error helpers live in their own modules;
+# every name stays importable from here (and the private ones usable by models added here).
+__all__ = [
+    "DEFAULT_APP_ROLE",
+    "DONE_OUTCOMES",
+    "STEPS",
+    "ApplicationSpec",
+    "AssignmentSpec",
+    "AttributeMappingSpec",
+    "CallbackAttempt",
+    "Credential",
+    "DisplayName",
+    "ErrorInfo",
+    "Guid",
+    "HistoryEntry",
+    "Outcome",
+    "PlainText",
+    "ProvisionRequest",
+    "Record",
+    "SafeId",
+    "Scope",
+    "SecretKey",
+    "State",
+    "Step",
+    "check_onboarding",
+    "field_errors",
+    "utcnow",
 ]
-SafeId = Annotated[str, StringConstraints(strict=True, pattern=_SAFE_ID)]
-#: Free text a person reads (ticket ids, metadata): no control or bidi characters.
-PlainText = Annotated[str, AfterValidator(check_plain_text)]
-SecretKey = Annotated[
-    str,
-    StringConstraints(strict=True),
-    AfterValidator(check_secret_key),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "enum": list(SECRET_KEYS),
-            "description": "A synchronizationSecret name as Graph documents it (case-sensitive).",
-        }
-    ),
-]
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 class Credential(_Wire):
@@ -86,107 +88,6 @@ class Credential(_Wire):
 
     key: SecretKey
     value: Annotated[SecretStr, Field(min_length=1, max_length=8192)]
-
-
-_NAME = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"  # printable, not blank
-DisplayName = Annotated[str, StringConstraints(strict=True, max_length=256, pattern=_NAME)]
-DEFAULT_APP_ROLE = "00000000-0000-0000-0000-000000000000"  # "no specific app role" (Graph)
-
-
-class _Strict(_Wire):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=False, extra="forbid", strict=True
-    )
-
-
-class ApplicationSpec(_Strict):
-    """A gallery application to create (or adopt): by template id or by its gallery name."""
-
-    application_template_id: Guid | None = None
-    gallery_name: DisplayName | None = None
-    display_name: DisplayName
-
-    @model_validator(mode="after")
-    def _one_template(self) -> ApplicationSpec:
-        if (self.application_template_id is None) == (self.gallery_name is None):
-            raise ValueError("name exactly one of applicationTemplateId and galleryName")
-        return self
-
-
-class AssignmentSpec(_Strict):
-    """A user, group or service principal to assign to the app (appRoleAssignedTo)."""
-
-    principal_id: Guid
-    app_role_id: Guid | None = None  # None: the app's default user role (docs/workflow.md)
-
-
-class AttributeMappingSpec(_Strict):
-    """One attribute mapping of one object mapping to set (``source``) or drop (``remove``)."""
-
-    object_mapping: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    target: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    source: Annotated[str, StringConstraints(min_length=1, max_length=10_000)] | None = None
-    remove: bool = False
-
-    @model_validator(mode="after")
-    def _set_or_remove(self) -> AttributeMappingSpec:
-        if (self.source is None) != self.remove:
-            raise ValueError('give either "source" or "remove": true')
-        return self
-
-
-Scope = Literal["assigned", "all"]
-
-
-def check_onboarding(
-    sp: str | None,
-    application: ApplicationSpec | None,
-    assignments: list[AssignmentSpec] | None,
-    mappings: list[AttributeMappingSpec] | None,
-    credential_keys: list[str],
-    scope: str | None,
-) -> list[tuple[str, str]]:
-    """Cross-field rules of the onboarding fields (issue 13), as (field, reason) pairs."""
-    problems: list[tuple[str, str]] = []
-    if sp is None and application is None:
-        problems.append(("servicePrincipalId", "is required unless application is given"))
-    if sp is not None and application is not None:
-        problems.append(("application", "cannot be combined with servicePrincipalId"))
-    pairs = [(a.principal_id, a.app_role_id) for a in assignments or []]
-    if len(pairs) != len(set(pairs)):
-        problems.append(("assignments", "names the same principalId and appRoleId twice"))
-    targets = [(m.object_mapping, m.target.lower()) for m in mappings or []]
-    if len(targets) != len(set(targets)):
-        problems.append(("attributeMappings", "names the same objectMapping and target twice"))
-    if scope is not None and "SyncAll" in credential_keys:
-        problems.append(("credentials", "must not hold SyncAll when scope is given"))
-    return problems
-
-
-def _details(error: Any) -> InitErrorDetails:
-    """An error of one ValidationError, to be raised again in another."""
-    ctx = error.get("ctx") or {}
-    message = str(error["msg"]).replace("{", "{{").replace("}", "}}")
-    return InitErrorDetails(
-        type=PydanticCustomError(error["type"], message, {k: str(v) for k, v in ctx.items()}),
-        loc=tuple(error["loc"]),
-        input=error.get("input"),
-    )
-
-
-def field_errors(title: str, problems: list[tuple[str, str]], source: Any) -> ValidationError:
-    """A ValidationError locating each (field, reason) at its own field, not at the body."""
-    return ValidationError.from_exception_data(
-        title,
-        [
-            InitErrorDetails(
-                type=PydanticCustomError("value_error", "Value error, {reason}", {"reason": r}),
-                loc=(f,),
-                input=source,
-            )
-            for f, r in problems
-        ],
-    )
 
 
 #: What a request asks for (issue 12); ``provision`` is the default and today's workflow.

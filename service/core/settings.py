@@ -8,12 +8,8 @@ traceback.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -21,8 +17,30 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core.config_values import (
+    ApiKey,
+    NamedSecret,
+    hash_api_key,
+    https_url,
+    parse_api_keys,
+    parse_callback_secrets,
+    read_api_keys_file,
+    split_list,
+)
 from service.core.errors import ConfigError
 from service.core.redis import SCHEMES, SENTINEL_SCHEMES, parse_sentinel_url
+
+# ApiKey, NamedSecret, hash_api_key and read_api_keys_file live in service.core.config_values;
+# they are named here too, where callers have always imported them from.
+__all__ = [
+    "ENV_PREFIX",
+    "ApiKey",
+    "NamedSecret",
+    "Settings",
+    "hash_api_key",
+    "load_settings",
+    "read_api_keys_file",
+]
 
 ENV_PREFIX = "PROVISIONER_"
 _MICROSOFT_AUTHORITY_HOSTS = frozenset(
@@ -33,107 +51,6 @@ _MICROSOFT_AUTHORITY_HOSTS = frozenset(
         "login.partner.microsoftonline.cn",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A caller's API key as configured: its name and the SHA-256 hex digest of the key."""
-
-    name: str
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class NamedSecret:
-    """A secret configured for a named party (its value is kept out of reprs and logs)."""
-
-    name: str
-    value: str = field(repr=False)
-
-
-def hash_api_key(key: str) -> str:
-    """Return the SHA-256 hex digest under which an API key is configured and compared."""
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _parse_api_keys(raw: object) -> tuple[ApiKey, ...]:
-    if isinstance(raw, tuple | list):
-        return tuple(raw)
-    if not isinstance(raw, str):
-        raise ValueError("expected a comma-separated list of NAME:sha256hex entries")
-    keys: list[ApiKey] = []
-    for entry in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, digest = entry.partition(":")
-        digest = digest.strip().lower()
-        if not sep or not name.strip():
-            raise ValueError(f"entry {entry[:40]!r} is not NAME:sha256hex")
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"entry for {name.strip()!r} needs a 64-character sha256 hex digest")
-        keys.append(ApiKey(name=name.strip(), sha256=digest))
-    return tuple(keys)
-
-
-def read_api_keys_file(path: Path) -> tuple[ApiKey, ...]:
-    """``NAME:sha256hex`` lines of an API keys file (``#`` comments and blank lines ignored)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ValueError(f"cannot read {str(path)!r}: {type(e).__name__}") from None
-    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
-    return _parse_api_keys(",".join(line for line in lines if line))
-
-
-def _callback_secret_value(caller: str, secret: str) -> NamedSecret:
-    if not caller or not secret.startswith("whsec_"):
-        raise ValueError(
-            "each entry must be CALLER:whsec_<base64 secret> (the caller may contain ':'), "
-            'or give a JSON object {"CALLER": "whsec_..."}'
-        )
-    encoded = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except ValueError:
-        key = b""
-    if len(key) < 16:
-        raise ValueError(f"the secret for {caller[:60]!r} is not whsec_ and 16+ bytes of base64")
-    return NamedSecret(name=caller, value=secret)
-
-
-def _parse_callback_secrets(raw: object) -> tuple[NamedSecret, ...]:
-    """``CALLER:whsec_...`` entries, comma-separated, split at the last ``:`` (so callers such
-    as ``webhook:standard`` or ``entra:<appid>`` work), or a JSON object ``{caller: secret}``."""
-    if isinstance(raw, tuple | list):
-        return tuple(raw)
-    if not isinstance(raw, str):
-        raise ValueError("expected a comma-separated list of CALLER:whsec_... entries")
-    if raw.strip().startswith("{"):
-        try:
-            mapping = json.loads(raw)
-        except ValueError:
-            raise ValueError("is not a valid JSON object of caller -> whsec_ secret") from None
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-            raise ValueError("the JSON object must map caller names to whsec_ strings")
-        return tuple(_callback_secret_value(k.strip(), v.strip()) for k, v in mapping.items())
-    pairs: list[NamedSecret] = []
-    for entry in filter(None, (part.strip() for part in raw.split(","))):
-        caller, _, secret = entry.rpartition(":")
-        pairs.append(_callback_secret_value(caller.strip(), secret.strip()))
-    return tuple(pairs)
-
-
-def _split_list(raw: object) -> tuple[str, ...]:
-    if isinstance(raw, tuple | list):
-        return tuple(str(v) for v in raw)
-    if not isinstance(raw, str):
-        raise ValueError("expected a comma-separated list")
-    return tuple(v.strip() for v in raw.split(",") if v.strip())
-
-
-def _https_url(value: str, name: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ValueError(f"{name} must be an https:// URL, got {value!r}")
-    return value.rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -265,12 +182,12 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _api_keys(cls, raw: object) -> tuple[ApiKey, ...]:
-        return _parse_api_keys(raw)
+        return parse_api_keys(raw)
 
     @field_validator("callback_secrets", mode="before")
     @classmethod
     def _callback_secrets(cls, raw: object) -> tuple[NamedSecret, ...]:
-        return _parse_callback_secrets(raw)
+        return parse_callback_secrets(raw)
 
     def callback_secret(self, caller: str) -> str | None:
         """The Standard Webhooks secret (``whsec_...``) for signing a caller's callbacks."""
@@ -279,12 +196,12 @@ class Settings(BaseSettings):
     @field_validator("encryption_keys", "callback_allowlist", mode="before")
     @classmethod
     def _lists(cls, raw: object) -> tuple[str, ...]:
-        return _split_list(raw)
+        return split_list(raw)
 
     @field_validator("watch_schedule", mode="before")
     @classmethod
     def _watch_schedule(cls, raw: object) -> tuple[int, ...]:
-        items = _split_list(raw)
+        items = split_list(raw)
         try:
             delays = tuple(int(v) for v in items)
         except ValueError:
@@ -305,17 +222,17 @@ class Settings(BaseSettings):
     @field_validator("entra_authority_host")
     @classmethod
     def _entra_authority_host(cls, value: str | None) -> str | None:
-        return None if value is None else _https_url(value, "the Entra authority host")
+        return None if value is None else https_url(value, "the Entra authority host")
 
     @field_validator("authority_host")
     @classmethod
     def _authority_host(cls, value: str) -> str:
-        return _https_url(value, "the authority host")
+        return https_url(value, "the authority host")
 
     @field_validator("graph_url")
     @classmethod
     def _graph_url(cls, value: str) -> str:
-        return _https_url(value, "the Graph URL")
+        return https_url(value, "the Graph URL")
 
     @field_validator("redis_url")
     @classmethod

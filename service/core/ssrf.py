@@ -21,7 +21,7 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -115,34 +115,43 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
 async def check_callback_url(url: str, allowlist: CallbackAllowlist) -> str | None:
     """None when ``url`` may be called back, else the reason (no address is ever echoed)."""
     parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        return "must be an https:// URL"
-    if parts.username or parts.password:
-        return "must not carry credentials"
-    host = parts.hostname
+    problem, host = _shape_problem(parts), parts.hostname
+    if problem is not None or host is None:
+        return problem or "must be an https:// URL"
     if allowlist.allows_host(host):
         return None
     try:
         port = parts.port or 443
     except ValueError:
         return "has an invalid port"
-    try:
-        literal: IPAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            addresses = await _resolve(host, port)
-        except (OSError, TimeoutError, UnicodeError, ValueError):
-            return "has a host name that does not resolve"
+    addresses = await _addresses(host, port)
     if not addresses:
         return "has a host name that does not resolve"
     for address in addresses:
         if address_forbidden(address) and not allowlist.allows_address(address):
             return "must not point at a loopback, private, link-local or metadata address"
     return None
+
+
+def _shape_problem(parts: SplitResult) -> str | None:
+    """What is wrong with the URL's form (scheme, host, credentials), if anything."""
+    if parts.scheme != "https" or not parts.hostname:
+        return "must be an https:// URL"
+    if parts.username or parts.password:
+        return "must not carry credentials"
+    return None
+
+
+async def _addresses(host: str, port: int) -> list[IPAddress]:
+    """The host's addresses: itself when it is a literal, else what it resolves to (or none)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        return await _resolve(host, port)
+    except (OSError, TimeoutError, UnicodeError, ValueError):
+        return []
 
 
 class SafeResolver(AbstractResolver):

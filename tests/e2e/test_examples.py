@@ -18,9 +18,9 @@ from cryptography.fernet import Fernet
 
 from service.core import signing
 from service.core.settings import hash_api_key
-from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess
+from tests.helpers.stack import api_and_worker
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -88,37 +88,26 @@ async def test_shipped_webhook_examples_run_end_to_end(
         "SALESFORCE_PROD_SECRET_TOKEN": SECRET_TOKEN,
         "PROVISIONER_VERIFY_SETTLE_S": "1",
     }
-    try:
-        api, base = await asyncio.to_thread(start_api, env, tmp_path)
-    except RuntimeError:
-        redis.stop()
-        raise
-    worker = start_worker(env, tmp_path)
     ended: dict[str, Any] = {}
-    try:
-        async with aiohttp.ClientSession() as session:
-            for source, (body, headers) in {
-                "jira": jira_delivery(),
-                "servicenow": servicenow_delivery(),
-            }.items():
-                async with session.post(
-                    f"{base}/v1/webhooks/{source}", data=body, headers=headers
-                ) as resp:
-                    assert resp.status == 202, (source, await resp.text())
-                    location = resp.headers["Location"]
-                ended[source] = await follow(session, base + location)
-            # The operator sees both ticket requests in its list, and one source's alone.
-            auth = {"Authorization": f"Bearer {SUPPORT_KEY}"}
-            async with session.get(f"{base}/v1/provisioning-requests", headers=auth) as resp:
-                listed = {r["caller"] for r in (await resp.json())["items"]}
-            async with session.get(
-                f"{base}/v1/provisioning-requests", params={"caller": "webhook:jira"}, headers=auth
+    async with api_and_worker(env, tmp_path, redis) as base, aiohttp.ClientSession() as session:
+        for source, (body, headers) in {
+            "jira": jira_delivery(),
+            "servicenow": servicenow_delivery(),
+        }.items():
+            async with session.post(
+                f"{base}/v1/webhooks/{source}", data=body, headers=headers
             ) as resp:
-                jira_only = [r["caller"] for r in (await resp.json())["items"]]
-    finally:
-        worker.stop()
-        api.stop()
-        redis.stop()
+                assert resp.status == 202, (source, await resp.text())
+                location = resp.headers["Location"]
+            ended[source] = await follow(session, base + location)
+        # The operator sees both ticket requests in its list, and one source's alone.
+        auth = {"Authorization": f"Bearer {SUPPORT_KEY}"}
+        async with session.get(f"{base}/v1/provisioning-requests", headers=auth) as resp:
+            listed = {r["caller"] for r in (await resp.json())["items"]}
+        async with session.get(
+            f"{base}/v1/provisioning-requests", params={"caller": "webhook:jira"}, headers=auth
+        ) as resp:
+            jira_only = [r["caller"] for r in (await resp.json())["items"]]
     for source, record in ended.items():
         assert record["state"] == "succeeded", (source, record["error"])
         assert record["caller"] == f"webhook:{source}"

@@ -21,11 +21,7 @@ import aiohttp
 import pytest
 
 from sandbox.seed import load_seed
-from service.core.crypto import new_encryption_key
-from service.core.settings import hash_api_key
-from tests.helpers.processes import Child, start_api, start_worker
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.sandbox import SandboxProcess, start_sandbox
+from tests.helpers.stack import Stack, e2e_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -69,39 +65,19 @@ FAULTS = {
 }
 
 
-class Stack:
-    def __init__(self, sandbox: SandboxProcess, base: str, children: list[Child]) -> None:
-        self.sandbox = sandbox
-        self.base = base
-        self.children = children
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    redis = RedisServer(tmp_path / "redis", appendonly=True)
-    redis.start()
-    sandbox = start_sandbox(tmp_path / "sandbox", seed=SEED, faults=FAULTS)
-    env = {
-        **sandbox.env(),
-        "PROVISIONER_REDIS_URL": redis.url,
-        "PROVISIONER_API_KEYS": f"e2e:{hash_api_key(API_KEY)}",
-        "PROVISIONER_ENCRYPTION_KEY": new_encryption_key(),
-        "PROVISIONER_QUEUE_NAME": "e2e-onboarding",
-        "PROVISIONER_VERIFY_POLL_S": "0.2",
-        "PROVISIONER_VERIFY_SETTLE_S": "1",
-        "PROVISIONER_BACKOFF_BASE_S": "0.2",
-        "PROVISIONER_BACKOFF_CAP_S": "2",
-        "PROVISIONER_INSTANTIATE_SETTLE_S": "5",
-        "PROVISIONER_APP_POLL_S": "0.5",
-        "PROVISIONER_LOG_FORMAT": "json",
-    }
-    api, base = start_api(env, tmp_path)
-    workers = [start_worker(env, tmp_path, name=f"worker-{i}") for i in range(2)]
-    yield Stack(sandbox, base, [api, *workers])
-    for child in reversed([api, *workers]):
-        child.stop()
-    sandbox.stop()
-    redis.stop()
+    with e2e_stack(
+        tmp_path,
+        api_key=API_KEY,
+        queue="e2e-onboarding",
+        seed=SEED,
+        faults=FAULTS,
+        PROVISIONER_VERIFY_SETTLE_S="1",
+        PROVISIONER_INSTANTIATE_SETTLE_S="5",
+        PROVISIONER_APP_POLL_S="0.5",
+    ) as running:
+        yield running
 
 
 def body_for(i: int) -> dict[str, Any]:

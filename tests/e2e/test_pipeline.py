@@ -17,11 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.core.crypto import new_encryption_key
-from service.core.settings import hash_api_key
-from tests.helpers.processes import Child, start_api, start_worker
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.sandbox import SandboxProcess, start_sandbox
+from tests.helpers.stack import Stack, e2e_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -53,39 +49,18 @@ FAULTS = {
 }
 
 
-class Stack:
-    def __init__(self, sandbox: SandboxProcess, api: Child, base: str, workers: list[Child]):
-        self.sandbox = sandbox
-        self.api = api
-        self.base = base
-        self.workers = workers
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    redis = RedisServer(tmp_path / "redis", appendonly=True)
-    redis.start()
-    sandbox = start_sandbox(tmp_path / "sandbox", seed=SEED, faults=FAULTS)
-    env = {
-        **sandbox.env(),
-        "PROVISIONER_REDIS_URL": redis.url,
-        "PROVISIONER_API_KEYS": f"e2e:{hash_api_key(API_KEY)}",
-        "PROVISIONER_ENCRYPTION_KEY": new_encryption_key(),
-        "PROVISIONER_QUEUE_NAME": "e2e",
-        "PROVISIONER_VERIFY_POLL_S": "0.2",
-        "PROVISIONER_BACKOFF_BASE_S": "0.2",
-        "PROVISIONER_BACKOFF_CAP_S": "2",
-        # A 5xx on create that made nothing waits out the settle budget (default 5 min).
-        "PROVISIONER_CREATE_SETTLE_S": "10",
-        "PROVISIONER_LOG_FORMAT": "json",
-    }
-    api, base = start_api(env, tmp_path)
-    workers = [start_worker(env, tmp_path, name=f"worker-{i}") for i in range(2)]
-    yield Stack(sandbox, api, base, workers)
-    for child in [*workers, api]:
-        child.stop()
-    sandbox.stop()
-    redis.stop()
+    # A 5xx on create that made nothing waits out the settle budget (default 5 min).
+    with e2e_stack(
+        tmp_path,
+        api_key=API_KEY,
+        queue="e2e",
+        seed=SEED,
+        faults=FAULTS,
+        PROVISIONER_CREATE_SETTLE_S="10",
+    ) as running:
+        yield running
 
 
 async def _submit(session: aiohttp.ClientSession, base: str, sp: str) -> str:

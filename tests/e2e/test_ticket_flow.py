@@ -20,9 +20,9 @@ from aiohttp import web
 
 from service.core.settings import hash_api_key
 from tests.helpers.local_server import serving
-from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess
+from tests.helpers.stack import api_and_worker
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -86,13 +86,7 @@ async def test_jira_issue_to_started_job_to_comment(
         "E2E_JIRA_API_TOKEN": JIRA_TOKEN,
         "PROVISIONER_VERIFY_SETTLE_S": "1",
     }
-    try:
-        api, base = await asyncio.to_thread(start_api, env, tmp_path)
-    except RuntimeError:
-        redis.stop()
-        raise
-    worker = start_worker(env, tmp_path)
-    try:
+    async with api_and_worker(env, tmp_path, redis) as base:
         issue = json.loads((EXAMPLES / "jira-issue-created.json").read_text())
         issue["timestamp"] = int(time.time() * 1000)  # Jira's own epoch-ms stamp: fresh
         body = json.dumps(issue).encode()
@@ -114,10 +108,6 @@ async def test_jira_issue_to_started_job_to_comment(
                 if comments:
                     break
                 await asyncio.sleep(0.2)
-    finally:
-        worker.stop()
-        api.stop()
-        redis.stop()
     [posted] = comments
     assert posted["path"] == f"/rest/api/3/issue/{issue_key}/comment"
     text = " ".join(c["text"] for p in posted["body"]["body"]["content"] for c in p["content"])

@@ -17,9 +17,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from service.core.settings import hash_api_key
 from tests.helpers.harness import SALESFORCE
 from tests.helpers.local_server import serving
-from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess
+from tests.helpers.stack import api_and_worker
 
 pytestmark = pytest.mark.e2e
 KEY = "pk_tracing-test-key-0123456789"
@@ -69,13 +69,7 @@ async def test_spans_and_trace_ids(
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    try:
-        api, base = await asyncio.to_thread(start_api, env, tmp_path)
-    except RuntimeError:
-        redis.stop()
-        raise
-    worker = start_worker(env, tmp_path)
-    try:
+    async with api_and_worker(env, tmp_path, redis) as base:
         headers = {"Authorization": f"Bearer {KEY}"}
         async with aiohttp.ClientSession(headers=headers) as session:
             async with session.post(
@@ -96,10 +90,6 @@ async def test_spans_and_trace_ids(
             if ("provisioner-worker", "step verify") in names:
                 break
             await asyncio.sleep(0.2)
-    finally:
-        worker.stop()
-        api.stop()
-        redis.stop()
     names = {(service, name) for service, name, _ in received.spans}
     for step in ("resolve_template", "create_job", "save_secrets", "start_job", "verify"):
         assert ("provisioner-worker", f"step {step}") in names

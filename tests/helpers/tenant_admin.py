@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from sandbox.state import QUARANTINE_MARKER
+from sandbox.vocabulary import QUARANTINE_MARKER
 from tests.helpers.sandbox import SandboxProcess
 
 

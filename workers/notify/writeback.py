@@ -33,21 +33,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import structlog
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from yarl import URL
 
 from service.core.errors import ConfigError
+from service.core.files import configured, load_model
 from service.core.models import CallbackAttempt, Record, utcnow
 from workers.notify.callbacks import deliver
 from workers.workflow.steps import Deps
 
 log = structlog.get_logger("workers.notify.writeback")
+
+VARIABLE = "PROVISIONER_WRITEBACK_FILE"
 
 
 def _https(value: str) -> str:
@@ -66,33 +68,27 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
+#: A ticket system's address: https:// only (basic auth goes with every call).
+HttpsUrl = Annotated[str, AfterValidator(_https)]
+
+
 class JiraTarget(BaseModel):
     """Where and as whom to comment on Jira issues."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    base_url: str
+    base_url: HttpsUrl
     email: str
     api_token_env: str
-
-    @field_validator("base_url")
-    @classmethod
-    def _https_only(cls, value: str) -> str:
-        return _https(value)
 
 
 class ServiceNowTarget(BaseModel):
     """Where and as whom to add work notes on ServiceNow records."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    instance_url: str
+    instance_url: HttpsUrl
     table: str = "sc_req_item"
     username: str
     password_env: str
-
-    @field_validator("instance_url")
-    @classmethod
-    def _https_only(cls, value: str) -> str:
-        return _https(value)
 
 
 class WritebackConfig(BaseModel):
@@ -107,21 +103,11 @@ def load_writeback(path: Path | None) -> WritebackConfig:
     """Read and check the file; every referenced secret variable must be set."""
     if path is None:
         return WritebackConfig()
-    try:
-        config = WritebackConfig.model_validate(yaml.safe_load(path.read_text()) or {})
-    except ValidationError as e:
-        first = e.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"PROVISIONER_WRITEBACK_FILE: {where}: {message}") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"PROVISIONER_WRITEBACK_FILE: {str(e).splitlines()[0]}") from e
+    config = configured(VARIABLE, lambda: load_model(WritebackConfig, path))
     for name in filter(None, [getattr(config.jira, "api_token_env", None),
                               getattr(config.servicenow, "password_env", None)]):  # fmt: skip
         if not os.environ.get(name):
-            raise ConfigError(
-                f"PROVISIONER_WRITEBACK_FILE: the variable {name} it names is not set"
-            )
+            raise ConfigError(f"{VARIABLE}: the variable {name} it names is not set")
     return config
 
 

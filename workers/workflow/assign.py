@@ -76,37 +76,19 @@ async def assign(s: Steps) -> StepResult:
         }
         missing = [w for w in wanted if w not in have]
         if not missing:
-            outcome = Outcome.SUCCEEDED if added else Outcome.SKIPPED
-            message = (
-                f"added {added} of {len(wanted)} assignments"
-                if added
-                else (f"all {len(wanted)} assignments already present")
-            )
-            return StepResult(outcome, listed, message)
+            return _all_present(added, len(wanted), listed)
         unclear = False
         for principal_id, role_id in missing:
             try:
-                made = await s.calls.call(STEP, CallKind.GRANT, _adder(s, principal_id, role_id))
+                made = await _add(s, principal_id, role_id)
             except Ambiguous:
                 unclear = True
                 continue
-            except GraphError as e:
-                if is_duplicate(e):
-                    continue  # present after all: the list lagged behind an earlier add
-                if e.status == 403:
-                    raise refused(STEP, e, "assign users and groups") from e
-                if e.status == 400:
-                    raise AssignmentRejected(
-                        f"Graph refused to assign {principal_id} the role {role_id}: "
-                        f"{e.code}: {e.message}",
-                        graph_status=e.status,
-                        graph_request_id=e.request_id,
-                        details={"principalId": principal_id, "appRoleId": role_id},
-                    ) from e
-                raise
+            if made is None:
+                continue  # present after all: the list lagged behind an earlier add
             added += 1
-            if made.value.id:
-                rec.assignments_made.append(made.value.id)
+            if made.id:
+                rec.assignments_made.append(made.id)
             await s.deps.store.save(rec)
         if not unclear:
             outcome = Outcome.SUCCEEDED if added else Outcome.SKIPPED
@@ -115,3 +97,31 @@ async def assign(s: Steps) -> StepResult:
         f"assignments still unconfirmed after {_PASSES} rounds of list and add",
         details={"wanted": len(wanted), "added": added},
     )
+
+
+def _all_present(
+    added: int, wanted: int, listed: GraphResponse[list[AppRoleAssignment]]
+) -> StepResult:
+    if added:
+        return StepResult(Outcome.SUCCEEDED, listed, f"added {added} of {wanted} assignments")
+    return StepResult(Outcome.SKIPPED, listed, f"all {wanted} assignments already present")
+
+
+async def _add(s: Steps, principal_id: str, role_id: str) -> AppRoleAssignment | None:
+    """The assignment made; None when it exists already; Ambiguous when unclear."""
+    try:
+        made = await s.calls.call(STEP, CallKind.GRANT, _adder(s, principal_id, role_id))
+    except GraphError as e:
+        if is_duplicate(e):
+            return None
+        if e.status == 403:
+            raise refused(STEP, e, "assign users and groups") from e
+        if e.status == 400:
+            raise AssignmentRejected(
+                f"Graph refused to assign {principal_id} the role {role_id}: {e.code}: {e.message}",
+                graph_status=e.status,
+                graph_request_id=e.request_id,
+                details={"principalId": principal_id, "appRoleId": role_id},
+            ) from e
+        raise
+    return made.value

@@ -17,11 +17,16 @@ and (4) waits out the new principal's replication (404 / 401 on it) on its own b
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from service.core.errors import GraphError
 from service.core.models import ApplicationSpec, Outcome, Step, utcnow
-from workers.graph.apps import ApplicationTemplate, ServicePrincipal, odata_string
+from workers.graph.apps import (
+    ApplicationServicePrincipal,
+    ApplicationTemplate,
+    ServicePrincipal,
+    odata_string,
+)
 from workers.graph.client import GraphResponse
 from workers.graph.permissions import refused
 from workers.workflow.assign import assign
@@ -76,26 +81,14 @@ async def instantiate_app(s: Steps) -> StepResult:
         if holder is not None:
             await s.calls.wait(settings.app_poll_s, f"request {holder} is creating this app")
             continue
-        sent = rec.instantiate_sent_at
-        if sent is not None and utcnow() < sent + settle:
+        left = _settle_left(rec.instantiate_sent_at, settle)
+        if left > 0:
             # An earlier POST's outcome was never seen: give the list time to show its app.
-            left = (sent + settle - utcnow()).total_seconds()
             await s.calls.wait(min(settings.app_poll_s, max(0.1, left)), "earlier app not listed")
             continue
-        rec.instantiate_sent_at = utcnow()
-        await store.save(rec)  # before the POST: a crash after it is remembered
-        try:
-            created = await s.calls.call(
-                STEP,
-                CallKind.CREATE,
-                lambda crid: s.graph.instantiate(template_id, app.display_name, crid),
-            )
-        except Ambiguous:
+        created = await _post(s, template_id, app.display_name)
+        if created is None:
             continue  # list again, under the settle rule above
-        except GraphError as e:
-            rec.instantiate_sent_at = None  # a clear refusal: nothing was made
-            await store.release_app(template_id, app.display_name, rec.id)
-            raise _refused(e, template_id) from e
         sp_id = created.value.service_principal.id
         if not sp_id:
             continue  # an answer without the principal: list again rather than guess
@@ -103,6 +96,34 @@ async def instantiate_app(s: Steps) -> StepResult:
         await store.release_app(template_id, app.display_name, rec.id)
         await _replicated(s)
         return StepResult(response=created, message=f"instantiated principal {sp_id}")
+
+
+async def _post(
+    s: Steps, template_id: str, display_name: str
+) -> GraphResponse[ApplicationServicePrincipal] | None:
+    """POST the instantiation, its time remembered first; None when its outcome is unclear."""
+    rec, store = s.record, s.deps.store
+    rec.instantiate_sent_at = utcnow()
+    await store.save(rec)  # before the POST: a crash after it is remembered
+    try:
+        return await s.calls.call(
+            STEP,
+            CallKind.CREATE,
+            lambda crid: s.graph.instantiate(template_id, display_name, crid),
+        )
+    except Ambiguous:
+        return None
+    except GraphError as e:
+        rec.instantiate_sent_at = None  # a clear refusal: nothing was made
+        await store.release_app(template_id, display_name, rec.id)
+        raise _refused(e, template_id) from e
+
+
+def _settle_left(sent: datetime | None, settle: timedelta) -> float:
+    """Seconds until an earlier POST (sent at ``sent``) has had ``settle`` to show; 0 if none."""
+    if sent is None:
+        return 0.0
+    return (sent + settle - utcnow()).total_seconds()
 
 
 async def _record_principal(s: Steps, sp_id: str) -> None:

@@ -161,18 +161,21 @@ class EntraAuthenticator:
     async def validate(self, token: str) -> dict[str, Any] | None:
         """The token's claims when it is acceptable, else None (the reason is logged)."""
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            return _reject("malformed")
-        if header.get("alg") != "RS256":
-            return _reject("algorithm")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            return _reject("no_kid")
-        key = await self.cache.key(kid)
-        if key is None:
-            return _reject("unknown_kid")
-        issuer = self.cache.issuer or ""
+            key = await self.cache.key(_key_id(token))
+            if key is None:
+                raise _Rejected("unknown_kid")
+            claims = self._decode(token, key)
+            accepted = {self.cache.issuer or "", f"https://sts.windows.net/{self.tenant_id}/"}
+            if claims.get("iss") not in accepted:
+                raise _Rejected("issuer")
+            if str(claims.get("tid", "")).lower() != self.tenant_id:
+                raise _Rejected("tenant")
+        except _Rejected as rejected:
+            return _reject(rejected.reason)
+        return claims
+
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
+        """The signature, audience and lifetime checked; the issuer is checked by the caller."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -182,20 +185,37 @@ class EntraAuthenticator:
                 leeway=self.leeway_s,
                 options={"require": ["exp", "iss", "aud", "tid"], "verify_iss": False},
             )
-        except jwt.ExpiredSignatureError:
-            return _reject("expired")
-        except jwt.ImmatureSignatureError:
-            return _reject("not_yet_valid")
-        except jwt.InvalidAudienceError:
-            return _reject("audience")
-        except jwt.PyJWTError:
-            return _reject("invalid")
-        accepted = {issuer, f"https://sts.windows.net/{self.tenant_id}/"}
-        if claims.get("iss") not in accepted:
-            return _reject("issuer")
-        if str(claims.get("tid", "")).lower() != self.tenant_id:
-            return _reject("tenant")
+        except jwt.ExpiredSignatureError as e:
+            raise _Rejected("expired") from e
+        except jwt.ImmatureSignatureError as e:
+            raise _Rejected("not_yet_valid") from e
+        except jwt.InvalidAudienceError as e:
+            raise _Rejected("audience") from e
+        except jwt.PyJWTError as e:
+            raise _Rejected("invalid") from e
         return claims
+
+
+class _Rejected(Exception):
+    """A token refused for ``reason`` (a fixed word, logged; never the token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _key_id(token: str) -> str:
+    """The signing key's id from an RS256 token's header."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as e:
+        raise _Rejected("malformed") from e
+    if header.get("alg") != "RS256":
+        raise _Rejected("algorithm")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise _Rejected("no_kid")
+    return kid
 
 
 def _reject(reason: str) -> dict[str, Any] | None:

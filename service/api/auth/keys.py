@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from service.api.middleware import CALLER
 from service.api.problems import Problem
-from service.core.settings import ApiKey, hash_api_key, read_api_keys_file
+from service.core.config_values import ApiKey, hash_api_key, read_api_keys_file
 
 __all__ = [
     "CALLER",

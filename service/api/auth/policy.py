@@ -29,22 +29,21 @@ default ``roles`` above.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
+
+from service.core.files import load_model
 
 __all__ = [
     "ANY",
@@ -204,15 +203,4 @@ def load_access_policy(path: Path | None) -> AccessPolicy:
     """Parse and validate the policy file; any problem is a ValueError naming the file's issue."""
     if path is None:
         return default_policy()
-    try:
-        text = Path(path).read_text()
-        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot read {str(path)!r}: {type(e).__name__}") from None
-    try:
-        return AccessPolicy.model_validate(raw or {})
-    except ValidationError as e:
-        first = e.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"{where}: {message}") from None
+    return load_model(AccessPolicy, path)

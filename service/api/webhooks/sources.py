@@ -31,17 +31,15 @@ because the ticket write-back builds a URL from it. Kinds and their signatures:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.api.webhooks.signatures import (
     MAX_ID_CHARS,
@@ -49,6 +47,7 @@ from service.api.webhooks.signatures import (
     verify_hub_signature,
     verify_standard,
 )
+from service.core.files import load_model
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -204,14 +203,6 @@ def _env(name: str, where: str) -> str:
     return value
 
 
-def _read(path: Path) -> Any:
-    try:
-        text = Path(path).read_text()
-        return json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot read {str(path)!r}: {type(e).__name__}") from None
-
-
 def _source(name: str, conf: SourceConfig) -> WebhookSource:
     kind: Kind
     if conf.kind is not None:
@@ -241,12 +232,7 @@ def load_webhook_sources(path: Path | None) -> WebhookSources:
     """Parse and validate the webhooks file and resolve its secrets (ValueError when wrong)."""
     if path is None:
         return WebhookSources({}, {})
-    try:
-        parsed = WebhooksFile.model_validate(_read(path) or {})
-    except ValidationError as e:
-        first = e.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise ValueError(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
+    parsed = load_model(WebhooksFile, path)
     sources = {name: _source(name, conf) for name, conf in parsed.sources.items()}
     sets = {
         set_name: CredentialSet(
