@@ -37,7 +37,7 @@ from workers.workflow.scope import sync_all_secret
 _STARTS = frozenset({Step.START_JOB, Step.RESTART_JOB, Step.LIFT_QUARANTINE})
 #: Graph's clock and ours may differ a little: a cycle that began this close before the start
 #: counts as the start's own.
-_CLOCK_SKEW = timedelta(seconds=2)
+_CLOCK_SKEW = timedelta(seconds=0.5)
 
 
 class Steps(CreateJob):
