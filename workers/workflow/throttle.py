@@ -186,13 +186,9 @@ class Throttle:
     def superseded(self, slot: Slot) -> bool:
         """Whether the slot should be given up and a new one asked for: this worker was
         throttled since ``slot`` was reserved (its spacing belongs to the rate before the cut),
-        or the rate fell by more than 10% since. (Giving up slots woken up late was tried: at
-        1,000 workflows in flight a busy loop gave up so many that the re-asks cost 40% more
-        worker CPU.)"""
-        if self.cuts > slot.local_cuts:
-            return True
-        # the rate was lowered since (Graph's usage): the spacing is too tight
-        return self._adaptive is not None and self.rate < 0.9 * slot.rate
+        (Giving up slots woken up late, or reserved at a rate 10% above the current one, was
+        tried: the re-asks cost 40% more worker CPU at 1,000 workflows in flight.)"""
+        return self.cuts > slot.local_cuts
 
     async def throttled(self, retry_after_s: float, slot: Slot | None, *, cut: bool = True) -> None:
         """A call reserved as ``slot`` was answered 429 (``cut``) or 503 with ``retry_after_s``:
