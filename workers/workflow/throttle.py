@@ -57,6 +57,7 @@ class AdaptiveRate:
     isolated_s: float = 1.0  # a 429 with no other this long before it (and a fresh estimate)
     # holds only its own call for Retry-After, not every worker
     estimate_s: float = 0.5  # time constant of the limit estimate
+    late_s: float = 0.075  # a slot woken up later than this is given up (no bunched calls)
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
     release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
@@ -189,9 +190,14 @@ class Throttle:
     def superseded(self, slot: Slot) -> bool:
         """Whether the slot should be given up and a new one asked for: this worker was
         throttled since ``slot`` was reserved (its spacing belongs to the rate before the cut),
-        (Giving up slots woken up late, or reserved at a rate 10% above the current one, was
-        tried: the re-asks cost 40% more worker CPU at 1,000 workflows in flight.)"""
-        return self.cuts > slot.local_cuts
+        or the caller woke up for it more than ``late_s`` late (a busy event loop): late calls
+        sent together with the ones due after them would reach Graph as a burst."""
+        if self.cuts > slot.local_cuts:
+            return True
+        if self._adaptive is not None and self.rate < 0.9 * slot.rate:
+            return True  # the rate was lowered since (Graph's usage): the spacing is too tight
+        late_s = (self._adaptive or AdaptiveRate()).late_s
+        return self._adaptive is not None and time.monotonic() - slot.due > late_s
 
     async def throttled(self, retry_after_s: float, slot: Slot | None, *, cut: bool = True) -> None:
         """A call reserved as ``slot`` was answered 429 (``cut``) or 503 with ``retry_after_s``:
