@@ -234,7 +234,9 @@ async def test_two_throttles_share_the_adaptive_state(redis: Redis) -> None:
     a, b = _adaptive(redis), _adaptive(redis)
     await _callers(a, 20, 1.2, lambda: a.observe(None))
     slot = await b.acquire()
-    assert slot.rate == pytest.approx(a.rate, rel=0.3)  # b was never told anything itself
+    # b was never told anything itself: it paces at the shared rate a's calls raised
+    assert slot.rate > AdaptiveRate().start
+    assert slot.rate == pytest.approx(float((await _state(redis))["cur"]), rel=0.05)
     await a.throttled(0.0, await a.acquire())
     assert (await b.acquire()).rate < slot.rate  # a's 429 slowed b down
 
