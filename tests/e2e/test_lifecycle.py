@@ -36,7 +36,9 @@ NEW_TOKEN = "lifecycle-new-token-value-1a2b3c"
 BAD_TOKEN = "sandbox:quarantine lifecycle-bad-token"
 USER = "9bb0f679-a883-4a6f-8260-35b491b8b8c8"
 FAILING_USER = "1cc0f679-a883-4a6f-8260-35b491b8b8c9"
-TIMEOUT_S = 60
+# A bound, not a sleep: every wait polls the record. Random 429s cut the adaptive tenant rate
+# (to its 5 calls/s floor at worst), so a request under faults may take a minute or more.
+TIMEOUT_S = 150
 
 
 def creds(token: str) -> list[dict[str, str]]:
