@@ -127,6 +127,7 @@ async def _graph_call(
     request: web.Request, ctx: SandboxContext, route: Route | None, handler: Handler
 ) -> web.StreamResponse:
     name = route.name if route else "unknown"
+    ctx.state.stats.arrived[name] += 1
     delay = ctx.engine.latency_s(name)
     if delay > 0:
         await asyncio.sleep(delay)

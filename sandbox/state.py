@@ -41,6 +41,9 @@ class Stats:
     starts: Counter[str] = field(default_factory=Counter)
     secrets: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    #: Calls received per route, counted on arrival (before latency): a test can act while
+    #: a call is in flight (arrived but not yet in ``calls``).
+    arrived: Counter[str] = field(default_factory=Counter)
 
     def record_call(self, route: str, status: int | str) -> None:
         self.calls[route][str(status)] += 1
@@ -328,6 +331,7 @@ class TenantState:
             "starts": dict(s.starts),
             "secrets": dict(s.secrets),
             "faults": dict(s.faults),
+            "arrived": dict(s.arrived),
             "total_calls": sum(sum(c.values()) for c in s.calls.values()),
             "gallery": self.gallery.stats_json(),
         }

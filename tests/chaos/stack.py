@@ -233,6 +233,11 @@ def one_started_job(sandbox: SandboxProcess, sp: str) -> str:
     return str(jobs[0]["id"])
 
 
+def arrived(sandbox: SandboxProcess, route: str) -> int:
+    """How many calls of a Graph route reached the sandbox, answered or still in flight."""
+    return int(sandbox.stats().get("arrived", {}).get(route, 0))
+
+
 def calls(sandbox: SandboxProcess, route: str) -> int:
     """How many calls of a Graph route the sandbox answered (any status)."""
     return int(sum(sandbox.stats()["calls"].get(route, {}).values()))

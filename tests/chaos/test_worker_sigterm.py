@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from tests.chaos.stack import (
     STEP_TIMEOUT_S,
     Records,
+    arrived,
     calls,
     env_for,
     one_started_job,
@@ -57,14 +58,14 @@ async def test_sigterm_finishes_the_running_step_and_nothing_repeats(
         exit_1 = await _terminate(first)
         assert await records.done_steps(rid) == ["resolve_template", "create_job"]
 
-        # 2. SIGTERM as soon as the next worker's run began (in save_secrets / start_job).
-        attempts = (await records.get(rid)).attempts
+        # 2. SIGTERM while the next worker's start_job is in flight (its POST reached Graph
+        # and is not answered yet): the worker finishes that step, then exits.
         second = procs.worker(env, "term-2")
 
-        async def resumed() -> bool:
-            return (await records.get(rid)).attempts > attempts
+        async def start_in_flight() -> bool:
+            return arrived(sandbox, "jobs.start") >= 1
 
-        await wait_for(resumed, timeout_s=30)
+        await wait_for(start_in_flight, timeout_s=30)
         exit_2 = await _terminate(second)
         assert "start_job" in await records.done_steps(rid)
 
