@@ -26,9 +26,9 @@ from service.api.auth.policy import ANY
 from service.api.params import IDEMPOTENCY_KEY_MAX
 from service.api.problems import FieldError, Problem, validation_problem
 from service.api.state import ALLOWLIST, LIMITS, METRICS, POLICY, SETTINGS, STORE
+from service.core.idempotency import IdempotencyEntry, fingerprint
 from service.core.models import ProvisionRequest, Record
 from service.core.ssrf import check_callback_url
-from service.core.store import IdempotencyEntry, fingerprint
 
 BASE = "/v1/provisioning-requests"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

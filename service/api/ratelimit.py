@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from service.core.keys import Keys
 from service.core.models import State
-from service.core.store import guarded
+from service.core.redis import guarded
 
 __all__ = ["IntakeLimits", "LimitDecision"]
 

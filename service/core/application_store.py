@@ -26,7 +26,8 @@ from service.core.applications import Application, HealthEvent
 from service.core.health import Health
 from service.core.keys import Keys, job_key
 from service.core.queue import JOB_EXPIRES_MS, encoded_job
-from service.core.store import Store, guarded
+from service.core.redis import guarded
+from service.core.store import Store
 
 HEALTH_CALLBACK_FUNCTION = "deliver_health_callback"
 HEALTH_WRITEBACK_FUNCTION = "write_back_health"

@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
-from service.core.store import guarded
+from service.core.redis import guarded
 
 # KEYS[1] the window; ARGV[1] limit, ARGV[2] window ms, ARGV[3] a unique member.
 # Returns 0 when the call may go now (and records it), else the ms to wait.

@@ -1,4 +1,5 @@
-"""Redis connections from one URL, for the API (redis-py) and the workers (arq) alike.
+"""Redis connections from one URL, for the API (redis-py) and the workers (arq) alike, and the
+one wrapper that turns a lost connection into :class:`~service.core.errors.StoreUnavailable`.
 
 Accepted forms::
 
@@ -16,13 +17,20 @@ With Sentinel the clients ask the sentinels for the current master and follow a 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.core.errors import StoreUnavailable
+
+T = TypeVar("T")
 
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 SCHEMES = frozenset({"redis", "rediss", "unix"}) | SENTINEL_SCHEMES
@@ -102,3 +110,11 @@ def arq_redis_settings(url: str) -> RedisSettings:
     # Keep trying for ~30 s at start-up (a worker started just before Redis comes up).
     settings.conn_retries = 30
     return settings
+
+
+async def guarded(call: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis call, turning connection-level failures into :class:`StoreUnavailable`."""
+    try:
+        return await call()
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        raise StoreUnavailable(f"Redis is unreachable: {type(e).__name__}") from e

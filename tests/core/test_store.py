@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 
 from service.core.crypto import CredentialCipher
 from service.core.errors import StoreUnavailable
+from service.core.idempotency import fingerprint
 from service.core.keys import Keys
 from service.core.models import Credential, Record, State
-from service.core.store import Store, fingerprint
+from service.core.store import Store
 from tests.helpers.redis_server import free_port
 
 SP = "6f1c3b9e-2a4d-4c8e-9b1f-0d2e3f4a5b6c"

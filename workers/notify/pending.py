@@ -18,8 +18,8 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
+from service.core.redis import guarded
 from service.core.settings import Settings
-from service.core.store import guarded
 
 __all__ = ["PendingNotifications"]
 

@@ -29,7 +29,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
-from service.core.store import guarded
+from service.core.redis import guarded
 
 # Renew or release only while the key still holds our token.
 _RENEW = (

@@ -36,7 +36,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
-from service.core.store import guarded
+from service.core.redis import guarded
 from workers.workflow.rate_scripts import TAKE, THROTTLED
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from service.api.problems import Problem
 from service.api.state import REDIS, SETTINGS, STORE
-from service.core.store import guarded
+from service.core.redis import guarded
 
 __all__ = ["LoginLimited", "take_login_attempt"]
 

@@ -18,7 +18,7 @@ from service.api.metrics import queue_counters
 from service.api.problems import Problem
 from service.api.state import STORE
 from service.core.application_store import ApplicationStore
-from service.core.store import guarded
+from service.core.redis import guarded
 
 __all__ = ["COUNTERS_REFRESH_S", "counters", "notices", "reader", "signed_in"]
 
