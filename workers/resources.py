@@ -24,9 +24,9 @@ from service.core.keys import Keys
 from service.core.settings import Settings
 from service.core.ssrf import CallbackAllowlist, SafeResolver
 from service.core.store import Store
-from workers.graph.client import GraphClient, close_quietly, new_session
+from workers.graph.client import GraphClient
 from workers.graph.permissions import SYNCHRONIZATION, token_lacks
-from workers.graph.tls import ssl_context
+from workers.graph.tls import close_quietly, new_session, ssl_context
 from workers.graph.token import TokenProvider
 from workers.metrics import WorkerMetrics
 from workers.workflow.run import Deps

@@ -18,7 +18,8 @@ from service.core.models import State
 from service.core.settings import Settings
 from tests.helpers.harness import SALESFORCE, SCIM, Harness, worker_settings
 from tests.helpers.tenant_admin import TenantAdmin
-from workers.graph.client import GraphClient, close_quietly, new_session
+from workers.graph.client import GraphClient
+from workers.graph.tls import close_quietly, new_session
 from workers.graph.token import TokenProvider
 from workers.metrics import WorkerMetrics
 from workers.watch import Watch

@@ -5,20 +5,24 @@ session's ``verify=`` without a word; enterprise machines and CI set those. The 
 here pins ``verify`` after requests has merged the environment, so the extra CA is trusted
 whatever the environment says, while proxies (``HTTPS_PROXY``, ``NO_PROXY``) are still read
 from it. The extra CAs are trusted through an ``ssl.SSLContext`` given to urllib3, so no
-combined CA file is ever written. The Graph client gets an ``ssl.SSLContext`` with the same
-trust.
+combined CA file is ever written. The Graph client's ``aiohttp`` session (:func:`new_session`)
+gets an ``ssl.SSLContext`` with the same trust.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import certifi
 import requests
 from requests.adapters import HTTPAdapter
+
+from service.core.settings import Settings
 
 
 def _base_bundle() -> Path:
@@ -78,3 +82,27 @@ def ssl_context(extra: Path | None) -> ssl.SSLContext:
     if extra is not None:
         ctx.load_verify_locations(cafile=str(extra))
     return ctx
+
+
+def new_session(settings: Settings) -> aiohttp.ClientSession:
+    """The Graph session: explicit timeouts, the configured CA trust, proxies from the
+    environment (``HTTPS_PROXY`` / ``NO_PROXY``)."""
+    timeout = aiohttp.ClientTimeout(
+        total=settings.graph_timeout_s,
+        connect=settings.graph_connect_timeout_s,
+        sock_read=settings.graph_timeout_s,
+    )
+    # One connection per concurrent workflow (each makes one call at a time): a fixed pool of
+    # 100 made workflows beyond the 100th queue for a connection (benchmarks/worker_cost.py).
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context(settings.ca_bundle), limit=max(100, settings.worker_concurrency)
+    )
+    return aiohttp.ClientSession(
+        timeout=timeout, connector=connector, trust_env=True, raise_for_status=False
+    )
+
+
+async def close_quietly(session: aiohttp.ClientSession) -> None:
+    """Close the session and give the SSL transports a tick to finish (aiohttp's advice)."""
+    await session.close()
+    await asyncio.sleep(0.05)

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from service.core.errors import GraphError
 from service.core.models import Outcome, Step
 from workers.graph.apps import AppRoleAssignment, default_user_role
-from workers.graph.client import GraphResponse
 from workers.graph.permissions import refused
+from workers.graph.response import GraphResponse
 from workers.workflow.calls import Ambiguous
 from workers.workflow.onboarding_errors import AppRoleAmbiguous, AssignmentRejected
 from workers.workflow.retry import CallKind

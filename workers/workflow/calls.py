@@ -22,7 +22,7 @@ import structlog
 from service.core.errors import GraphError, GraphFailure, RetryBudgetExhausted
 from service.core.models import Record, Step, utcnow
 from service.core.settings import Settings
-from workers.graph.client import GraphResponse
+from workers.graph.response import GraphResponse
 from workers.metrics import WorkerMetrics
 from workers.workflow.retry import Backoff, CallKind, Disposition, classify
 from workers.workflow.throttle import Throttle, parse_usage

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from service.core.errors import GraphError, RetryBudgetExhausted
 from service.core.models import Outcome, Record, Step, utcnow
-from workers.graph.client import GraphClient, GraphResponse
+from workers.graph.client import GraphClient
 from workers.graph.models import SynchronizationJob
+from workers.graph.response import GraphResponse
 from workers.workflow.calls import Ambiguous, CallRunner, CancelRequested, Defer
 from workers.workflow.claim import CreateNote, JobClaim, LeaseLost
 from workers.workflow.deps import Deps, StepResult

@@ -9,7 +9,8 @@ from typing import Any
 from service.core.models import Outcome
 from service.core.settings import Settings
 from service.core.store import Store
-from workers.graph.client import GraphClient, GraphResponse
+from workers.graph.client import GraphClient
+from workers.graph.response import GraphResponse
 from workers.metrics import WorkerMetrics
 from workers.workflow.throttle import Throttle
 

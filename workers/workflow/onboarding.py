@@ -27,8 +27,8 @@ from workers.graph.apps import (
     ServicePrincipal,
     odata_string,
 )
-from workers.graph.client import GraphResponse
 from workers.graph.permissions import refused
+from workers.graph.response import GraphResponse
 from workers.workflow.assign import assign
 from workers.workflow.calls import Ambiguous
 from workers.workflow.mapping import map_attributes

@@ -28,8 +28,8 @@ from service.core.errors import (
 )
 from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
 from service.core.tracing import span
-from workers.graph.client import GraphResponse
 from workers.graph.permissions import token_lacks, unknown_error_hint
+from workers.graph.response import GraphResponse
 from workers.watch.check import register_job
 from workers.workflow.actions import action_table, count_finished
 from workers.workflow.calls import CallRunner, CancelRequested, Defer, monotonic_ms

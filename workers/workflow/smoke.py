@@ -14,8 +14,8 @@ from __future__ import annotations
 from service.core.errors import SmokeTestFailed
 from service.core.models import Outcome, SmokeTestResult, SmokeTestStep, Step
 from service.core.ondemand_limit import OnDemandLimiter
-from workers.graph.client import GraphResponse
 from workers.graph.ondemand import OnDemandResult
+from workers.graph.response import GraphResponse
 from workers.graph.schema import SynchronizationSchema
 from workers.workflow.retry import CallKind
 from workers.workflow.steps import StepResult, Steps

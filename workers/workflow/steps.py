@@ -23,9 +23,9 @@ from service.core.errors import (
 )
 from service.core.health import Health
 from service.core.models import Outcome, Record, Step, utcnow
-from workers.graph.client import GraphResponse
 from workers.graph.health import assess, first_cycle_finished
 from workers.graph.models import SynchronizationJob
+from workers.graph.response import GraphResponse
 from workers.workflow.calls import CallRunner
 from workers.workflow.create import CreateJob
 from workers.workflow.deps import Deps as Deps

@@ -12,7 +12,8 @@ from service.core.settings import Settings, load_settings
 from tests.helpers.harness import SALESFORCE, SCIM
 from tests.helpers.proxy import ConnectProxy
 from tests.helpers.sandbox import SandboxProcess
-from workers.graph.client import GraphClient, new_session
+from workers.graph.client import GraphClient
+from workers.graph.tls import new_session
 from workers.graph.token import TokenProvider
 
 UNKNOWN_SP = "0b5e2c7a-1111-4222-8333-944455556666"
@@ -181,12 +182,12 @@ async def test_jobs_are_parsed_into_models(graph: GraphClient) -> None:
 def test_a_body_that_does_not_parse_is_a_graph_error() -> None:
     """A 2xx answer whose body is not the resource is Graph's fault: MalformedResponse, with
     the answer's status and request-id to quote."""
-    from workers.graph.client import GraphResponse, _parse
     from workers.graph.models import Collection
+    from workers.graph.response import GraphResponse, parse
 
     answer = GraphResponse(200, {"value": "not-a-list"}, "rid-1", "crid")
     with pytest.raises(GraphError) as info:
-        _parse(Collection, answer, "GET", "/jobs")
+        parse(Collection, answer, "GET", "/jobs")
     assert info.value.code == "MalformedResponse"
     assert info.value.status == 200
     assert info.value.request_id == "rid-1"
