@@ -23,8 +23,9 @@ from datetime import timedelta
 
 import structlog
 
+from service.core.fields import utcnow
 from service.core.keys import in_progress_key, job_key
-from service.core.models import ErrorInfo, HistoryEntry, Outcome, State, utcnow
+from service.core.models import ErrorInfo, HistoryEntry, Outcome, State
 from service.core.settings import Settings
 from service.core.store import Store
 

@@ -27,7 +27,8 @@ from service.api.params import IDEMPOTENCY_KEY_MAX
 from service.api.problems import FieldError, Problem, validation_problem
 from service.api.state import ALLOWLIST, LIMITS, METRICS, POLICY, SETTINGS, STORE
 from service.core.idempotency import IdempotencyEntry, fingerprint
-from service.core.models import ProvisionRequest, Record
+from service.core.models import Record
+from service.core.request import ProvisionRequest
 from service.core.ssrf import check_callback_url
 
 BASE = "/v1/provisioning-requests"

@@ -22,8 +22,9 @@ from pydantic import (
 )
 
 from service.api.problems import validation_problem
+from service.core.fields import Guid
 from service.core.health import Health
-from service.core.models import Guid, State
+from service.core.models import State
 
 __all__ = [
     "DEFAULT_LIMIT",

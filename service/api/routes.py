@@ -39,7 +39,9 @@ from service.api.openapi import build_openapi
 from service.api.openapi.meta import Body, Header, operation
 from service.api.params import IDEMPOTENCY_KEY_MAX, ListParams, RequestPath, parse_list_params
 from service.api.state import METRICS, STORE
-from service.core.models import HistoryEntry, Outcome, ProvisionRequest, Record, State, utcnow
+from service.core.fields import utcnow
+from service.core.models import HistoryEntry, Outcome, Record, State
+from service.core.request import ProvisionRequest
 
 routes = web.RouteTableDef()
 

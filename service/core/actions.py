@@ -10,7 +10,8 @@ See docs/workflow.md ("Actions").
 
 from __future__ import annotations
 
-from service.core.models import ActionName, Step
+from service.core.models import Step
+from service.core.request import ActionName
 
 S = Step
 ACTION_STEPS: dict[str, tuple[Step, ...]] = {

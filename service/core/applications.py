@@ -24,8 +24,9 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from service.core.fields import utcnow
 from service.core.health import Health
-from service.core.models import CallbackAttempt, utcnow
+from service.core.models import CallbackAttempt
 
 HEALTH_CHANGED = "application.health_changed"
 MAX_HISTORY = 50  # health changes kept per job

@@ -14,7 +14,7 @@ import json
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from service.core.errors import ConfigError, ProvisionerError
-from service.core.models import Credential
+from service.core.request import Credential
 
 
 class CredentialCipher:

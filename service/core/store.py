@@ -17,9 +17,10 @@ from typing import Any
 from service.core.errors import StoreUnavailable
 from service.core.idempotency import IdempotencyKeys
 from service.core.keys import job_key
-from service.core.models import Credential, Record, State
+from service.core.models import Record, State
 from service.core.queue import JOB_EXPIRES_MS, encoded_job
 from service.core.redis import guarded
+from service.core.request import Credential
 from service.core.store_base import RELEASE, TERMINAL, digest
 from service.core.store_scripts import HOLDER, Batch
 from service.core.store_slots import SlotTransitions

@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from service.api.state import STORE
 from service.core.application_store import ApplicationStore
 from service.core.applications import Application, Reading
+from service.core.fields import utcnow
 from service.core.health import Health
-from service.core.models import Record, State, utcnow
+from service.core.models import Record, State
 from tests.api.test_routes import AUTH, OTHER_AUTH, api_client, make_settings, sp
 from workers.watch.rules import Schedule, observed, registered
 

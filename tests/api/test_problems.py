@@ -19,7 +19,7 @@ from service.api.problems import (
     validation_problem,
 )
 from service.core.errors import StoreUnavailable
-from service.core.models import ProvisionRequest
+from service.core.request import ProvisionRequest
 
 SECRET = "hunter2-do-not-echo"
 

@@ -17,7 +17,8 @@ import pytest
 from redis.asyncio import Redis
 
 from sandbox.seed import load_seed
-from service.core.models import ApplicationSpec, Record
+from service.core.models import Record
+from service.core.specs import ApplicationSpec
 from tests.chaos.stack import (
     RECOVERY_S,
     SEED,

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from service.core.fields import utcnow
 from service.core.keys import job_key
-from service.core.models import Record, State, utcnow
+from service.core.models import Record, State
 from tests.chaos.stack import (
     Api,
     Records,

@@ -27,9 +27,10 @@ from service.core.applications import (
     next_delay_s,
 )
 from service.core.errors import ConfigError
+from service.core.fields import utcnow
 from service.core.health import Health
 from service.core.keys import Keys, job_key
-from service.core.models import Record, State, utcnow
+from service.core.models import Record, State
 from service.core.queue import job_deserializer
 from service.core.settings import load_settings
 from workers.watch.rules import Schedule, missing, observed, registered, unreadable

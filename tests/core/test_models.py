@@ -8,15 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from service.core.models import (
-    Credential,
-    HistoryEntry,
-    Outcome,
-    ProvisionRequest,
-    Record,
-    State,
-    Step,
-)
+from service.core.models import HistoryEntry, Outcome, Record, State, Step
+from service.core.request import Credential, ProvisionRequest
 from service.core.text import SECRET_KEYS
 
 SP = "6F1C3B9E-2A4D-4C8E-9B1F-0D2E3F4A5B6C"

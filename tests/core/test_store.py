@@ -14,7 +14,8 @@ from service.core.crypto import CredentialCipher
 from service.core.errors import StoreUnavailable
 from service.core.idempotency import fingerprint
 from service.core.keys import Keys
-from service.core.models import Credential, Record, State
+from service.core.models import Record, State
+from service.core.request import Credential
 from service.core.store import Store
 from tests.helpers.redis_server import free_port
 

@@ -8,7 +8,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from service.core.crypto import CredentialCipher, new_encryption_key
-from service.core.models import Credential, Record
+from service.core.models import Record
+from service.core.request import Credential
 from service.core.settings import Settings, load_settings
 from service.core.store import Store
 from tests.helpers.sandbox import SandboxProcess

@@ -186,7 +186,8 @@ def test_a_job_set_up_for_assigned_users_only_expects_users() -> None:
     from datetime import UTC, datetime
 
     from service.core.applications import Application
-    from service.core.models import AssignmentSpec, Record
+    from service.core.models import Record
+    from service.core.specs import AssignmentSpec
     from workers.watch.rules import Schedule, registered
 
     now = datetime(2026, 12, 1, tzinfo=UTC)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
-from service.core.models import AttributeMappingSpec
+from service.core.specs import AttributeMappingSpec
 from workers.graph.models import GraphModel
 
 

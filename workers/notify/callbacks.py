@@ -26,8 +26,9 @@ from arq import Retry
 from yarl import URL
 
 from service.core import signing
+from service.core.fields import utcnow
 from service.core.keys import Keys
-from service.core.models import CallbackAttempt, Record, utcnow
+from service.core.models import CallbackAttempt, Record
 from workers.notify.pending import PendingNotifications
 from workers.workflow.steps import Deps
 

@@ -42,8 +42,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from yarl import URL
 
 from service.core.errors import ConfigError
+from service.core.fields import utcnow
 from service.core.files import configured, load_model
-from service.core.models import CallbackAttempt, Record, utcnow
+from service.core.models import CallbackAttempt, Record
 from workers.notify.callbacks import deliver
 from workers.workflow.steps import Deps
 

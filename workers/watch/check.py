@@ -34,7 +34,8 @@ from service.core.applications import (
     Reading,
 )
 from service.core.errors import GraphError, GraphFailure, TokenError, WorkflowFailed
-from service.core.models import Record, State, Step, utcnow
+from service.core.fields import utcnow
+from service.core.models import Record, State, Step
 from workers.graph.health import assess
 from workers.graph.models import SynchronizationError, SynchronizationJob
 from workers.watch.rules import (

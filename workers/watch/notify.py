@@ -18,7 +18,8 @@ from arq import Retry
 
 from service.core.application_store import ApplicationStore, Update
 from service.core.applications import Application, HealthEvent
-from service.core.models import CallbackAttempt, utcnow
+from service.core.fields import utcnow
+from service.core.models import CallbackAttempt
 from workers.notify.callbacks import (
     SCHEDULE_S,
     UNSIGNED_REASON,

@@ -18,8 +18,9 @@ from prometheus_client import Counter
 
 from service.core.actions import reset_scope_value
 from service.core.errors import GraphError, JobNotFound, JobNotPaused
+from service.core.fields import utcnow
 from service.core.health import Health
-from service.core.models import Outcome, Step, utcnow
+from service.core.models import Outcome, Step
 from workers.graph.health import assess
 from workers.graph.models import SynchronizationJob
 from workers.metrics import WorkerMetrics

@@ -20,7 +20,8 @@ from typing import TypeVar
 import structlog
 
 from service.core.errors import GraphError, GraphFailure, RetryBudgetExhausted
-from service.core.models import Record, Step, utcnow
+from service.core.fields import utcnow
+from service.core.models import Record, Step
 from service.core.settings import Settings
 from workers.graph.response import GraphResponse
 from workers.metrics import WorkerMetrics

@@ -12,7 +12,8 @@ the budget could still let a second POST through.
 from __future__ import annotations
 
 from service.core.errors import GraphError, RetryBudgetExhausted
-from service.core.models import Outcome, Record, Step, utcnow
+from service.core.fields import utcnow
+from service.core.models import Outcome, Record, Step
 from workers.graph.client import GraphClient
 from workers.graph.models import SynchronizationJob
 from workers.graph.response import GraphResponse

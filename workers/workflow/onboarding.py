@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from service.core.errors import GraphError
-from service.core.models import ApplicationSpec, Outcome, Step, utcnow
+from service.core.fields import utcnow
+from service.core.models import Outcome, Step
+from service.core.specs import ApplicationSpec
 from workers.graph.apps import (
     ApplicationServicePrincipal,
     ApplicationTemplate,

@@ -26,7 +26,8 @@ from service.core.errors import (
     TokenError,
     WorkflowFailed,
 )
-from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step, utcnow
+from service.core.fields import utcnow
+from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step
 from service.core.tracing import span
 from workers.graph.permissions import token_lacks, unknown_error_hint
 from workers.graph.response import GraphResponse

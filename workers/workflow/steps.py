@@ -21,8 +21,9 @@ from service.core.errors import (
     TemplateNotFound,
     WorkflowFailed,
 )
+from service.core.fields import utcnow
 from service.core.health import Health
-from service.core.models import Outcome, Record, Step, utcnow
+from service.core.models import Outcome, Record, Step
 from workers.graph.health import assess, first_cycle_finished
 from workers.graph.models import SynchronizationJob
 from workers.graph.response import GraphResponse

@@ -18,7 +18,8 @@ from pydantic.json_schema import models_json_schema
 
 from service.api.openapi.meta import Body, Operation, operation_of
 from service.api.params import REQUEST_ID_PATTERN
-from service.core.models import ProvisionRequest, Record
+from service.core.models import Record
+from service.core.request import ProvisionRequest
 
 __all__ = ["paths", "schemas"]
 

@@ -45,7 +45,7 @@ from service.api.webhooks.signatures import (
     verify_standard,
 )
 from service.api.webhooks.sources import WebhookSource
-from service.core.models import ProvisionRequest
+from service.core.request import ProvisionRequest
 
 __all__ = ["WEBHOOK_PATH", "routes"]
 

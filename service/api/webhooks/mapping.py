@@ -14,7 +14,7 @@ from typing import Any
 
 from service.api.problems import FieldError
 from service.api.webhooks.sources import MAX_ID_CHARS, CredentialSet, WebhookSource, WebhookSources
-from service.core.models import ProvisionRequest
+from service.core.request import ProvisionRequest
 
 __all__ = ["MISSING", "Mapped", "delivery_errors", "lookup", "map_payload"]
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from service.core.models import SmokeTestResult, SmokeTestSpec, State
+from service.core.models import SmokeTestResult, State
+from service.core.request import SmokeTestSpec
 from tests.helpers.ui import add_record, login
 
 USER = "9bb0f679-a883-4a6f-8260-35b491b8b8c8"

@@ -22,8 +22,8 @@ from service.core.applications import (
     Reading,
     WatchedJob,
 )
+from service.core.fields import utcnow
 from service.core.health import Health
-from service.core.models import utcnow
 from tests.api.test_routes import api_client, sp
 from tests.helpers.ui import (
     OPS_KEY,

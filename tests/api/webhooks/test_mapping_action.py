@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from service.api.webhooks.mapping import map_payload
 from service.api.webhooks.sources import load_webhook_sources
-from service.core.models import ProvisionRequest
+from service.core.request import ProvisionRequest
 
 SP = "cbe29441-8636-4563-a4a8-c390c0e83cb4"
 

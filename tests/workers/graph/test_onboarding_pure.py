@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from sandbox import schema as sandbox_schema
-from service.core.models import AttributeMappingSpec, ProvisionRequest
+from service.core.request import ProvisionRequest
+from service.core.specs import AttributeMappingSpec
 from workers.graph.apps import DEFAULT_ACCESS_ROLE, AppRole, default_user_role, odata_string
 from workers.graph.schema import SchemaDocument, SynchronizationSchema, apply_mappings
 

@@ -12,7 +12,8 @@ import uuid
 
 from redis.asyncio import Redis
 
-from service.core.models import HistoryEntry, Outcome, Record, State, Step, utcnow
+from service.core.fields import utcnow
+from service.core.models import HistoryEntry, Outcome, Record, State, Step
 from service.core.store import Store
 from workers.workflow.run import cancel_message
 
