@@ -192,7 +192,7 @@ def test_engine_start_conflicts_per_job() -> None:
 def test_a_cycle_counts_the_assigned_or_the_whole_directory() -> None:
     """countEntitled: one per assignment, the whole directory with SyncAll true, 0 when
     nobody is assigned (what the health watch reads as "provisioned nobody")."""
-    from sandbox.state import DIRECTORY_USERS
+    from sandbox.cycles import DIRECTORY_USERS
 
     clock = Clock()
     state = TenantState(load_seed(), clock=clock)
