@@ -34,7 +34,7 @@ import redis as redis_sync
 
 from benchmarks.report import REPO, machine, plot_path, pyplot, state_dir, table, write_section
 from benchmarks.stack import API_KEY
-from service.core.settings import hash_api_key
+from service.core.config_values import hash_api_key
 from tests.helpers.processes import Child, start_api, wait_http
 from tests.helpers.redis_server import RedisServer, free_port
 

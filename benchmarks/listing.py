@@ -25,8 +25,8 @@ import aiohttp
 from redis.asyncio import Redis
 
 from benchmarks.report import machine, plot_path, pyplot, table, write_section
+from service.core.config_values import hash_api_key
 from service.core.models import Record, State
-from service.core.settings import hash_api_key
 from service.core.store import Store
 from tests.helpers.processes import start_api
 from tests.helpers.redis_server import RedisServer

@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.intake import LUA, wrk
 from benchmarks.report import PROFILES, REPO, state_dir
 from benchmarks.stack import API_KEY
-from service.core.settings import hash_api_key
+from service.core.config_values import hash_api_key
 from tests.helpers.processes import Child, wait_http
 from tests.helpers.redis_server import RedisServer, free_port
 

@@ -29,9 +29,10 @@ import sys
 from collections.abc import Sequence
 
 from service.cli.client import add_client_commands, run_client
+from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
 from service.core.errors import ProvisionerError
-from service.core.settings import hash_api_key, load_settings
+from service.core.settings import load_settings
 
 CLIENT_COMMANDS = frozenset(
     {"submit", "status", "list", "retry", "cancel", "pause", "resume", "restart"}

@@ -24,9 +24,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
 from service.core.errors import ConfigError
-from service.core.settings import ENV_PREFIX, hash_api_key, load_settings
+from service.core.settings import ENV_PREFIX, load_settings
 
 
 def _redis_binary() -> str:

@@ -1,8 +1,9 @@
 """The values of list-valued and secret settings, parsed: API keys (``NAME:sha256hex``, inline
-or in a file), callback secrets (``CALLER:whsec_...`` or a JSON object), comma lists and
-https:// URLs. :mod:`service.core.settings` validates its fields with these; the API's key ring
-reads its file with :func:`read_api_keys_file`. Every problem is a ``ValueError`` whose message
-never holds a secret.
+or in a file), callback secrets (``CALLER:whsec_...`` or a JSON object), comma lists, the watch
+schedule, files and https:// URLs (and whether one is Microsoft's authority).
+:mod:`service.core.settings` validates its fields with these; the API's key ring reads its file
+with :func:`read_api_keys_file`. Every problem is a ``ValueError`` whose message never holds a
+secret.
 """
 
 from __future__ import annotations
@@ -17,13 +18,25 @@ from urllib.parse import urlsplit
 __all__ = [
     "ApiKey",
     "NamedSecret",
+    "existing_file",
     "hash_api_key",
     "https_url",
+    "microsoft_host",
     "parse_api_keys",
     "parse_callback_secrets",
+    "parse_watch_schedule",
     "read_api_keys_file",
     "split_list",
 ]
+
+_MICROSOFT_AUTHORITY_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +141,29 @@ def https_url(value: str, name: str) -> str:
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError(f"{name} must be an https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+def microsoft_host(url: str) -> bool:
+    """Whether ``url``'s host is one of Microsoft's own authority hosts."""
+    return urlsplit(url).hostname in _MICROSOFT_AUTHORITY_HOSTS
+
+
+def parse_watch_schedule(raw: object) -> tuple[int, ...]:
+    """The health watch's delays: whole seconds, at least one, the first within a minute."""
+    items = split_list(raw)
+    try:
+        delays = tuple(int(v) for v in items)
+    except ValueError:
+        raise ValueError("expected comma-separated whole seconds, e.g. 60,300,900") from None
+    if not delays or any(d < 1 for d in delays):
+        raise ValueError("needs at least one delay, each at least 1 second")
+    if delays[0] > 60:
+        raise ValueError("the first check must come within 60 s of a request's end")
+    return delays
+
+
+def existing_file(value: Path) -> Path:
+    """``value`` when it names a file, else a ``ValueError``."""
+    if not value.is_file():
+        raise ValueError(f"file {str(value)!r} does not exist")
+    return value

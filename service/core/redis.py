@@ -118,3 +118,15 @@ async def guarded(call: Callable[[], Awaitable[T]]) -> T:
         return await call()
     except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         raise StoreUnavailable(f"Redis is unreachable: {type(e).__name__}") from e
+
+
+def check_redis_url(value: str) -> str:
+    """``value`` when its scheme is one of the accepted forms (a Sentinel URL parsed too)."""
+    scheme = urlsplit(value).scheme
+    if scheme not in SCHEMES:
+        raise ValueError(
+            "must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+        )
+    if scheme in SENTINEL_SCHEMES:
+        parse_sentinel_url(value)
+    return value

@@ -14,43 +14,38 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.core.config_values import (
     ApiKey,
     NamedSecret,
-    hash_api_key,
+    existing_file,
     https_url,
+    microsoft_host,
     parse_api_keys,
     parse_callback_secrets,
+    parse_watch_schedule,
     read_api_keys_file,
     split_list,
 )
 from service.core.errors import ConfigError
-from service.core.redis import SCHEMES, SENTINEL_SCHEMES, parse_sentinel_url
-
-# ApiKey, NamedSecret, hash_api_key and read_api_keys_file live in service.core.config_values;
-# they are named here too, where callers have always imported them from.
-__all__ = [
-    "ENV_PREFIX",
-    "ApiKey",
-    "NamedSecret",
-    "Settings",
-    "hash_api_key",
-    "load_settings",
-    "read_api_keys_file",
-]
+from service.core.redis import check_redis_url
 
 ENV_PREFIX = "PROVISIONER_"
-_MICROSOFT_AUTHORITY_HOSTS = frozenset(
-    {
-        "login.microsoftonline.com",
-        "login.microsoftonline.us",
-        "login.chinacloudapi.cn",
-        "login.partner.microsoftonline.cn",
-    }
-)
+#: How a URL setting is named in its error message.
+_URL_NAMES = {
+    "entra_authority_host": "the Entra authority host",
+    "authority_host": "the authority host",
+    "graph_url": "the Graph URL",
+}
 
 
 class Settings(BaseSettings):
@@ -201,16 +196,7 @@ class Settings(BaseSettings):
     @field_validator("watch_schedule", mode="before")
     @classmethod
     def _watch_schedule(cls, raw: object) -> tuple[int, ...]:
-        items = split_list(raw)
-        try:
-            delays = tuple(int(v) for v in items)
-        except ValueError:
-            raise ValueError("expected comma-separated whole seconds, e.g. 60,300,900") from None
-        if not delays or any(d < 1 for d in delays):
-            raise ValueError("needs at least one delay, each at least 1 second")
-        if delays[0] > 60:
-            raise ValueError("the first check must come within 60 s of a request's end")
-        return delays
+        return parse_watch_schedule(raw)
 
     @field_validator("api_keys_file")
     @classmethod
@@ -219,43 +205,23 @@ class Settings(BaseSettings):
             read_api_keys_file(value)
         return value
 
-    @field_validator("entra_authority_host")
+    @field_validator("entra_authority_host", "authority_host", "graph_url")
     @classmethod
-    def _entra_authority_host(cls, value: str | None) -> str | None:
-        return None if value is None else https_url(value, "the Entra authority host")
-
-    @field_validator("authority_host")
-    @classmethod
-    def _authority_host(cls, value: str) -> str:
-        return https_url(value, "the authority host")
-
-    @field_validator("graph_url")
-    @classmethod
-    def _graph_url(cls, value: str) -> str:
-        return https_url(value, "the Graph URL")
+    def _https_urls(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else https_url(value, _URL_NAMES[str(info.field_name)])
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
-        if scheme not in SCHEMES:
-            raise ValueError(
-                "must start with redis://, rediss://, unix://, redis+sentinel:// or "
-                "rediss+sentinel://"
-            )
-        if scheme in SENTINEL_SCHEMES:
-            parse_sentinel_url(value)
-        return value
+        return check_redis_url(value)
 
     @field_validator("ca_bundle", "client_certificate_path", "writeback_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
+        return None if value is None else existing_file(value)
 
     @model_validator(mode="after")
-    def _callback_fits_the_step_timeout(self) -> Settings:
+    def _cross_field_rules(self) -> Settings:
         # arq keeps a killed worker's job for its longest function timeout + 10 s: a callback
         # timeout beyond the step timeout would lengthen every recovery after a SIGKILL.
         if self.callback_timeout_s + 5 > self.step_timeout_s:
@@ -263,18 +229,10 @@ class Settings(BaseSettings):
                 "PROVISIONER_CALLBACK_TIMEOUT_S: must be at least 5 s below "
                 f"PROVISIONER_STEP_TIMEOUT_S ({self.step_timeout_s} s)"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> Settings:
         if self.client_secret is not None and self.client_certificate_path is not None:
             raise ValueError(
                 "set PROVISIONER_CLIENT_SECRET or PROVISIONER_CLIENT_CERTIFICATE_PATH, not both"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _entra_tenant(self) -> Settings:
         if self.entra_audience and not (self.entra_tenant_id or self.tenant_id):
             raise ValueError(
                 "PROVISIONER_ENTRA_AUDIENCE needs PROVISIONER_ENTRA_TENANT_ID or "
@@ -306,7 +264,7 @@ class Settings(BaseSettings):
     @property
     def microsoft_authority(self) -> bool:
         """Whether the authority host is Microsoft's own (msal may run instance discovery)."""
-        return urlsplit(self.authority_host).hostname in _MICROSOFT_AUTHORITY_HOSTS
+        return microsoft_host(self.authority_host)
 
     @property
     def scope(self) -> str:

@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.api.app import STORE
+from service.core.config_values import hash_api_key
 from service.core.models import ErrorInfo, State
-from service.core.settings import hash_api_key
 from tests.api.test_routes import API_KEY, AUTH, BASE, OTHER_AUTH, OTHER_KEY, api_client, sp
 from tests.api.test_routes import make_settings as base_settings
 

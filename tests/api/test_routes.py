@@ -20,8 +20,9 @@ from redis.asyncio import Redis
 
 from service.api.app import METRICS, STORE, create_app
 from service.api.server import QuietAppRunner
+from service.core.config_values import hash_api_key
 from service.core.models import ErrorInfo, State
-from service.core.settings import Settings, hash_api_key, load_settings
+from service.core.settings import Settings, load_settings
 from service.core.text import SECRET_KEYS
 from tests.helpers.redis_server import RedisServer
 

@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import aiohttp
 from redis.asyncio import Redis
 
+from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
 from service.core.models import Record
-from service.core.settings import hash_api_key
 from service.core.store import Store
 from tests.helpers.processes import REPO_ROOT, Child, start_api, start_worker
 from tests.helpers.sandbox import SandboxProcess, start_sandbox

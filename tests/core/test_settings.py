@@ -8,8 +8,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from service.api.app import create_app
+from service.core.config_values import ApiKey, hash_api_key
 from service.core.errors import ConfigError
-from service.core.settings import ApiKey, hash_api_key, load_settings
+from service.core.settings import load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
-from service.core.settings import hash_api_key
 from tests.helpers.harness import GITHUB, SALESFORCE
 from tests.helpers.processes import REPO_ROOT, start_api, start_worker
 from tests.helpers.redis_server import RedisServer

@@ -17,7 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from service.core import signing
-from service.core.settings import hash_api_key
+from service.core.config_values import hash_api_key
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess
 from tests.helpers.stack import api_and_worker

@@ -27,7 +27,7 @@ import trustme
 from aiohttp import web
 from redis.asyncio import Redis
 
-from service.core.settings import hash_api_key
+from service.core.config_values import hash_api_key
 from tests.helpers.local_server import serving
 from tests.helpers.processes import Child, cli, start_api, start_worker
 from tests.helpers.redis_server import RedisServer, free_port

@@ -22,8 +22,8 @@ import trustme
 from aiohttp import web
 
 from service.core import signing
+from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
-from service.core.settings import hash_api_key
 from tests.helpers.local_server import serving
 from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from service.core.config_values import hash_api_key
 from service.core.keys import Keys
-from service.core.settings import hash_api_key
 from tests.helpers.processes import start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import start_sandbox

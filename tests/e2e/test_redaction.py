@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 import yaml
 
+from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
-from service.core.settings import hash_api_key
 from tests.helpers.processes import Child, start_api, start_worker
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess, start_sandbox

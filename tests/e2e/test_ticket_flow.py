@@ -18,7 +18,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from service.core.settings import hash_api_key
+from service.core.config_values import hash_api_key
 from tests.helpers.local_server import serving
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess

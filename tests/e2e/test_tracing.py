@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from service.core.settings import hash_api_key
+from service.core.config_values import hash_api_key
 from tests.helpers.harness import SALESFORCE
 from tests.helpers.local_server import serving
 from tests.helpers.redis_server import RedisServer

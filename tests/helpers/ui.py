@@ -14,10 +14,11 @@ from aiohttp.test_utils import TestClient
 from service.api.state import STORE
 from service.core.application_store import ApplicationStore, Update
 from service.core.applications import Application, Reading
+from service.core.config_values import hash_api_key
 from service.core.fields import utcnow
 from service.core.keys import Keys
 from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step
-from service.core.settings import Settings, hash_api_key
+from service.core.settings import Settings
 from tests.api.test_routes import API_KEY, OTHER_KEY, make_settings, sp
 from workers.watch.rules import Schedule, observed, registered
 

@@ -31,8 +31,8 @@ from service.api.problems import Problem
 from service.api.state import AUTHENTICATORS, REDIS, SETTINGS, STORE
 from service.api.ui.login_limit import take_login_attempt
 from service.api.ui.render import page, redirect
+from service.core.config_values import ApiKey, hash_api_key
 from service.core.redis import guarded
-from service.core.settings import ApiKey, hash_api_key
 
 __all__ = [
     "SESSION_COOKIE",

@@ -9,7 +9,7 @@ from aiohttp.test_utils import make_mocked_request
 from redis.asyncio import Redis
 
 from service.api.auth.keys import PUBLIC_PATHS, ApiKeyAuthenticator, bearer_token
-from service.core.settings import ApiKey, hash_api_key
+from service.core.config_values import ApiKey, hash_api_key
 from tests.api.test_routes import API_KEY, AUTH, BASE, OTHER_KEY, SP, api_client, make_settings
 
 

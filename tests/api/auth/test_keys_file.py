@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from service.api.auth.keys import ApiKeyRing
+from service.core.config_values import hash_api_key
 from service.core.errors import ConfigError
-from service.core.settings import hash_api_key
 from tests.api.test_routes import BASE, api_client, make_settings
 
 KEY_A = "pk_file-key-a-3b7c"

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from service.api.app import create_app
 from service.api.state import AUTHENTICATORS
 from service.api.ui.session import SESSION_COOKIE, SESSION_TTL_S, SessionAuthenticator
-from service.core.settings import hash_api_key
+from service.core.config_values import hash_api_key
 from tests.api.test_routes import API_KEY, AUTH, OTHER_KEY, api_client, make_settings
 from tests.helpers.ui import K, login, origin
 

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from service.api.app import create_app
+from service.core.config_values import hash_api_key
 from service.core.errors import ConfigError
-from service.core.settings import hash_api_key
 from tests.api.test_routes import API_KEY, api_client, make_settings
 from tests.api.webhooks.test_handler import (
     EXAMPLES,

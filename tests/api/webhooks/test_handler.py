@@ -20,9 +20,9 @@ from service.api.app import create_app
 from service.api.webhooks.mapping import delivery_errors, map_payload
 from service.api.webhooks.sources import load_webhook_sources
 from service.core import signing
+from service.core.config_values import hash_api_key
 from service.core.errors import ConfigError
 from service.core.request import ProvisionRequest
-from service.core.settings import hash_api_key
 from tests.api.test_routes import API_KEY, OTHER_KEY, api_client, make_settings
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
