@@ -28,7 +28,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from service.cli.client import add_client_commands, run_client
+from service.cli.commands import add_client_commands, run_client
 from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
 from service.core.errors import ProvisionerError
