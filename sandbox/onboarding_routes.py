@@ -1,5 +1,5 @@
 """Handlers of the gallery, principal, app role assignment and schema endpoints, and their
-route table (merged into ``sandbox.app.GRAPH_ROUTES``). The middleware authenticates, checks
+route table (merged into ``sandbox.routes.GRAPH_ROUTES``). The middleware authenticates, checks
 the roles named here and injects the global faults; the gallery faults are applied here."""
 
 from __future__ import annotations
