@@ -19,6 +19,7 @@ import base64
 import builtins
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -134,15 +135,7 @@ class Indexes:
             if not batch:
                 return found, None
             raws = await self.redis.mget([self.keys.record(m.decode()) for m, _ in batch])
-            for (member, score), raw in zip(batch, raws, strict=True):
-                rid = member.decode()
-                if after_id and score == max_score and rid >= after_id:
-                    continue
-                if raw is None:
-                    continue  # expired; trim_expired removes the entry
-                rec = Record.from_json(raw)
-                if state is not None and rec.state is not state:
-                    continue
+            for rid, score, rec in _readable(batch, raws, state, max_score, after_id):
                 found.append(rec)
                 if len(found) == limit:
                     return found, encode_cursor(score, rid)
@@ -154,6 +147,26 @@ class Indexes:
             else:
                 max_score, after_id, offset = last_score, batch[-1][0].decode(), 0
         return found, None
+
+
+def _readable(
+    batch: builtins.list[tuple[bytes, float]],
+    raws: builtins.list[bytes | None],
+    state: State | None,
+    max_score: float | str,
+    after_id: str,
+) -> Iterator[tuple[str, float, Record]]:
+    """A batch's records in order, as (id, score, record): past the cursor, not expired, and in
+    ``state`` when one is asked for."""
+    for (member, score), raw in zip(batch, raws, strict=True):
+        rid = member.decode()
+        if after_id and score == max_score and rid >= after_id:
+            continue
+        if raw is None:
+            continue  # expired; trim_expired removes the entry
+        rec = Record.from_json(raw)
+        if state is None or rec.state is state:
+            yield rid, score, rec
 
 
 def encode_cursor(score: float, request_id: str) -> str:

@@ -70,40 +70,53 @@ class Run:
             if await self.deps.store.cancel_requested(rec.id):
                 await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
                 return
-            rec.step = step
-            began = time.monotonic()
-            try:
-                self.calls.checkpoint()
-                await self._check_permissions()
-                with span(f"step {step.value}", request_id=rec.id, attempt=rec.attempts):
-                    result = await self._steps[step]()
-            except CancelRequested:
-                await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
+            if not await self._run_step(step):
                 return
-            except Defer as d:
-                last = rec.history[-1] if rec.history else None
-                if last is not None and last.step is step and last.outcome is Outcome.RETRYING:
-                    rec.history.pop()  # one "still retrying" line per step, kept current
-                self._history(step, Outcome.RETRYING, began, message=d.reason)
-                await self.deps.store.save(rec)
-                raise
-            except GraphFailure as e:
-                await self.fail(step, began, await self._graph_failure(e))
-                return
-            except WorkflowFailed as e:
-                await self.fail(step, began, e)
-                return
-            except TokenError as e:
-                if e.error == "authority_unreachable":
-                    raise Defer(5.0, "token endpoint unreachable") from e
-                await self.fail(step, began, _token_failure(e))
-                return
-            if not result.silent:
-                self._history(step, result.outcome, began, result.response, result.message)
-            await self.deps.store.save(rec)
-            if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
-                await self.deps.store.forget_credentials(rec.id)
         await self._finish(State.SUCCEEDED, None, None, None)
+
+    async def _run_step(self, step: Step) -> bool:
+        """Run one step and record its outcome; False when the request ended with it (failed
+        or cancelled), a :class:`Defer` raised on after its "retrying" line is saved."""
+        rec = self.record
+        rec.step = step
+        began = time.monotonic()
+        try:
+            self.calls.checkpoint()
+            await self._check_permissions()
+            with span(f"step {step.value}", request_id=rec.id, attempt=rec.attempts):
+                result = await self._steps[step]()
+        except CancelRequested:
+            await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
+            return False
+        except Defer as d:
+            await self._retrying(step, began, d.reason)
+            raise
+        except GraphFailure as e:
+            await self.fail(step, began, await self._graph_failure(e))
+            return False
+        except WorkflowFailed as e:
+            await self.fail(step, began, e)
+            return False
+        except TokenError as e:
+            if e.error == "authority_unreachable":
+                raise Defer(5.0, "token endpoint unreachable") from e
+            await self.fail(step, began, _token_failure(e))
+            return False
+        if not result.silent:
+            self._history(step, result.outcome, began, result.response, result.message)
+        await self.deps.store.save(rec)
+        if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
+            await self.deps.store.forget_credentials(rec.id)
+        return True
+
+    async def _retrying(self, step: Step, began: float, reason: str) -> None:
+        """Record and save a deferred step's "retrying" line: one per step, kept current."""
+        rec = self.record
+        last = rec.history[-1] if rec.history else None
+        if last is not None and last.step is step and last.outcome is Outcome.RETRYING:
+            rec.history.pop()
+        self._history(step, Outcome.RETRYING, began, message=reason)
+        await self.deps.store.save(rec)
 
     async def _check_permissions(self) -> None:
         """Once per run, before the first Graph call: fail fast with GraphPermissionMissing
