@@ -1,80 +1,83 @@
 """A worker's Prometheus metrics, served on its own port (``PROVISIONER_WORKER_METRICS_PORT``).
 
 The workflow reports through :class:`WorkerMetrics`' small methods and never sees
-prometheus-client; each worker process has its own registry and HTTP listener.
+prometheus-client; each worker process has its own registry and HTTP listener
+(:class:`~service.core.metrics.MetricSet`).
 """
 
 from __future__ import annotations
 
-import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-log = structlog.get_logger("workers.metrics")
+from service.core.metrics import MetricSet
 
 
-class WorkerMetrics:
+class WorkerMetrics(MetricSet):
     """Counters and histograms of one worker process."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self._finished = Counter(
+        super().__init__()
+        self._finished = self.counter(
             "provisioner_requests_finished",
             "Requests that reached a terminal state, by state and error code.",
-            ("state", "code"),
-            registry=r,
+            "state",
+            "code",
         )
-        self._steps = Histogram(
+        self._actions = self.counter(
+            "provisioner_actions_finished",
+            "Requests that ended, by action and final state.",
+            "action",
+            "state",
+        )
+        self._steps = self.histogram(
             "provisioner_step_duration_seconds",
             "Duration of one run of a workflow step, by step and outcome.",
-            ("step", "outcome"),
+            "step",
+            "outcome",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=r,
         )
-        self._graph = Counter(
+        self._graph = self.counter(
             "provisioner_graph_calls",
             "Graph calls by route and HTTP status (0: no answer).",
-            ("route", "status"),
-            registry=r,
+            "route",
+            "status",
         )
-        self._retries = Counter(
+        self._retries = self.counter(
             "provisioner_graph_retries",
             "Graph calls retried, by why (throttled, transient, consistency, ambiguous).",
-            ("disposition",),
-            registry=r,
+            "disposition",
         )
-        self._throttle_waits = Counter(
-            "provisioner_throttle_waits", "Calls held by the tenant throttle.", registry=r
+        self._throttle_waits = self.counter(
+            "provisioner_throttle_waits", "Calls held by the tenant throttle."
         )
-        self._throttle_seconds = Counter(
+        self._throttle_seconds = self.counter(
             "provisioner_throttle_wait_seconds",
             "Seconds calls were held by the tenant throttle or Retry-After.",
-            registry=r,
         )
-        self._tokens = Counter(
+        self._tokens = self.counter(
             "provisioner_token_acquisitions",
             "Access tokens fetched from Entra ID (not from msal's cache).",
-            registry=r,
         )
-        self._health_changes = Counter(
+        self._health_changes = self.counter(
             "provisioner_application_health_changes",
             "Changes of a watched job's health, by previous and new health.",
-            ("from_health", "to_health"),
-            registry=r,
+            "from_health",
+            "to_health",
         )
-        self._watch_checks = Counter(
+        self._watch_checks = self.counter(
             "provisioner_watch_checks",
             "Health-watch checks of a job, by result (read, gone, error).",
-            ("result",),
-            registry=r,
+            "result",
         )
-        self.in_flight = Gauge(
-            "provisioner_workflows_in_flight", "Workflow runs executing now.", registry=r
+        self.in_flight = self.gauge(
+            "provisioner_workflows_in_flight", "Workflow runs executing now."
         )
 
     def finished(self, state: str, code: str | None) -> None:
         """A request ended."""
         self._finished.labels(state=state, code=code or "").inc()
+
+    def action_finished(self, action: str, state: str) -> None:
+        """A request of ``action`` ended in ``state``."""
+        self._actions.labels(action=action, state=state).inc()
 
     def step(self, step: str, outcome: str, seconds: float) -> None:
         """A step run ended with an outcome."""
@@ -105,12 +108,3 @@ class WorkerMetrics:
     def watch_check(self, result: str) -> None:
         """The watch checked a job (one Graph GET, retries aside)."""
         self._watch_checks.labels(result=result).inc()
-
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        """Expose the registry over HTTP (no-op for port 0; a busy port is logged, not fatal)."""
-        if port <= 0:
-            return
-        try:
-            start_http_server(port, addr=host, registry=self.registry)
-        except OSError as e:
-            log.warning("metrics_port_unavailable", port=port, error=str(e))

@@ -16,101 +16,80 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from service.api.middleware import route_template
 from service.core.application_store import ApplicationStore
 from service.core.health import Health
+from service.core.metrics import MetricSet
 from service.core.models import State
 from service.core.store import Store
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-class ApiMetrics:
+class ApiMetrics(MetricSet):
     """The intake API's metrics."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.http_requests = Counter(
+        super().__init__()
+        self.http_requests = self.counter(
             "provisioner_http_requests",
             "HTTP requests answered, by method, route template and status.",
-            ("method", "route", "status"),
-            registry=r,
+            "method",
+            "route",
+            "status",
         )
-        self.http_duration = Histogram(
+        self.http_duration = self.histogram(
             "provisioner_http_request_duration_seconds",
             "Time to answer an HTTP request, by route template.",
-            ("route",),
+            "route",
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=r,
         )
-        self.requests_accepted = Counter(
+        self.requests_accepted = self.counter(
             "provisioner_requests_accepted",
             "Provisioning requests accepted (stored and queued), by source (api, webhook:...).",
-            ("source",),
-            registry=r,
+            "source",
         )
-        self.requests_deduplicated = Counter(
+        self.requests_deduplicated = self.counter(
             "provisioner_requests_deduplicated",
             "Requests answered with an in-flight request for the same app, by source.",
-            ("source",),
-            registry=r,
+            "source",
         )
-        self.queue_depth = Gauge(
+        self.queue_depth = self.gauge(
             "provisioner_queue_depth",
             "Provisioning requests queued, waiting for a worker (callbacks, ticket write-backs "
             "and the reconciler's cron run not counted).",
-            registry=r,
         )
-        self.callbacks_pending = Gauge(
+        self.callbacks_pending = self.gauge(
             "provisioner_callbacks_pending",
             "Callback and ticket write-back jobs in the arq queue, deferred retries included.",
-            registry=r,
         )
-        self.oldest_queued_age = Gauge(
+        self.oldest_queued_age = self.gauge(
             "provisioner_oldest_queued_age_seconds",
             "Age of the oldest request still in state queued (0 when none).",
-            registry=r,
         )
-        self.requests_in_state = Gauge(
-            "provisioner_requests_in_state",
-            "Requests currently queued or running.",
-            ("state",),
-            registry=r,
+        self.requests_in_state = self.gauge(
+            "provisioner_requests_in_state", "Requests currently queued or running.", "state"
         )
-        self.workers_alive = Gauge(
-            "provisioner_workers_alive", "Workers whose health key is fresh.", registry=r
+        self.workers_alive = self.gauge(
+            "provisioner_workers_alive", "Workers whose health key is fresh."
         )
-        self.throttle_cooldowns = Gauge(
+        self.throttle_cooldowns = self.gauge(
             "provisioner_throttle_cooldowns_active",
             "Tenants whose tenant-wide throttle cool-down is running.",
-            registry=r,
         )
-
-        self.applications = Gauge(
+        self.applications = self.gauge(
             "provisioner_applications",
             "Watched applications with a job in each health (an application with jobs in two "
             "healths counts in both).",
-            ("health",),
-            registry=r,
+            "health",
         )
-        self.watched_jobs = Gauge(
-            "provisioner_watched_jobs", "Jobs under the health watch.", registry=r
-        )
-        self.watch_overdue = Gauge(
+        self.watched_jobs = self.gauge("provisioner_watched_jobs", "Jobs under the health watch.")
+        self.watch_overdue = self.gauge(
             "provisioner_watch_overdue_seconds",
             "How late the most overdue health-watch check is (0 when none is due).",
-            registry=r,
         )
 
     async def refresh(self, store: Store) -> None:
@@ -128,10 +107,6 @@ class ApiMetrics:
             self.applications.labels(health=health.value).set(watch.by_health[health])
         self.watched_jobs.set(watch.watched_jobs)
         self.watch_overdue.set(watch.overdue_s)
-
-    def render(self) -> bytes:
-        """The exposition text."""
-        return generate_latest(self.registry)
 
 
 @dataclass(frozen=True, slots=True)

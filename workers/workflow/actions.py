@@ -10,11 +10,8 @@ repeated after a crash has the same effect as the first. Rules: docs/workflow.md
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-
-from prometheus_client import Counter
 
 from service.core.actions import reset_scope_value
 from service.core.errors import GraphError, JobNotFound, JobNotPaused
@@ -23,13 +20,11 @@ from service.core.health import Health
 from service.core.models import Outcome, Step
 from workers.graph.health import assess
 from workers.graph.models import SynchronizationJob
-from workers.metrics import WorkerMetrics
 from workers.workflow.retry import CallKind
 from workers.workflow.smoke import smoke_test
 from workers.workflow.steps import StepResult, Steps
 
 StepTable = dict[Step, Callable[[], Awaitable[StepResult]]]
-_COUNTERS: weakref.WeakKeyDictionary[WorkerMetrics, Counter] = weakref.WeakKeyDictionary()
 
 
 def action_table(steps: Steps) -> StepTable:
@@ -43,20 +38,6 @@ def action_table(steps: Steps) -> StepTable:
         Step.SMOKE_TEST: lambda: smoke_test(steps),
         Step.VERIFY: lambda: verify(steps),
     }
-
-
-def count_finished(metrics: WorkerMetrics, action: str, state: str) -> None:
-    """``provisioner_actions_finished_total{action, state}`` (the worker's registry)."""
-    counter = _COUNTERS.get(metrics)
-    if counter is None:
-        counter = Counter(
-            "provisioner_actions_finished",
-            "Requests that ended, by action and final state.",
-            ["action", "state"],
-            registry=metrics.registry,
-        )
-        _COUNTERS[metrics] = counter
-    counter.labels(action=action, state=state).inc()
 
 
 async def _jobs(s: Steps) -> tuple[list[SynchronizationJob], StepResult]:

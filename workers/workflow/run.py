@@ -32,7 +32,7 @@ from service.core.tracing import span
 from workers.graph.permissions import token_lacks, unknown_error_hint
 from workers.graph.response import GraphResponse
 from workers.watch.check import register_job
-from workers.workflow.actions import action_table, count_finished
+from workers.workflow.actions import action_table
 from workers.workflow.calls import CallRunner, CancelRequested, Defer, monotonic_ms
 from workers.workflow.onboarding import onboarding_table
 from workers.workflow.steps import Deps, StepResult, Steps
@@ -210,7 +210,7 @@ class Run:
         self.deps.metrics.finished(
             state.value, self.record.error.code if self.record.error else None
         )
-        count_finished(self.deps.metrics, self.record.action, state.value)
+        self.deps.metrics.action_finished(self.record.action, state.value)
         log.info(
             "workflow_finished", state=state.value, error=getattr(self.record.error, "code", None)
         )

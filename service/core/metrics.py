@@ -1,0 +1,55 @@
+"""A process's Prometheus metrics: a registry of its own and the one way to declare on it.
+
+The API (:class:`~service.api.metrics.ApiMetrics`) and each worker
+(:class:`~workers.metrics.WorkerMetrics`) build on :class:`MetricSet`, so a metric is declared in
+one line, name, help and labels, and tests never share counts across registries. The API serves
+:meth:`MetricSet.render` at ``GET /metrics``; a worker serves its registry on its own port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+log = structlog.get_logger("service.core.metrics")
+
+
+class MetricSet:
+    """A registry and the metrics declared on it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+
+    def counter(self, name: str, doc: str, *labels: str) -> Counter:
+        """A counter (exposed with ``_total``) by ``labels``."""
+        return Counter(name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> Gauge:
+        """A gauge by ``labels``."""
+        return Gauge(name, doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, *labels: str, buckets: Sequence[float]) -> Histogram:
+        """A histogram by ``labels`` over ``buckets`` (seconds)."""
+        return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Expose the registry over HTTP (no-op for port 0; a busy port is logged, not fatal)."""
+        if port <= 0:
+            return
+        try:
+            start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            log.warning("metrics_port_unavailable", port=port, error=str(e))
