@@ -24,7 +24,7 @@ from uuid import uuid4
 import aiohttp
 from redis.asyncio import Redis
 
-from benchmarks.report import machine, plot_path, pyplot, table, write_section
+from benchmarks.report import machine, plot_path, pyplot, state_dir, table, write_section
 from service.core.config_values import hash_api_key
 from service.core.models import Record, State
 from service.core.store import Store
@@ -185,7 +185,7 @@ async def main() -> None:
     ap.add_argument("--samples", type=int, default=200)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    with tempfile.TemporaryDirectory(prefix="bench-listing-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-listing-", dir=state_dir()) as tmp:
         rows = await measure(sizes, args.samples, Path(tmp))
     png = plot(rows)
     ratios = {}

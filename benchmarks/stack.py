@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.report import state_dir
 from service.core.config_values import hash_api_key
 from tests.helpers.processes import Child, start_api, start_worker
 from tests.helpers.redis_server import RedisServer
@@ -148,7 +149,10 @@ class Stack:
         api: bool = True,
         workdir: Path | None = None,
     ) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="bench-") if workdir is None else None
+        # In the repository's .state/, not the system temp dir (a killed run leaves it there).
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bench-", dir=state_dir())
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.n_principals = principals
         self.faults = faults or {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from arq.worker import Worker
+from redis.exceptions import WatchError
 
 from service.core.keys import Keys
 from service.core.logs import configure_logging
@@ -41,6 +42,7 @@ __all__ = [
     "build_worker",
     "check_health",
     "health_key",
+    "lost_redis",
     "provision",
     "reconcile",
     "recovery_bound_s",
@@ -58,6 +60,15 @@ log = structlog.get_logger("workers.main")
 #: What a lost Redis looks like to arq's main loop (BusyLoadingError while an AOF loads, and
 #: ReadOnlyError from a demoted master after a failover, are ConnectionError / ResponseError).
 RECONNECT_BACKOFF_S = (0.5, 5.0)  # first and longest wait between two worker builds
+
+
+def lost_redis(exc: BaseException) -> bool:
+    """True for a lost Redis, also as redis-py reports it mid-transaction: arq's start_jobs
+    WATCHes each job's in-progress key, and a connection that dies then surfaces as a
+    WatchError raised while handling the ConnectionError (not as the ConnectionError)."""
+    if isinstance(exc, REDIS_LOST):
+        return True
+    return isinstance(exc, WatchError) and isinstance(exc.__context__, REDIS_LOST)
 
 
 async def supervise(settings: Settings, metrics: WorkerMetrics | None = None) -> None:
@@ -81,7 +92,9 @@ async def supervise(settings: Settings, metrics: WorkerMetrics | None = None) ->
             await worker.main_task
         except asyncio.CancelledError:
             stop.set()  # arq's signal handler cancelled main after the runs finished
-        except REDIS_LOST as e:
+        except Exception as e:
+            if not lost_redis(e):
+                raise
             log.warning("redis_lost", error=f"{type(e).__name__}: {e}", retry_in_s=delay)
             await _abandon(worker)
             if time.monotonic() - started > 60:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from service.api.app import METRICS, STORE, create_app
+from service.api.app import METRICS, REDIS_TIMEOUT_S, STORE, create_app
 from service.api.server import QuietAppRunner
 from service.core.config_values import hash_api_key
 from service.core.models import ErrorInfo, State
@@ -670,14 +670,15 @@ async def test_redis_down_gives_fast_503(redis_url: str, tmp_path: Path) -> None
                 assert resp.status == 503, (method, path)
                 assert resp.headers["Retry-After"] == "5"
                 assert resp.content_type == "application/problem+json"
-                assert elapsed < 3.0
+                # one Redis timeout at most, never a retry after it (the rest: a loaded machine)
+                assert elapsed < 2 * REDIS_TIMEOUT_S, (method, path, elapsed)
             resp = await c.get("/healthz")
             assert resp.status == 200
     finally:
         server.stop()
 
 
-async def test_hung_redis_gives_503_within_3s(redis_url: str, tmp_path: Path) -> None:
+async def test_hung_redis_gives_a_fast_503(redis_url: str, tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "hung-redis")
     server.start()
     assert server.proc is not None
@@ -689,7 +690,8 @@ async def test_hung_redis_gives_503_within_3s(redis_url: str, tmp_path: Path) ->
             resp = await c.get("/readyz")
             assert resp.status == 503
             assert resp.headers["Retry-After"] == "5"
-            assert time.monotonic() - started < 3.0
+            # one Redis timeout, not a retry after it (the rest: a loaded machine)
+            assert time.monotonic() - started < 2 * REDIS_TIMEOUT_S
     finally:
         if server.proc is not None and server.proc.poll() is None:
             os.kill(server.proc.pid, signal.SIGCONT)

@@ -241,3 +241,16 @@ def arrived(sandbox: SandboxProcess, route: str) -> int:
 def calls(sandbox: SandboxProcess, route: str) -> int:
     """How many calls of a Graph route the sandbox answered (any status)."""
     return int(sum(sandbox.stats()["calls"].get(route, {}).values()))
+
+
+async def settled(sandbox: SandboxProcess, timeout_s: float = 60) -> None:
+    """Wait until the sandbox has answered as many calls of each route as had reached it when
+    this was called: a call in flight when its worker was killed has then had its effect (a
+    job made, a start counted). Calls wait the same latency, so they are answered in order."""
+    arrived_then = dict((await asyncio.to_thread(sandbox.stats)).get("arrived", {}))
+
+    async def answered() -> bool:
+        now = (await asyncio.to_thread(sandbox.stats))["calls"]
+        return all(sum(now.get(r, {}).values()) >= n for r, n in arrived_then.items())
+
+    await wait_for(answered, timeout_s, interval_s=0.1)

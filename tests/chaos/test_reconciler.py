@@ -82,7 +82,7 @@ async def test_reconciler_requeues_orphans_and_fails_stuck_requests(
         await worker_up(redis, QUEUE, "reconciler")
         record_a = await records.terminal(orphan_a, timeout_s=20)
         a_s = time.monotonic() - began
-        record_s = await records.terminal(stuck.id, timeout_s=5)
+        record_s = await records.terminal(stuck.id, timeout_s=30)
 
         orphan_b = Record(id=uuid.uuid4().hex, service_principal_id=sps[2], caller="chaos")
         await _plant(records, orphan_b)
@@ -91,7 +91,7 @@ async def test_reconciler_requeues_orphans_and_fails_stuck_requests(
         async def picked_up() -> bool:
             return (await records.get(orphan_b.id)).attempts > 0
 
-        await wait_for(picked_up, timeout_s=INTERVAL_S + 5, interval_s=0.1)
+        await wait_for(picked_up, timeout_s=INTERVAL_S + 60, interval_s=0.1)  # bound below
         b_s = time.monotonic() - planted
         record_b = await records.terminal(orphan_b.id, timeout_s=20)
     assert record_a.state is State.SUCCEEDED, record_a.history
@@ -103,4 +103,6 @@ async def test_reconciler_requeues_orphans_and_fails_stuck_requests(
     assert record_s.error.code == "RequestStuck"
     assert sandbox.stats()["jobs"][sps[1]] == []
     print(f"\nCHAOS reconcile a_done_s={a_s:.1f} b_requeued_s={b_s:.1f}")
-    assert b_s <= INTERVAL_S + 1.5
+    # Within one interval, plus the pick-up and the run's first write (3 s: a loaded machine's
+    # slack, still short of a second interval).
+    assert b_s <= INTERVAL_S + 3

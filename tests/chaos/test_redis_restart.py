@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from service.api.app import REDIS_TIMEOUT_S
 from service.core.keys import Keys, job_key
 from tests.chaos.stack import (
     REDIS_CONF,
@@ -44,7 +45,16 @@ async def test_redis_kill9_after_202_loses_nothing(
     server = redis_servers("redis", config_file=REDIS_CONF)  # AOF, appendfsync always
     sandbox = sandboxes("sandbox", latency_ms=200)
     sps = [p["id"] for p in sandbox.principals()]
-    env = env_for(sandbox, server.url, QUEUE)
+    # A create claim or note left by a run that lost Redis mid-create_job must not outlast the
+    # in-progress keys: the claim lives 10 s after its last renewal (default 30 s), and a create
+    # whose answer was lost settles in 5 s (default 300 s; this sandbox's job list has no lag).
+    env = env_for(
+        sandbox,
+        server.url,
+        QUEUE,
+        PROVISIONER_JOB_CLAIM_TTL_S="10",
+        PROVISIONER_CREATE_SETTLE_S="5",
+    )
     with processes(tmp_path) as procs:
         base = procs.api(env)
         worker = procs.worker(env, "redis-worker")
@@ -60,7 +70,7 @@ async def test_redis_kill9_after_202_loses_nothing(
                 records = await asyncio.gather(*(api.get(rid) for rid in running))
                 return all(len(r["history"]) > 0 for r in records)
 
-            await wait_for(underway, timeout_s=10)
+            await wait_for(underway, timeout_s=60)
             ids = [*running, *await asyncio.gather(*(api.submit(sp) for sp in sps[3:6]))]
             server.kill()  # kill -9 right after the last 202
 
@@ -75,8 +85,15 @@ async def test_redis_kill9_after_202_loses_nothing(
             ready, _, _ = await api.call("GET", "/readyz")
             ready_s = time.monotonic() - began
             assert ready == 503
-            assert max(post_s, ready_s) < 3, (post_s, ready_s)
-            await asyncio.sleep(2)
+            # Fast: one Redis timeout at most (a refused connection fails at once), never a
+            # retry after it; the rest of the bound is a loaded machine's slack.
+            assert max(post_s, ready_s) < 2 * REDIS_TIMEOUT_S, (post_s, ready_s)
+
+            # Redis stays down until the worker has seen the outage (its poll failed).
+            async def lost() -> bool:
+                return "redis_lost" in worker.log()
+
+            await wait_for(lost, timeout_s=60, interval_s=0.1)
 
             server.start()
             restarted = time.monotonic()
@@ -93,7 +110,8 @@ async def test_redis_kill9_after_202_loses_nothing(
             finally:
                 await client.aclose()
 
-            done = await asyncio.gather(*(api.terminal(rid, timeout_s=30) for rid in ids))
+            # (the bound on finished_s is below; this one only stops a hang)
+            done = await asyncio.gather(*(api.terminal(rid, timeout_s=120) for rid in ids))
             finished_s = time.monotonic() - restarted
 
             async def accepting() -> bool:
@@ -102,7 +120,7 @@ async def test_redis_kill9_after_202_loses_nothing(
                 )
                 return status == 202
 
-            await wait_for(accepting, timeout_s=5, interval_s=0.5)
+            await wait_for(accepting, timeout_s=30, interval_s=0.5)
 
             # A Redis that hangs (SIGSTOP: connections accepted, never answered) is no better
             # an excuse to hang: the API's 2 s socket timeout turns it into a 503 too.
@@ -119,7 +137,7 @@ async def test_redis_kill9_after_202_loses_nothing(
                 os.kill(server.proc.pid, signal.SIGCONT)
             assert (hung, hung_ready) == (503, 503)
             assert "Retry-After" in hung_headers
-            assert hung_s < 3, hung_s
+            assert hung_s < 2 * REDIS_TIMEOUT_S, hung_s
         assert worker.alive(), "the worker must reconnect in-process, not exit"
         log = worker.log()
     assert [r["state"] for r in done] == ["succeeded"] * len(ids), [r["error"] for r in done]
@@ -130,4 +148,6 @@ async def test_redis_kill9_after_202_loses_nothing(
         f"\nCHAOS redis 503_s={post_s:.2f} hung_503_s={hung_s:.2f} readyz_s={ready_s:.2f} "
         f"reconnect_s={reconnect_s:.1f} finished_s={finished_s:.1f}"
     )
-    assert finished_s <= 30
+    # The re-runs begin within RECOVERY_S (16 s) of the restart; the rest is the runs
+    # themselves and the worker's reconnection, with room for a loaded machine.
+    assert finished_s <= 30, finished_s

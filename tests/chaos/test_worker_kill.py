@@ -27,6 +27,7 @@ from tests.chaos.stack import (
     kill9,
     one_started_job,
     processes,
+    settled,
     wait_for,
 )
 from tests.helpers.sandbox import SandboxProcess
@@ -69,7 +70,7 @@ async def _kill_and_recover(
     async def ran_again() -> bool:
         return (await records.get(rid)).attempts > attempts
 
-    await wait_for(ran_again, timeout_s=RECOVERY_S + 5, interval_s=0.1)
+    await wait_for(ran_again, timeout_s=RECOVERY_S + 60, interval_s=0.1)  # the bound is below
     recovered_s = time.monotonic() - killed_at
     record = await records.terminal(rid, timeout_s=40)
     assert record.state.value == "succeeded", (name, record.error, record.history)
@@ -96,7 +97,7 @@ async def test_sigkill_at_each_step_boundary(
         return bool(made) and not await records.has_done(rid, "create_job")
 
     async def no_job_yet(records: Records, rid: str) -> None:
-        await asyncio.sleep(1.5)  # a call in flight at the kill has been answered by now
+        await settled(slow)  # a call in flight at the kill has been answered
         assert await asyncio.to_thread(_jobs, slow, sps[0]) == []
 
     async def job_unrecorded(records: Records, rid: str) -> None:
@@ -107,7 +108,7 @@ async def test_sigkill_at_each_step_boundary(
 
     def starts(sp: str, expected: int) -> Callable[[Records, str], Awaitable[None]]:
         async def check(records: Records, rid: str) -> None:
-            await asyncio.sleep(1.5)
+            await settled(slow)
             (job,) = await asyncio.to_thread(_jobs, slow, sp)
             assert job["starts"] == expected, job
 
@@ -135,5 +136,7 @@ async def test_sigkill_at_each_step_boundary(
         )  # fmt: skip
         elapsed = time.monotonic() - began
     print(f"\nCHAOS sigkill recovery_s={[round(r, 1) for r in results]} total_s={elapsed:.1f}")
-    # arq re-runs a killed job once its in-progress key (set when the run began) expires.
-    assert all(r <= RECOVERY_S + 2 for r in results), results
+    # arq re-runs a killed job once its in-progress key (set when the run began) expires; the
+    # replacement then needs one queue poll and the run's first write (slack for a loaded
+    # machine, still far below a second expiry).
+    assert all(r <= RECOVERY_S + 5 for r in results), results

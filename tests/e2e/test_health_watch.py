@@ -37,6 +37,9 @@ CALLBACK_SECRET = "whsec_" + base64.b64encode(b"health-watch-callback-secret-012
 SALESFORCE = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"
 SCHEDULE = (2, 3, 5)
 TICK_S = 1
+#: What a loaded machine may add to a check's due time (a tick that runs late, a slow read):
+#: still far below the default schedule's delays, which a watch ignoring this one would use.
+SLACK_S = 5
 
 
 class Receiver:
@@ -140,7 +143,7 @@ async def test_a_quarantine_after_success_is_detected_told_and_counted(
 
             app = await until(checked, 60)
             first_check_s = datetime.fromisoformat(app["jobs"][0]["checkedAt"]) - ended_at
-            assert first_check_s.total_seconds() <= SCHEDULE[0] + TICK_S + 1
+            assert first_check_s.total_seconds() <= SCHEDULE[0] + TICK_S + SLACK_S
             assert app["jobs"][0]["health"] == "healthy"
             assert [r["id"] for r in app["requests"]] == [request_id]
 
@@ -166,7 +169,7 @@ async def test_a_quarantine_after_success_is_detected_told_and_counted(
             assert job["quarantine"]["error"]["code"] == "SandboxInvalidCredentials"
             assert job["history"][-1]["to"] == "quarantined"
             # within the schedule: at most its longest delay and a tick after the change
-            assert detect_s <= max(SCHEDULE) + TICK_S + 2
+            assert detect_s <= max(SCHEDULE) + TICK_S + SLACK_S
 
             async def told() -> Any:
                 events = recv.events("application.health_changed")

@@ -97,7 +97,9 @@ async def test_fifty_requests_under_faults_each_get_one_started_job(stack: Stack
     began = time.monotonic()
     async with aiohttp.ClientSession(headers=headers) as session:
         ids = await asyncio.gather(*(_submit(session, stack.base, sp) for sp in principals))
-        done = await _wait_terminal(session, stack.base, list(ids), timeout_s=180)
+        # Only against a hang (it took 136 s beside a CPU and I/O hog), below pytest's
+        # 300 s so that a miss says how many requests did not finish.
+        done = await _wait_terminal(session, stack.base, list(ids), timeout_s=250)
     elapsed = time.monotonic() - began
     failed = {rid: r["error"] for rid, r in done.items() if r["state"] != "succeeded"}
     assert len(done) == N, f"{N - len(done)} requests did not finish"

@@ -92,9 +92,14 @@ def test_up_then_the_printed_curl_succeeds(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
-    # Ctrl-C stopped every child: nothing is left in the process group.
-    time.sleep(0.5)
-    leftover = subprocess.run(
-        ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
+    # Ctrl-C stopped every child: nothing is left in the process group (up waited for each;
+    # the poll only lets the kernel finish reaping, bounded against a hang).
+    deadline = time.monotonic() + 10
+    while True:
+        leftover = subprocess.run(
+            ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if not leftover or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert leftover == [], leftover

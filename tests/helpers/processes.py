@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.helpers import START_TIMEOUT_S
 from tests.helpers.redis_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "service.cli.main", *args]
 
 
-def wait_http(url: str, child: Child, timeout_s: float = 20) -> None:
+def wait_http(url: str, child: Child, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not child.alive():

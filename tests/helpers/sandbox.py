@@ -28,6 +28,7 @@ from sandbox.cli import start_site
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext
 from sandbox.faults import FaultProfile
 from sandbox.seed import load_seed
+from tests.helpers import CONTROL_TIMEOUT_S, START_TIMEOUT_S
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,7 +104,7 @@ class SandboxProcess:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with self._opener.open(req, timeout=10) as resp:
+            with self._opener.open(req, timeout=CONTROL_TIMEOUT_S) as resp:
                 text = resp.read().decode()
         except urllib.error.HTTPError as exc:
             raise SandboxError(f"{method} {path}: {exc.code} {exc.read().decode()}") from exc
@@ -164,7 +165,7 @@ def start_sandbox(
     seed: dict[str, Any] | Path | None = None,
     faults: dict[str, Any] | None = None,
     args: Sequence[str] = (),
-    timeout_s: float = 20,
+    timeout_s: float = START_TIMEOUT_S,
 ) -> SandboxProcess:
     """Spawn ``python -m sandbox --port 0 --state-dir state_dir`` and wait until it listens."""
     state_dir = Path(state_dir).resolve()
@@ -204,7 +205,7 @@ def running_sandbox(
     seed: dict[str, Any] | Path | None = None,
     faults: dict[str, Any] | None = None,
     args: Sequence[str] = (),
-    timeout_s: float = 20,
+    timeout_s: float = START_TIMEOUT_S,
 ) -> Iterator[SandboxProcess]:
     sandbox = start_sandbox(state_dir, seed=seed, faults=faults, args=args, timeout_s=timeout_s)
     try:

@@ -176,5 +176,7 @@ def test_stop_falls_back_to_kill_quickly(tmp_path: Path) -> None:
     sb = start_sandbox(tmp_path)
     began = time.monotonic()
     sb.stop(timeout_s=5)
-    assert time.monotonic() - began < 5
+    # SIGTERM ends it (its shutdown is bounded at 2 s), else the kill after 5 s does; the
+    # margin on top is a loaded machine's.
+    assert time.monotonic() - began < 10
     assert not sb.alive()

@@ -114,9 +114,10 @@ async def test_instantiate_needs_an_application_permission(sb: InProcessSandbox)
 async def test_new_principal_lags_and_lost_answers_still_make_the_app(
     sb: InProcessSandbox,
 ) -> None:
+    # Lags that the three reads right after the instantiate fall inside on a loaded machine too.
     sb.ctx.engine.profile = sb.ctx.engine.profile.merged(
-        {"gallery": {"lost_instantiate_rate": 1.0, "new_principal_lag_ms": 400,
-                     "principal_list_lag_ms": 200}}
+        {"gallery": {"lost_instantiate_rate": 1.0, "new_principal_lag_ms": 3000,
+                     "principal_list_lag_ms": 2000}}
     )  # fmt: skip
     token = await sb.token(ONBOARDING_APP)
     url = f"{sb.graph_url}/applicationTemplates/{SERVICENOW}/instantiate"
@@ -134,11 +135,11 @@ async def test_new_principal_lags_and_lost_answers_still_make_the_app(
     status, body = await call(sb, "GET", f"/servicePrincipals/{app['id']}/synchronization/jobs")
     assert status == 401
     assert body["error"]["code"] == "UnknownError"
-    await asyncio.sleep(0.45)
+    async with asyncio.timeout(30):  # only against a hang: the lags end
+        while (await call(sb, "GET", f"/servicePrincipals/{app['id']}"))[0] != 200:
+            await asyncio.sleep(0.1)
     status, body = await call(sb, "GET", f"/servicePrincipals?$filter={filt(expr)}")
     assert [p["id"] for p in body["value"]] == [app["id"]]
-    status, _ = await call(sb, "GET", f"/servicePrincipals/{app['id']}")
-    assert status == 200
 
 
 async def test_instantiate_5xx_after_the_app_was_made(sb: InProcessSandbox) -> None:

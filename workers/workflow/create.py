@@ -104,24 +104,32 @@ class CreateJob:
                 # Poll until consistent: list again after half the time waited so far (1 s,
                 # then growing), at most create_poll_cap_s, never past the settle budget.
                 return max(0.1, min(settings.create_poll_cap_s, max(1.0, elapsed / 2), left))
-        await claim.confirm()
-        mine = CreateNote(utcnow(), rec.id)
-        await claim.write_note(mine)
-        rec.create_sent_at = mine.sent_at
-        await self.deps.store.save(rec)  # before the POST: a crash now is remembered
+        mine: CreateNote | None = None
+
+        async def post(crid: str) -> GraphResponse[SynchronizationJob]:
+            # The note is written when the POST is about to go out, after the throttle gave
+            # its slot: a run stopped before that (Redis lost in the throttle, a long wait
+            # deferred) leaves no note that would make the next run wait out the settle budget
+            # for a create that was never sent.
+            nonlocal mine
+            await claim.confirm()
+            mine = CreateNote(utcnow(), rec.id)
+            await claim.write_note(mine)
+            rec.create_sent_at = mine.sent_at
+            await self.deps.store.save(rec)  # before the POST: a crash now is remembered
+            return await self.graph.create_job(self.sp, template, crid)
+
         try:
-            created = await self.calls.call(
-                Step.CREATE_JOB,
-                CallKind.CREATE,
-                lambda crid: self.graph.create_job(self.sp, template, crid),
-            )
+            created = await self.calls.call(Step.CREATE_JOB, CallKind.CREATE, post)
         except Ambiguous:
             return 0.5  # made or not: list again, under the settle rule above
         except (GraphError, RetryBudgetExhausted, Defer, CancelRequested):
             # A clear refusal, or the POST never went out (throttle or lag wait): nothing made.
-            await claim.drop_note(mine)
+            if mine is not None:
+                await claim.drop_note(mine)
             rec.create_sent_at = None
             raise
+        assert mine is not None  # post() ran: it gave the answer
         if not created.value.id:
             return 0.5  # an answer without the job: list again rather than guess
         await claim.write_note(CreateNote(mine.sent_at, rec.id, created.value.id))
