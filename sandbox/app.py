@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from sandbox import control, entra, graph, lifecycle, onboarding_routes
+from sandbox import control, entra, graph, lifecycle, log_routes, onboarding_routes
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext, build_context
 from sandbox.entra import TOKENS_KEY, InvalidToken, has_role, owned_only
 from sandbox.faults import TOKEN_ROUTE
 from sandbox.models import GraphError, not_found
+from sandbox.provisioning_logs import AUDIT_LOG_ROLE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GRAPH_VERSIONS = ("v1.0", "beta")
@@ -83,6 +84,15 @@ GRAPH_ROUTES: tuple[Route, ...] = (
     Route("secrets.put", "PUT", f"{SYNC}/secrets", graph.put_secrets, True),
     Route("secrets.get", "GET", f"{SYNC}/secrets", graph.get_secrets, False),
     *(Route(*r) for r in onboarding_routes.ROUTES),  # gallery, assignments, schema
+    Route(
+        "auditLogs.provisioning",
+        "GET",
+        "/auditLogs/provisioning",
+        log_routes.list_provisioning,
+        False,
+        roles=frozenset({AUDIT_LOG_ROLE}),
+        principal_checks=False,
+    ),
 )
 ROUTE_BY_HANDLER: dict[object, Route] = {r.handler: r for r in GRAPH_ROUTES}
 KNOWN_PATHS = tuple(
@@ -311,7 +321,11 @@ def create_app(config: SandboxConfig) -> web.Application:
     router.add_get(f"{tenant}/discovery/v2.0/keys", entra.jwks_handler)
     router.add_post(f"{tenant}/oauth2/v2.0/token", entra.token_handler)
     app[lifecycle.LIFECYCLE_KEY] = lifecycle.LifecycleState()
-    for method, path, handler in (*control.ROUTES, *lifecycle.CONTROL_ROUTES):
+    for method, path, handler in (
+        *control.ROUTES,
+        *lifecycle.CONTROL_ROUTES,
+        *log_routes.CONTROL_ROUTES,
+    ):
         router.add_route(method, path, handler)
     for version in GRAPH_VERSIONS:
         for route in GRAPH_ROUTES:

@@ -25,6 +25,7 @@ from sandbox.models import (
     iso,
     not_found,
 )
+from sandbox.provisioning_logs import ProvisioningLogs
 from sandbox.seed import Seed, SeedPrincipal
 from sandbox.vocabulary import (
     QUARANTINE_MARKER,
@@ -77,6 +78,7 @@ class TenantState:
         for p in self.seed.all_principals():
             self.add_principal(p)
         self.gallery = GalleryState(self, self._clock, self._now)  # sandbox/gallery.py
+        self.logs = ProvisioningLogs(self)  # sandbox/provisioning_logs.py
 
     def add_principal(self, p: SeedPrincipal) -> Principal:
         principal = Principal(
@@ -256,6 +258,7 @@ class TenantState:
             entitled = self.entitled(job.sp_id)
             job.last_execution = execution("Succeeded", began, ended, dict(NO_ERROR), entitled)
             job.last_success = job.last_execution
+            self.logs.cycle_ended(job, began, ended)
 
     def entitled(self, sp_id: str) -> int:
         """How many objects a cycle finds in scope (``countEntitled``): the whole directory
