@@ -1,8 +1,8 @@
 """The provisioning logs route, ``GET /auditLogs/provisioning``, and its test control.
 
 The list answers one page of the entries :class:`sandbox.provisioning_logs.ProvisioningLogs`
-admits for ``$filter``, ``$top`` entries a page (else the fault profile's ``page_size``; 0:
-all), with an opaque signed ``@odata.nextLink`` like every sandbox collection. Authentication,
+admits for ``$filter``: ``$top`` entries, at most the fault profile's ``page_size`` (0: no
+cap), with an opaque signed ``@odata.nextLink`` like every sandbox collection. Authentication,
 the ``AuditLog.Read.All`` check (403 ``Authorization_RequestDenied``) and the injected faults
 are the middleware's (app.py). Control: ``PUT /_sandbox/provisioning-logs`` sets per-object
 outcomes, ``GET`` returns them with the number of entries logged.
@@ -26,19 +26,21 @@ def _logs(request: web.Request) -> ProvisioningLogs:
     return request.app[CTX_KEY].state.logs
 
 
-def _top(request: web.Request, default: int) -> int:
+def _size(request: web.Request, page_size: int) -> int:
+    """Entries a page: ``$top``, but never more than the fault profile's ``page_size`` (Graph
+    may answer fewer than asked; 0 = no cap)."""
     raw = request.query.get("$top")
     if raw is None:
-        return default
+        return page_size
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOP:
         raise bad_request(f"Invalid value for $top: '{raw}'.")
-    return int(raw)
+    return min(int(raw), page_size) if page_size > 0 else int(raw)
 
 
 async def list_provisioning(request: web.Request) -> web.Response:
     ctx = request.app[CTX_KEY]
     items = _logs(request).select(request.query.get("$filter"))
-    size = _top(request, ctx.engine.profile.page_size)
+    size = _size(request, ctx.engine.profile.page_size)
     token = request.query.get("$skiptoken")
     start = _offset(ctx.paging_key, token) if token else 0
     end = start + size if size > 0 else len(items)
