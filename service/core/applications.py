@@ -34,6 +34,9 @@ MAX_REQUESTS = 50  # request ids kept per application
 MAX_NOTIFICATIONS = 20  # delivery attempts of health events kept per application
 NOT_CHECKED = "not checked yet"
 GONE = "job no longer exists"
+#: Callers of requests the service files itself (the watch's auto-restart): an API key's name
+#: cannot hold a colon, so no API caller is one.
+SYSTEM_CALLER_PREFIX = "system:"
 
 
 class _Wire(BaseModel):

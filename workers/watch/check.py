@@ -40,6 +40,7 @@ from service.core.errors import GraphError, GraphFailure, TokenError, WorkflowFa
 from service.core.models import Record, State, Step, utcnow
 from workers.graph.health import assess
 from workers.graph.models import SynchronizationError, SynchronizationJob
+from workers.watch.auto_restart import AutoRestarter
 from workers.watch.last_cycle import PageBudget, read_last_cycle, wants_read
 from workers.watch.rules import (
     Result,
@@ -133,10 +134,19 @@ async def register_job(deps: Deps, record: Record) -> None:
 class Watch:
     """One tick of the watch in one worker."""
 
-    def __init__(self, deps: Deps, schedule: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        schedule: Schedule | None = None,
+        restarter: AutoRestarter | None = None,
+    ) -> None:
         self.deps = deps
         self.apps = ApplicationStore.of(deps.store)
         self.schedule = schedule or Schedule.of(deps.settings)
+        on = deps.settings.auto_restart == "quarantine"
+        self.restarter = restarter or (
+            AutoRestarter(deps.store, deps.settings.auto_restart_max_per_day) if on else None
+        )
 
     async def tick(self) -> Tick:
         """Check the jobs that are due, within the call budget."""
@@ -187,6 +197,8 @@ class Watch:
         if app is None or not results:
             await self.apps.forget(sp, job_id)  # no such application or job any more
             gone = True
+        if isinstance(outcome, SynchronizationJob):
+            await self._recover(sp, job_id, app)
         kind = "gone" if outcome is GONE else "error" if isinstance(outcome, Unreadable) else "read"
         self.deps.metrics.watch_check(kind)
         change = results[0].change if results else None
@@ -210,6 +222,12 @@ class Watch:
                 error=outcome.error,
             )
         return change is not None
+
+    async def _recover(self, sp: str, job_id: str, app: Application | None) -> None:
+        """The opt-in auto-restart of a quarantined job (workers/watch/auto_restart.py)."""
+        watched = app.job(job_id) if app is not None else None
+        if self.restarter is not None and watched is not None:
+            await self.restarter.consider(sp, watched)
 
     def _calls(self, sp: str) -> CallRunner:
         """A run of its own for the call runner: its budget is short, a check is retried later."""
