@@ -7,6 +7,7 @@ quarantine is never restarted."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -16,8 +17,10 @@ from service.core.applications import ErrorView, QuarantineView
 from service.core.health import Health
 from service.core.models import Record, State
 from service.core.settings import Settings
+from tests.api.test_routes import api_client
 from tests.helpers.harness import SALESFORCE, Harness, worker_settings
 from tests.helpers.tenant_admin import TenantAdmin
+from tests.helpers.ui import OPS_KEY, login, operator_settings
 from tests.workers.test_watch import deps_for
 from workers.watch import Watch
 from workers.watch.auto_restart import (
@@ -116,7 +119,7 @@ def _sandbox_restarts(harness: Harness, job_id: str) -> list[str]:
 
 
 async def test_a_transient_quarantine_is_restarted_by_a_recorded_request(
-    harness: Harness, redis: Redis, redis_url: str
+    harness: Harness, redis: Redis, redis_url: str, tmp_path: Path
 ) -> None:
     settings = _settings(harness, redis_url, auto_restart="quarantine")
     harness.settings = settings
@@ -143,6 +146,7 @@ async def test_a_transient_quarantine_is_restarted_by_a_recorded_request(
         assert [{f.strip() for f in s.split(",")} for s in scopes] == [
             {"QuarantineState", "Escrows"}
         ]
+        await _seen_by_an_operator(harness, redis_url, tmp_path, filed.id)
         app = await ApplicationStore.of(harness.store).get(SALESFORCE)
         assert app is not None
         assert filed.id in app.request_ids
@@ -152,6 +156,25 @@ async def test_a_transient_quarantine_is_restarted_by_a_recorded_request(
         app = await ApplicationStore.of(harness.store).get(SALESFORCE)
         assert app is not None
         assert app.jobs[0].health is Health.HEALTHY
+
+
+async def _seen_by_an_operator(harness: Harness, redis_url: str, tmp_path: Path, rid: str) -> None:
+    """The request in the real API's list, its own view with history, and /ui, for ``ops``."""
+    settings = operator_settings(redis_url, tmp_path).model_copy(
+        update={"queue_name": harness.settings.queue_name}
+    )
+    auth = {"Authorization": f"Bearer {OPS_KEY}"}
+    async with api_client(settings) as client:
+        listed = await (await client.get("/v1/provisioning-requests", headers=auth)).json()
+        mine = [r for r in listed["items"] if r["id"] == rid]
+        assert [(r["caller"], r["action"]) for r in mine] == [(CALLER, "restart")]
+        one = await (await client.get(f"/v1/provisioning-requests/{rid}", headers=auth)).json()
+        assert [h["step"] for h in one["history"]][:2] == ["find_job", "restart_job"]
+        assert all(h.get("graphRequestId") for h in one["history"][:2])
+        await login(client, OPS_KEY)
+        page = await (await client.get(f"/ui/requests/{rid}")).text()
+        assert CALLER in page
+        assert "restart" in page
 
 
 async def test_the_daily_cap_holds(harness: Harness, redis: Redis, redis_url: str) -> None:
