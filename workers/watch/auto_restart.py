@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
 import structlog
+from prometheus_client import Counter
 
 from service.core.applications import SYSTEM_CALLER_PREFIX, QuarantineView, WatchedJob
 from service.core.models import Record
 from service.core.store import Store
+from workers.metrics import WorkerMetrics
 
 log = structlog.get_logger("workers.watch")
+_COUNTERS: weakref.WeakKeyDictionary[WorkerMetrics, Counter] = weakref.WeakKeyDictionary()
 CALLER = f"{SYSTEM_CALLER_PREFIX}auto-restart"
 WINDOW_S = 86_400  # "per day": any 24 h
 
@@ -59,6 +63,7 @@ class Decision:
     restart: bool
     why: str
     reset_scope: tuple[str, ...] = ()
+    result: str = "requested"  # the metric's label
 
 
 def decide(
@@ -74,26 +79,55 @@ def decide(
     reason = quarantine.reason or ""
     scope = TRANSIENT_REASONS.get(reason)
     if scope is None:
-        return Decision(False, f"quarantine reason {reason or '(none)'!r} is not transient")
+        return Decision(
+            False, f"quarantine reason {reason or '(none)'!r} is not transient", (), "not_transient"
+        )
     code = (quarantine.error.code if quarantine.error else None) or ""
     if any(word in code.lower() for word in CREDENTIAL_WORDS):
-        return Decision(False, f"the quarantine error {code} needs rotateCredentials")
+        return Decision(
+            False, f"the quarantine error {code} needs rotateCredentials", (), "credentials"
+        )
     recent = sorted(t for t in previous if t > now - WINDOW_S)
     if len(recent) >= max_per_day:
-        return Decision(False, f"{len(recent)} auto-restarts in 24 h: the cap")
+        return Decision(False, f"{len(recent)} auto-restarts in 24 h: the cap", (), "capped")
     wait = backoff[min(len(recent), len(backoff) - 1)]
     if recent and now - recent[-1] < wait:
-        return Decision(False, f"backing off: {wait - (now - recent[-1]):.0f} s to go")
+        return Decision(
+            False, f"backing off: {wait - (now - recent[-1]):.0f} s to go", (), "backoff"
+        )
     return Decision(True, f"quarantined ({reason}), a transient reason", scope)
+
+
+def _counter(metrics: WorkerMetrics) -> Counter:
+    """``provisioner_watch_auto_restarts_total{result}`` in the worker's registry (one per
+    registry: a watch is made per tick)."""
+    counter = _COUNTERS.get(metrics)
+    if counter is None:
+        counter = Counter(
+            "provisioner_watch_auto_restarts",
+            "Quarantined jobs the watch considered restarting, by what it did (requested, "
+            "in_flight, capped, backoff, not_transient, credentials).",
+            ["result"],
+            registry=metrics.registry,
+        )
+        _COUNTERS[metrics] = counter
+    return counter
 
 
 class AutoRestarter:
     """Applies :func:`decide` to a checked job and files the restart request."""
 
-    def __init__(self, store: Store, max_per_day: int, backoff: Sequence[int] = BACKOFF_S) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_per_day: int,
+        backoff: Sequence[int] = BACKOFF_S,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.store = store
         self.max_per_day = max_per_day
         self.backoff = tuple(backoff)
+        self.counter = _counter(metrics or WorkerMetrics())
 
     async def consider(self, sp: str, job: WatchedJob) -> Record | None:
         """File a restart for ``job`` when the rule says so; the request, or None."""
@@ -105,6 +139,7 @@ class AutoRestarter:
         previous = [score for _, score in await redis.zrange(key, 0, -1, withscores=True)]
         decision = decide(job.quarantine, previous, now, self.max_per_day, self.backoff)
         if not decision.restart:
+            self.counter.labels(result=decision.result).inc()
             log.debug("auto_restart_skipped", service_principal_id=sp, job_id=job.job_id,
                       why=decision.why)  # fmt: skip
             return None
@@ -124,7 +159,9 @@ class AutoRestarter:
         accepted, created = await self.store.accept(record)
         if not created:  # an auto-restart of this job is still in flight
             await redis.zrem(key, record.id)
+            self.counter.labels(result="in_flight").inc()
             return None
+        self.counter.labels(result="requested").inc()
         log.info(
             "auto_restart_requested",
             service_principal_id=sp,

@@ -145,7 +145,9 @@ class Watch:
         self.schedule = schedule or Schedule.of(deps.settings)
         on = deps.settings.auto_restart == "quarantine"
         self.restarter = restarter or (
-            AutoRestarter(deps.store, deps.settings.auto_restart_max_per_day) if on else None
+            AutoRestarter(deps.store, deps.settings.auto_restart_max_per_day, metrics=deps.metrics)
+            if on
+            else None
         )
 
     async def tick(self) -> Tick:

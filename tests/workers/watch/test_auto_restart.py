@@ -30,6 +30,7 @@ from workers.watch.auto_restart import (
     AutoRestarter,
     decide,
 )
+from workers.workflow.steps import Deps
 
 ESCROWS = "EncounteredEscrowProportionThreshold"
 NOW = 1_000_000.0
@@ -113,6 +114,13 @@ async def _auto_restarts(harness: Harness, job_id: str) -> list[Record]:
     return [r for r in records if r is not None]
 
 
+def _count(deps: Deps, result: str) -> float:
+    sample = deps.metrics.registry.get_sample_value(
+        "provisioner_watch_auto_restarts_total", {"result": result}
+    )
+    return sample or 0.0
+
+
 def _sandbox_restarts(harness: Harness, job_id: str) -> list[str]:
     restarts = harness.sandbox._call("GET", "/_sandbox/lifecycle")["restarts"]
     return [r["resetScope"] for r in restarts if r["jobId"] == job_id]
@@ -131,11 +139,12 @@ async def test_a_transient_quarantine_is_restarted_by_a_recorded_request(
         [filed] = await _auto_restarts(harness, job_id)
         assert (filed.action, filed.reset_scope) == ("restart", ["QuarantineState", "Escrows"])
         assert filed.metadata == {"trigger": "auto-restart", "quarantineReason": ESCROWS}
-        # checked again before it ran: the in-flight rule keeps it one
+        # checked again before it ran: still one (the backoff; the in-flight rule: next test)
         await watch.check(SALESFORCE, job_id)
         assert len(await _auto_restarts(harness, job_id)) == 1
         key = harness.store.keys.auto_restarts(SALESFORCE, job_id)
         assert await redis.zcard(key) == 1
+        assert (_count(deps, "requested"), _count(deps, "backoff")) == (1, 1)
         # the target recovered: the restart lifts the quarantine and is verified
         harness.sandbox.patch_faults({"quarantine_after_s": None})
         await harness.drain()
@@ -184,14 +193,21 @@ async def test_the_daily_cap_holds(harness: Harness, redis: Redis, redis_url: st
     job_id = await _quarantined_job(harness, "IngestionInterrupted")
     async with deps_for(settings, harness, redis) as deps:
         # no backoff between tries, so that the cap is what stops them
-        watch = Watch(deps, restarter=AutoRestarter(deps.store, 2, backoff=(0,)))
+        watch = Watch(
+            deps, restarter=AutoRestarter(deps.store, 2, backoff=(0,), metrics=deps.metrics)
+        )
         for n in (1, 2):
             await _check_until_quarantined(watch, harness, job_id)
             assert len(await _auto_restarts(harness, job_id)) == n
+            await watch.check(SALESFORCE, job_id)  # before it ran: in flight (then: the cap)
+            assert len(await _auto_restarts(harness, job_id)) == n
+            assert _count(deps, "in_flight") == 1
             await harness.drain()  # the restart runs; the fault quarantines the job again
         await _check_until_quarantined(watch, harness, job_id)
         await watch.check(SALESFORCE, job_id)
         assert len(await _auto_restarts(harness, job_id)) == 2
+        assert _count(deps, "requested") == 2
+        assert _count(deps, "capped") >= 1
     assert all(r.reset_scope == ["QuarantineState"] for r in await _auto_restarts(harness, job_id))
 
 
@@ -231,6 +247,8 @@ async def test_a_credentials_quarantine_is_not_restarted(
         assert app.jobs[0].quarantine is not None
         assert app.jobs[0].quarantine.reason == "EncounteredQuarantineException"
         await watch.check(SALESFORCE, done.job_id)
+        assert _count(deps, "not_transient") >= 1
+        assert _count(deps, "requested") == 0
     assert await _auto_restarts(harness, done.job_id) == []
     await harness.drain()  # nothing was queued: Graph sees no restart from the watch
     key = harness.store.keys.auto_restarts(SALESFORCE, done.job_id)
