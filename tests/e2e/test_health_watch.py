@@ -107,6 +107,8 @@ async def test_a_quarantine_after_success_is_detected_told_and_counted(
         "PROVISIONER_VERIFY_POLL_S": "0.2",
         "PROVISIONER_WATCH_SCHEDULE": ",".join(map(str, SCHEDULE)),
         "PROVISIONER_WATCH_INTERVAL_S": str(TICK_S),
+        # 3 call slots a tick: the job's GET and two for its provisioning logs' pages
+        "PROVISIONER_WATCH_MAX_CALLS_PER_S": "3",
         "PROVISIONER_LOG_FORMAT": "json",
     }
     api, base = await asyncio.to_thread(start_api, env, tmp_path)
