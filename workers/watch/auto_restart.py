@@ -129,12 +129,32 @@ class AutoRestarter:
         self.backoff = tuple(backoff)
         self.counter = _counter(metrics or WorkerMetrics())
 
+    async def _busy(self, sp: str, template_id: str | None) -> bool:
+        """Whether any request (a person's or ours) holds the job's in-flight slot: a restart
+        behind it would only repeat what it does."""
+        keys = self.store.keys
+        for slot in {template_id or "*", "*"}:  # (a request naming no template holds "*")
+            holder = await self.store.redis.get(keys.inflight(sp, slot))
+            if not holder:
+                continue
+            record = await self.store.get(holder.decode() if isinstance(holder, bytes) else holder)
+            if record is not None and not record.state.terminal:
+                return True
+        return False
+
     async def consider(self, sp: str, job: WatchedJob) -> Record | None:
         """File a restart for ``job`` when the rule says so; the request, or None."""
         if job.quarantine is None or not job.watching:
             return None
-        redis, key = self.store.redis, self.store.keys.auto_restarts(sp, job.job_id)
         now = time.time()
+        first = decide(job.quarantine, [], now, self.max_per_day, self.backoff)
+        if not first.restart:  # the reason alone rules it out: no Redis read
+            self.counter.labels(result=first.result).inc()
+            return None
+        if await self._busy(sp, job.template_id):
+            self.counter.labels(result="in_flight").inc()
+            return None
+        redis, key = self.store.redis, self.store.keys.auto_restarts(sp, job.job_id)
         await redis.zremrangebyscore(key, "-inf", now - WINDOW_S)
         previous = [score for _, score in await redis.zrange(key, 0, -1, withscores=True)]
         decision = decide(job.quarantine, previous, now, self.max_per_day, self.backoff)

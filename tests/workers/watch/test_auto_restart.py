@@ -7,6 +7,7 @@ quarantine is never restarted."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -139,12 +140,12 @@ async def test_a_transient_quarantine_is_restarted_by_a_recorded_request(
         [filed] = await _auto_restarts(harness, job_id)
         assert (filed.action, filed.reset_scope) == ("restart", ["QuarantineState", "Escrows"])
         assert filed.metadata == {"trigger": "auto-restart", "quarantineReason": ESCROWS}
-        # checked again before it ran: still one (the backoff; the in-flight rule: next test)
+        # checked again before it ran: the in-flight rule keeps it one
         await watch.check(SALESFORCE, job_id)
         assert len(await _auto_restarts(harness, job_id)) == 1
         key = harness.store.keys.auto_restarts(SALESFORCE, job_id)
         assert await redis.zcard(key) == 1
-        assert (_count(deps, "requested"), _count(deps, "backoff")) == (1, 1)
+        assert (_count(deps, "requested"), _count(deps, "in_flight")) == (1, 1)
         # the target recovered: the restart lifts the quarantine and is verified
         harness.sandbox.patch_faults({"quarantine_after_s": None})
         await harness.drain()
@@ -199,9 +200,9 @@ async def test_the_daily_cap_holds(harness: Harness, redis: Redis, redis_url: st
         for n in (1, 2):
             await _check_until_quarantined(watch, harness, job_id)
             assert len(await _auto_restarts(harness, job_id)) == n
-            await watch.check(SALESFORCE, job_id)  # before it ran: in flight (then: the cap)
+            await watch.check(SALESFORCE, job_id)  # before it ran: the in-flight rule
             assert len(await _auto_restarts(harness, job_id)) == n
-            assert _count(deps, "in_flight") == 1
+            assert _count(deps, "in_flight") == n
             await harness.drain()  # the restart runs; the fault quarantines the job again
         await _check_until_quarantined(watch, harness, job_id)
         await watch.check(SALESFORCE, job_id)
@@ -253,3 +254,25 @@ async def test_a_credentials_quarantine_is_not_restarted(
     await harness.drain()  # nothing was queued: Graph sees no restart from the watch
     key = harness.store.keys.auto_restarts(SALESFORCE, done.job_id)
     assert await redis.zcard(key) == 0
+
+
+async def test_nothing_is_filed_while_a_persons_request_for_the_job_is_in_flight(
+    harness: Harness, redis: Redis, redis_url: str
+) -> None:
+    settings = _settings(harness, redis_url, auto_restart="quarantine")
+    harness.settings = settings
+    job_id = await _quarantined_job(harness, ESCROWS)
+    # a person's restart naming no template (its slot is the principal's "*"), not run yet
+    theirs = Record(id=uuid.uuid4().hex, service_principal_id=SALESFORCE, action="restart",
+                    caller="alpha")  # fmt: skip
+    _, created = await harness.store.accept(theirs)
+    assert created
+    async with deps_for(settings, harness, redis) as deps:
+        watch = Watch(deps)
+        await _check_until_quarantined(watch, harness, job_id)
+        assert await _auto_restarts(harness, job_id) == []
+        assert _count(deps, "in_flight") >= 1
+        await harness.drain()  # theirs runs (and the fault quarantines the job again)
+        assert (await harness.get(theirs.id)).state.terminal
+        await _check_until_quarantined(watch, harness, job_id)
+        assert len(await _auto_restarts(harness, job_id)) == 1  # now the watch may
