@@ -10,7 +10,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from sandbox import control, entra, graph, lifecycle
+from sandbox import control, entra, graph, lifecycle, log_routes
 from sandbox.checks import (
     LIMIT_PERCENTAGE,
     Throttled,
@@ -149,7 +149,11 @@ def create_app(config: SandboxConfig) -> web.Application:
     router.add_get(f"{tenant}/discovery/v2.0/keys", entra.jwks_handler)
     router.add_post(f"{tenant}/oauth2/v2.0/token", entra.token_handler)
     app[lifecycle.LIFECYCLE_KEY] = lifecycle.LifecycleState()
-    for method, path, handler in (*control.ROUTES, *lifecycle.CONTROL_ROUTES):
+    for method, path, handler in (
+        *control.ROUTES,
+        *lifecycle.CONTROL_ROUTES,
+        *log_routes.CONTROL_ROUTES,
+    ):
         router.add_route(method, path, handler)
     for version in GRAPH_VERSIONS:
         for route in GRAPH_ROUTES:

@@ -19,6 +19,7 @@ from sandbox.models import (
     execution,
     iso,
 )
+from sandbox.provisioning_logs import ProvisioningLogs
 from sandbox.vocabulary import QUARANTINE_MARKER, REJECT_MARKER
 
 #: The size of the sandbox tenant's directory, for a job scoped to all users.
@@ -32,6 +33,7 @@ class JobCycles:
     _now: Callable[[], dt.datetime]
     secrets: dict[str, dict[str, str]]
     gallery: GalleryState
+    logs: ProvisioningLogs
 
     def job(self, sp_id: str, job_id: str) -> Job:
         raise NotImplementedError
@@ -105,6 +107,7 @@ class JobCycles:
             entitled = self.entitled(job.sp_id)
             job.last_execution = execution("Succeeded", began, ended, dict(NO_ERROR), entitled)
             job.last_success = job.last_execution
+            self.logs.cycle_ended(job, began, ended)
 
     def entitled(self, sp_id: str) -> int:
         """How many objects a cycle finds in scope (``countEntitled``): the whole directory

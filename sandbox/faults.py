@@ -28,6 +28,7 @@ GRAPH_ROUTES = (
     "jobs.validateCredentialsCollection",
     "secrets.put",
     "secrets.get",
+    "auditLogs.provisioning",
 )
 TOKEN_ROUTE = "token"  # noqa: S105 - a route name
 ALL_ROUTE = "*"

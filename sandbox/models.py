@@ -167,15 +167,39 @@ CYCLE_ERROR = {
 }
 
 
+def _escrow_error(what: str) -> dict[str, Any]:
+    return {
+        "code": "SandboxEscrowThreshold",
+        "message": f"{what} of the provisioning events failed: the target system answered 503 "
+        "(sandbox). The job retries them in later cycles.",
+        "tenantActionable": False,
+    }
+
+
+#: The error of a quarantine whose reason the Get example does not show (sandbox wording: Graph
+#: documents no error per reason). Any other reason gets the Get example's error.
+REASON_ERRORS: dict[str, dict[str, Any]] = {
+    "EncounteredEscrowProportionThreshold": _escrow_error("More than 40%"),
+    "EncounteredBaseEscrowThreshold": _escrow_error("More than 5,000"),
+    "EncounteredTotalEscrowThreshold": _escrow_error("More than 40,000"),
+    "IngestionInterrupted": {
+        "code": "SandboxIngestionInterrupted",
+        "message": "The import from the source was interrupted (sandbox).",
+        "tenantActionable": False,
+    },
+}
+
+
 def example_quarantine(reason: str) -> dict[str, Any]:
-    """A quarantine object exactly as in Graph's Get example, with ``reason``."""
+    """A quarantine object exactly as in Graph's Get example, with ``reason`` (and, for the
+    reasons of :data:`REASON_ERRORS`, an error that fits it)."""
     return {
         "currentBegan": "",
         "nextAttempt": "",
         "reason": reason,
         "seriesBegan": "",
         "seriesCount": 2,
-        "error": dict(EXAMPLE_QUARANTINE_ERROR),
+        "error": dict(REASON_ERRORS.get(reason, EXAMPLE_QUARANTINE_ERROR)),
     }
 
 

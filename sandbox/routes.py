@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sandbox import graph, lifecycle, onboarding_routes
+from sandbox import graph, lifecycle, log_routes, onboarding_routes
+from sandbox.provisioning_logs import AUDIT_LOG_ROLE
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GRAPH_VERSIONS = ("v1.0", "beta")
@@ -60,6 +61,15 @@ GRAPH_ROUTES: tuple[Route, ...] = (
     Route("secrets.put", "PUT", f"{SYNC}/secrets", graph.put_secrets, True),
     Route("secrets.get", "GET", f"{SYNC}/secrets", graph.get_secrets, False),
     *(Route(*r) for r in onboarding_routes.ROUTES),  # gallery, assignments, schema
+    Route(
+        "auditLogs.provisioning",
+        "GET",
+        "/auditLogs/provisioning",
+        log_routes.list_provisioning,
+        False,
+        roles=frozenset({AUDIT_LOG_ROLE}),
+        principal_checks=False,
+    ),
 )
 ROUTE_BY_HANDLER: dict[object, Route] = {r.handler: r for r in GRAPH_ROUTES}
 KNOWN_PATHS = tuple(

@@ -19,6 +19,7 @@ KNOWN_ROLES = (
     "Directory.ReadWrite.All",
     "Application.Read.All",
     "AppRoleAssignment.ReadWrite.All",
+    "AuditLog.Read.All",
 )
 
 

@@ -19,6 +19,7 @@ from sandbox.models import (
     bad_request,
     not_found,
 )
+from sandbox.provisioning_logs import ProvisioningLogs
 from sandbox.seed import Seed, SeedPrincipal
 from sandbox.vocabulary import (
     REJECT_MARKER,
@@ -66,6 +67,7 @@ class TenantState(JobCycles):
         for p in self.seed.all_principals():
             self.add_principal(p)
         self.gallery = GalleryState(self, self._clock, self._now)  # sandbox/gallery.py
+        self.logs = ProvisioningLogs(self)  # sandbox/provisioning_logs.py
 
     def add_principal(self, p: SeedPrincipal) -> Principal:
         principal = Principal(

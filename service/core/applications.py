@@ -8,8 +8,8 @@ the last request's notification targets. The store is :mod:`service.core.applica
 watch that fills it is :mod:`workers.watch`. The schedule between two checks is data:
 ``PROVISIONER_WATCH_SCHEDULE`` (:func:`next_delay_s`).
 
-Room to grow: a job's view is one model (:class:`WatchedJob`); a new reading such as the last
-provisioning cycle's per-user outcomes is one more optional field here and in the watch.
+A job's view is one model (:class:`WatchedJob`); the last cycle's per-user outcomes, read from
+the provisioning logs, are its ``lastCycle`` (:mod:`service.core.cycles`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from service.core.cycles import LastCycle
 from service.core.fields import utcnow
 from service.core.health import Health
 from service.core.models import CallbackAttempt
@@ -34,6 +35,9 @@ MAX_REQUESTS = 50  # request ids kept per application
 MAX_NOTIFICATIONS = 20  # delivery attempts of health events kept per application
 NOT_CHECKED = "not checked yet"
 GONE = "job no longer exists"
+#: Callers of requests the service files itself (the watch's auto-restart): an API key's name
+#: cannot hold a colon, so no API caller is one.
+SYSTEM_CALLER_PREFIX = "system:"
 
 
 class _Wire(BaseModel):
@@ -100,6 +104,7 @@ class WatchedJob(_Wire):
     status_code: str | None = None
     quarantine: QuarantineView | None = None
     last_execution: ExecutionView | None = None
+    last_cycle: LastCycle | None = None  # per-user outcomes (service/core/cycles.py)
     checked_at: datetime | None = None
     next_check_at: datetime | None = None
     health_since: datetime = Field(default_factory=utcnow)

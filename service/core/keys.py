@@ -165,6 +165,10 @@ class Keys:
     def watch(self) -> str:
         return f"{self.prefix}:watch"
 
+    def auto_restarts(self, service_principal_id: str, job_id: str) -> str:
+        """When the watch auto-restarted a job (a sorted set of request ids by time, 24 h)."""
+        return f"{self.prefix}:auto-restart:{service_principal_id}:{job_id}"
+
     def application_event(self, event_id: str) -> str:
         return f"{self.prefix}:app-event:{event_id}"
 

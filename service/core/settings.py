@@ -168,6 +168,10 @@ class Settings(BaseSettings):
     watch_interval_s: int = Field(default=5, ge=1, le=60)
     watch_max_calls_per_s: float = Field(default=1.0, gt=0)
     watch_jitter: float = Field(default=0.1, ge=0, le=0.5)
+    #: Opt-in recovery (workers/watch/auto_restart.py): "quarantine" restarts a job quarantined
+    #: for a transient reason, at most this many times a job in 24 h.
+    auto_restart: Literal["off", "quarantine"] = "off"
+    auto_restart_max_per_day: int = Field(default=3, ge=1, le=24)
 
     otel_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 

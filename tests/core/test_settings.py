@@ -31,6 +31,14 @@ def test_defaults() -> None:
     assert settings.encryption_keys == ()
     assert settings.graph_url == "https://graph.microsoft.com/v1.0"
     assert not settings.tenant_configured
+    assert (settings.auto_restart, settings.auto_restart_max_per_day) == ("off", 3)
+
+
+def test_auto_restart_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROVISIONER_AUTO_RESTART", "quarantine")
+    monkeypatch.setenv("PROVISIONER_AUTO_RESTART_MAX_PER_DAY", "5")
+    settings = load_settings()
+    assert (settings.auto_restart, settings.auto_restart_max_per_day) == ("quarantine", 5)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +54,8 @@ def test_defaults() -> None:
         ("PROVISIONER_WORKER_CONCURRENCY", "many"),
         ("PROVISIONER_LOG_LEVEL", "LOUD"),
         ("PROVISIONER_CA_BUNDLE", "/does/not/exist.pem"),
+        ("PROVISIONER_AUTO_RESTART", "always"),
+        ("PROVISIONER_AUTO_RESTART_MAX_PER_DAY", "0"),
     ],
 )
 def test_bad_values_name_the_variable(

@@ -110,6 +110,8 @@ async def test_a_quarantine_after_success_is_detected_told_and_counted(
         "PROVISIONER_VERIFY_POLL_S": "0.2",
         "PROVISIONER_WATCH_SCHEDULE": ",".join(map(str, SCHEDULE)),
         "PROVISIONER_WATCH_INTERVAL_S": str(TICK_S),
+        # 3 call slots a tick: the job's GET and two for its provisioning logs' pages
+        "PROVISIONER_WATCH_MAX_CALLS_PER_S": "3",
         "PROVISIONER_LOG_FORMAT": "json",
     }
     api, base = await asyncio.to_thread(start_api, env, tmp_path)
@@ -123,6 +125,9 @@ async def test_a_quarantine_after_success_is_detected_told_and_counted(
                 async with session.get(f"{base}{path}") as resp:
                     return await resp.json(content_type=None) if resp.status == 200 else None
 
+            sync_all = {"value": [{"key": "SyncAll", "value": "true"}]}  # 25 users in scope
+            secrets = f"/servicePrincipals/{SALESFORCE}/synchronization/secrets"
+            assert await admin.call("PUT", secrets, sync_all) == 204
             body = {"servicePrincipalId": SALESFORCE, "callbackUrl": hook_url}
             async with session.post(f"{base}/v1/provisioning-requests", json=body) as resp:
                 assert resp.status == 202, await resp.text()
@@ -146,6 +151,14 @@ async def test_a_quarantine_after_success_is_detected_told_and_counted(
             assert first_check_s.total_seconds() <= SCHEDULE[0] + TICK_S + SLACK_S
             assert app["jobs"][0]["health"] == "healthy"
             assert [r["id"] for r in app["requests"]] == [request_id]
+
+            async def cycle_read() -> Any:  # the worker's tick read the first cycle's logs
+                app = await read(f"/v1/applications/{SALESFORCE}")
+                return app["jobs"][0]["lastCycle"] if app and app["jobs"][0]["lastCycle"] else None
+
+            cycle = await until(cycle_read, 30)
+            assert (cycle["succeeded"], cycle["failed"], cycle["skipped"]) == (25, 0, 0)
+            assert (cycle["truncated"], cycle["unavailable"]) == (False, None)
 
             metrics_url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
 

@@ -79,7 +79,7 @@ def test_msal_secret_credential_and_token_claims(sandbox: SandboxProcess) -> Non
     claims = jwks_claims(sandbox, result["access_token"])
     assert claims["tid"] == sandbox.tenant_id
     assert claims["appid"] == sandbox.info["client_id"]
-    assert claims["roles"] == ["Synchronization.ReadWrite.All"]
+    assert claims["roles"] == ["Synchronization.ReadWrite.All", "AuditLog.Read.All"]
     assert claims["exp"] - time.time() == pytest.approx(3600, abs=5)
     graph = sandbox.requests_session().get(
         f"{sandbox.graph_url}/servicePrincipals/{SALESFORCE}/synchronization/templates",

@@ -12,7 +12,9 @@ The Graph cost: ``jobs / last delay`` calls a second in steady state, e.g. 10,00
 6 h = 10,000 / 21,600 s = 0.46 calls/s (0.51 with the default 10 % jitter, which only ever
 shortens a delay), below the default cap of 1 call/s. When more checks are due than the cap
 allows (a burst of new jobs, each checked 1, 5, 15 and 60 min after its request), they wait
-their turn: the cap wins over the schedule.
+their turn: the cap wins over the schedule. A check that finds a cycle finished since the last
+one also reads that cycle's provisioning logs (:mod:`workers.watch.last_cycle`) with the tick's
+slots the jobs' GETs left over: the cap holds for those pages too.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ from service.core.applications import (
     QuarantineView,
     Reading,
 )
+from service.core.cycles import LastCycle
 from service.core.errors import GraphError, GraphFailure, TokenError, WorkflowFailed
 from service.core.fields import utcnow
 from service.core.models import Record, State, Step
 from workers.graph.health import assess
 from workers.graph.models import SynchronizationError, SynchronizationJob
+from workers.watch.auto_restart import AutoRestarter
+from workers.watch.last_cycle import PageBudget, read_last_cycle, wants_read
 from workers.watch.rules import (
     Result,
     Schedule,
@@ -130,10 +135,21 @@ async def register_job(deps: Deps, record: Record) -> None:
 class Watch:
     """One tick of the watch in one worker."""
 
-    def __init__(self, deps: Deps, schedule: Schedule | None = None) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        schedule: Schedule | None = None,
+        restarter: AutoRestarter | None = None,
+    ) -> None:
         self.deps = deps
         self.apps = ApplicationStore.of(deps.store)
         self.schedule = schedule or Schedule.of(deps.settings)
+        on = deps.settings.auto_restart == "quarantine"
+        self.restarter = restarter or (
+            AutoRestarter(deps.store, deps.settings.auto_restart_max_per_day, metrics=deps.metrics)
+            if on
+            else None
+        )
 
     async def tick(self) -> Tick:
         """Check the jobs that are due, within the call budget."""
@@ -142,18 +158,24 @@ class Watch:
         quota = max(1, int(rate * settings.watch_interval_s))
         lease_ms = (settings.step_timeout_s * 2 + settings.watch_interval_s) * 1000
         due = await self.apps.claim_due(time.time() * 1000, quota, lease_ms)
+        # the slots the jobs' GETs leave are the provisioning logs' (workers/watch/last_cycle.py)
+        pages = PageBudget(time.monotonic(), rate, len(due), quota)
         changes = await asyncio.gather(
-            *(self._paced(i / rate, sp, job_id) for i, (sp, job_id) in enumerate(due))
+            *(self._paced(i / rate, sp, job_id, pages) for i, (sp, job_id) in enumerate(due))
         )
         return Tick(len(due), sum(1 for c in changes if c))
 
-    async def _paced(self, delay_s: float, sp: str, job_id: str) -> bool:
+    async def _paced(self, delay_s: float, sp: str, job_id: str, pages: PageBudget) -> bool:
         await asyncio.sleep(delay_s)  # spreads the tick's calls evenly: the rate cap
-        return await self.check(sp, job_id)
+        return await self.check(sp, job_id, pages)
 
-    async def check(self, sp: str, job_id: str) -> bool:
-        """Read one job and record what it says; True when its health changed."""
+    async def check(self, sp: str, job_id: str, pages: PageBudget | None = None) -> bool:
+        """Read one job (and, after a new cycle, its provisioning logs within ``pages``) and
+        record what it says; True when its health changed."""
         outcome = await self._read(sp, job_id)
+        cycle: LastCycle | None = None
+        if isinstance(outcome, SynchronizationJob):
+            cycle = await self._last_cycle(sp, job_id, outcome, pages or PageBudget.unpaced())
         results: list[Result] = []
         gone = False
 
@@ -170,6 +192,7 @@ class Watch:
                 assert isinstance(outcome, SynchronizationJob)
                 reading = reading_of(outcome, expects_users=job.expects_users)
                 result = observed(app, job, reading, now, self.schedule)
+                job.last_cycle = cycle or job.last_cycle
             results[:] = [result]
             return result.update
 
@@ -177,6 +200,8 @@ class Watch:
         if app is None or not results:
             await self.apps.forget(sp, job_id)  # no such application or job any more
             gone = True
+        if isinstance(outcome, SynchronizationJob):
+            await self._recover(sp, job_id, app)
         kind = "gone" if outcome is GONE else "error" if isinstance(outcome, Unreadable) else "read"
         self.deps.metrics.watch_check(kind)
         change = results[0].change if results else None
@@ -201,18 +226,38 @@ class Watch:
             )
         return change is not None
 
-    async def _read(self, sp: str, job_id: str) -> SynchronizationJob | Unreadable | object:
+    async def _recover(self, sp: str, job_id: str, app: Application | None) -> None:
+        """The opt-in auto-restart of a quarantined job (workers/watch/auto_restart.py)."""
+        watched = app.job(job_id) if app is not None else None
+        if self.restarter is not None and watched is not None:
+            await self.restarter.consider(sp, watched)
+
+    def _calls(self, sp: str) -> CallRunner:
+        """A run of its own for the call runner: its budget is short, a check is retried later."""
         settings = self.deps.settings
-        # A run of its own for the call runner: its budget is short, a check is retried later.
         record = Record(
             id=f"watch-{uuid.uuid4().hex}",
             service_principal_id=sp,
             attempts=1,
             retry_until=utcnow() + timedelta(seconds=min(30.0, settings.retry_budget_s)),
         )
-        calls = CallRunner(
+        return CallRunner(
             settings, record, self.deps.throttle, self.deps.stopping, self.deps.metrics
         )
+
+    async def _last_cycle(
+        self, sp: str, job_id: str, job: SynchronizationJob, pages: PageBudget
+    ) -> LastCycle | None:
+        """The outcomes of the job's last cycle when the view has none for it yet."""
+        app = await self.apps.get(sp)
+        watched = app.job(job_id) if app is not None else None
+        execution = reading_of(job).last_execution
+        if watched is None or execution is None or not wants_read(watched.last_cycle, execution):
+            return None
+        return await read_last_cycle(self.deps.graph, self._calls(sp), job_id, execution, pages)
+
+    async def _read(self, sp: str, job_id: str) -> SynchronizationJob | Unreadable | object:
+        calls = self._calls(sp)
         try:
             resp = await calls.call(
                 Step.VERIFY,

@@ -23,6 +23,7 @@ from service.core.application_store import Update, member
 from service.core.applications import (
     GONE,
     MAX_HISTORY,
+    SYSTEM_CALLER_PREFIX,
     Application,
     HealthChange,
     HealthEvent,
@@ -85,13 +86,15 @@ def registered(app: Application, record: Record, now: datetime, schedule: Schedu
     """A request ended succeeded with ``record.job_id``: watch that job, from the start."""
     assert record.job_id is not None
     app.touched_by(record.id, record.caller)
-    app.last_request = LastRequest(
-        id=record.id,
-        caller=record.caller,
-        callback_url=record.callback_url,
-        external_reference=record.external_reference,
-        ended_at=now,
-    )
+    if not record.caller.startswith(SYSTEM_CALLER_PREFIX) or app.last_request is None:
+        # (the service's own requests leave the people who asked last as the ones to tell)
+        app.last_request = LastRequest(
+            id=record.id,
+            caller=record.caller,
+            callback_url=record.callback_url,
+            external_reference=record.external_reference,
+            ended_at=now,
+        )
     job = app.job(record.job_id)
     if job is None:
         job = WatchedJob(job_id=record.job_id, template_id=record.template_id, health_since=now)

@@ -4,9 +4,10 @@
 rule, :func:`service.api.applications.visible_to`), by service principal id, optionally only
 those with a job in one health, cursor-paged like ``GET /v1/applications``.
 ``GET /ui/applications/{servicePrincipalId}`` shows one: each watched job's last reading (health
-and reason, schedule state, status code, quarantine, last execution), the watch's schedule, the
-job's health history, and the requests for it the caller may see. An unknown principal, a
-malformed id and another caller's application are the same 404 page.
+and reason, schedule state, status code, quarantine, last execution, the last cycle's per-user
+outcomes), the watch's schedule, the job's health history, and the requests for it the caller
+may see. An unknown principal, a malformed id and another caller's application are the same
+404 page.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 import service.api.ui.applications as ui_apps
+from service.api.state import STORE
 from service.api.ui.applications import AppRow
+from service.core.application_store import ApplicationStore, Update
 from service.core.applications import (
     Application,
     ErrorView,
@@ -22,6 +24,7 @@ from service.core.applications import (
     Reading,
     WatchedJob,
 )
+from service.core.cycles import FailureCount, LastCycle
 from service.core.fields import utcnow
 from service.core.health import Health
 from tests.api.test_routes import api_client, sp
@@ -168,6 +171,43 @@ async def test_one_application_shows_each_job_its_history_and_requests(
     detail = await (await client.get(f"/ui/requests/{second.id}")).text()
     assert f'<a href="/ui/applications/{sp(4)}">application</a>' in detail
     assert 'class="badge b-quarantined"' in detail
+
+
+async def test_the_last_cycle_per_user_is_shown_escaped(client: TestClient[Any, Any]) -> None:
+    await add_application(client, sp(7), "alpha", HEALTHY)
+    await add_application(client, sp(8), "alpha", HEALTHY)
+    cycle = LastCycle(
+        began=utcnow() - timedelta(minutes=40),
+        ended=utcnow(),
+        succeeded=21,
+        failed=3,
+        skipped=1,
+        warnings=0,
+        top_failures=[FailureCount(reason="SandboxEntryExportFailed", count=3, message=XSS)],
+        truncated=True,
+    )
+    denied = LastCycle(unavailable=f"Graph answered 403 {XSS}")
+    apps = ApplicationStore.of(client.app[STORE])
+    for principal, value in ((sp(7), cycle), (sp(8), denied)):
+
+        def change(app: Application, value: LastCycle = value) -> Update:
+            app.jobs[0].last_cycle = value
+            return Update()
+
+        await apps.update(principal, change)
+    await login(client)
+    text = await (await client.get(f"/ui/applications/{sp(7)}")).text()
+    assert XSS not in text
+    for expected in (
+        "21 succeeded, 3 failed, 1 skipped",
+        "at least: the watch read only its first pages",
+        "SandboxEntryExportFailed</span>: 3",
+        XSS_ESCAPED,
+    ):
+        assert expected in text, expected
+    text = await (await client.get(f"/ui/applications/{sp(8)}")).text()
+    assert XSS not in text
+    assert f'unavailable: <span class="wrap">Graph answered 403 {XSS_ESCAPED}' in text
 
 
 async def test_another_callers_or_an_unknown_application_is_a_404_page(
