@@ -103,6 +103,12 @@ class Harness:
         finally:
             await worker.close()
 
+    async def run(self, sp: str, **submit: Any) -> Record:
+        """Submit a request, drain the queue with a burst worker and return the record."""
+        rec = await self.submit(sp, **submit)
+        await self.drain()
+        return await self.get(rec.id)
+
     async def get(self, request_id: str) -> Record:
         record = await self.store.get(request_id)
         assert record is not None
