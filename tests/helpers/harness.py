@@ -15,6 +15,7 @@ from service.core.store import Store
 from tests.helpers.sandbox import SandboxProcess
 from workers.main import build_worker
 
+TENANT = "5f0c1e8a-7d2b-4e6f-9a1c-3b8d5e2f4a60"  # the default seed's tenant
 SALESFORCE = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"  # one template: salesforce
 SCIM = "cbe29441-8636-4563-a4a8-c390c0e83cb4"  # scim + scimV2 (default)
 GITHUB = "01d564d9-8163-464e-bc90-b017bf5c8fa6"  # two templates, none default

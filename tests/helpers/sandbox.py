@@ -280,3 +280,13 @@ async def in_process_sandbox(
             )
     finally:
         await runner.cleanup()
+
+
+class Clock:
+    """A monotonic clock a test moves by hand (``clock.t += 5``), for the pure tenant state."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
