@@ -28,6 +28,7 @@ from sandbox.cli import start_site
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext
 from sandbox.faults import FaultProfile
 from sandbox.seed import load_seed
+from service.core.settings import Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -290,3 +291,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+def graph_settings(sandbox: SandboxProcess) -> Settings:
+    """The settings the sandbox's env gives (its Graph URL, tenant, client and CA)."""
+    env = {k.removeprefix("PROVISIONER_").lower(): v for k, v in sandbox.env().items()}
+    return load_settings(**env)
