@@ -1,5 +1,5 @@
 """Records and a store for the core tests: a record for one principal, and a store over a real
-Redis with a fresh encryption key (the fixture ``store`` in tests/core/conftest.py)."""
+Redis with a fresh encryption key (the fixture ``store`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
