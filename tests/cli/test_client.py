@@ -7,19 +7,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from service.cli.client import ApiError, Client
-from tests.api.test_routes import API_KEY, api_client, make_settings
+from tests.api.test_routes import API_KEY
 from tests.helpers.redis_server import free_port
 
 SP = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"
-
-
-@pytest.fixture
-async def base(redis: Redis, redis_url: str) -> Any:
-    async with api_client(make_settings(redis_url)) as client:
-        yield str(client.make_url("")).rstrip("/")
 
 
 async def _call(client: Client, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -4,6 +4,8 @@ message and exit code 2."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from service.cli.client import ApiError
 from service.cli.commands import action_body, run_client
 from service.cli.main import _parser
+from tests.api.test_routes import API_KEY
 from tests.helpers.redis_server import free_port
 
 SP = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"
@@ -66,3 +69,21 @@ def test_an_unreachable_api_exits_2_with_a_message(capsys: pytest.CaptureFixture
     args = _parser().parse_args(["status", "rid", "--api-url", url, "--api-key", "k"])
     assert run_client(args) == 2
     assert "cannot reach the API" in capsys.readouterr().err
+
+
+async def test_submit_says_accepted_then_already_in_flight(base: str) -> None:
+    argv = ["submit", "--sp", SP, "--api-url", base, "--api-key", API_KEY]
+    out = io.StringIO()  # the API in this process logs to stdout
+    for _ in range(2):
+        assert await asyncio.to_thread(run_client, _parser().parse_args(argv), out) == 0
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("accepted: ")
+    assert second == "already in flight: " + first.removeprefix("accepted: ")
+
+
+async def test_an_action_names_itself_when_accepted(base: str) -> None:
+    argv = ["pause", "--sp", SP, "--api-url", base, "--api-key", API_KEY]
+    out = io.StringIO()
+    assert await asyncio.to_thread(run_client, _parser().parse_args(argv), out) == 0
+    assert out.getvalue().startswith("accepted: ")
+    assert out.getvalue().endswith(" (pause)\n")
