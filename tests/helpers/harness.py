@@ -114,3 +114,8 @@ class Harness:
         record = await self.store.get(request_id)
         assert record is not None
         return record
+
+
+def jobs_of(stats: dict[str, Any], sp: str) -> list[dict[str, Any]]:
+    """The sandbox's jobs of principal ``sp`` in a ``stats()`` answer."""
+    return list(stats["jobs"].get(sp, []))

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from service.core.models import Outcome, State, Step
 from tests.helpers.harness import (
-    GITHUB,
-    NO_TEMPLATES,
     OWNED_BY_CLIENT,
     READ_ONLY_CLIENT,
     SALESFORCE,
     SCIM,
     SLACK_NEW,
     Harness,
+    jobs_of,
     worker_settings,
 )
-
-
-def jobs_of(stats: dict[str, Any], sp: str) -> list[dict[str, Any]]:
-    return list(stats["jobs"].get(sp, []))
 
 
 async def test_happy_path_creates_and_starts_one_job(harness: Harness) -> None:
@@ -39,105 +32,6 @@ async def test_happy_path_creates_and_starts_one_job(harness: Harness) -> None:
     [job] = jobs_of(stats, SALESFORCE)
     assert job["id"] == done.job_id
     assert stats["starts"][done.job_id] == 1
-
-
-async def test_default_template_is_chosen(harness: Harness) -> None:
-    done = await harness.run(SCIM)
-    assert done.state is State.SUCCEEDED, done.error
-    assert done.template_id == "scimV2"
-
-
-async def test_unknown_template_fails_listing_what_exists(harness: Harness) -> None:
-    done = await harness.run(SCIM, template="nope")
-    assert done.state is State.FAILED
-    assert done.error is not None
-    assert done.error.code == "TemplateNotFound"
-    assert done.error.details["available"] == ["scim", "scimV2"]
-    assert done.error.graph_request_id
-    assert jobs_of(harness.sandbox.stats(), SCIM) == []
-
-
-async def test_several_templates_without_default_is_ambiguous(harness: Harness) -> None:
-    done = await harness.run(GITHUB)
-    assert done.state is State.FAILED
-    assert done.error is not None
-    assert done.error.code == "TemplateAmbiguous"
-    assert sorted(done.error.details["available"]) == [
-        "gitHubEnterpriseCloud",
-        "gitHubEnterpriseManagedUser",
-    ]
-    assert jobs_of(harness.sandbox.stats(), GITHUB) == []
-
-
-async def test_no_templates_fails_clearly(harness: Harness) -> None:
-    done = await harness.run(NO_TEMPLATES)
-    assert done.error is not None
-    assert done.error.code == "TemplateNotFound"
-
-
-async def test_credentials_saved_then_deleted_from_redis(harness: Harness) -> None:
-    secret = "s3cr3t-token-value-123"
-    done = await harness.run(
-        SALESFORCE, credentials={"BaseAddress": "https://scim.example/v2", "SecretToken": secret}
-    )
-    assert done.state is State.SUCCEEDED, done.error
-    assert harness.sandbox.stats()["secrets"][SALESFORCE] == 1
-    assert await harness.store.credentials(done.id) is None
-    for key in await harness.store.redis.keys("*"):
-        kind = await harness.store.redis.type(key)
-        if kind == b"string":
-            assert secret.encode() not in (await harness.store.redis.get(key) or b"")
-
-
-async def test_rejected_credentials_fail_without_starting(harness: Harness) -> None:
-    done = await harness.run(SALESFORCE, credentials={"SecretToken": "sandbox:reject"})
-    assert done.state is State.FAILED
-    assert done.error is not None
-    assert done.error.code == "CredentialsRejected"
-    assert done.error.graph_status == 400
-    stats = harness.sandbox.stats()
-    [job] = jobs_of(stats, SALESFORCE)
-    assert stats["starts"].get(job["id"], 0) == 0
-    assert await harness.store.credentials(done.id) is None
-
-
-async def test_quarantine_after_start_fails_with_reason(harness: Harness) -> None:
-    done = await harness.run(SALESFORCE, credentials={"SecretToken": "x-sandbox:quarantine"})
-    assert done.state is State.FAILED
-    assert done.error is not None
-    assert done.error.code == "JobQuarantined"
-    assert done.error.details["reason"]
-    assert done.error.details["tenantActionable"] is True
-
-
-async def test_existing_job_is_adopted_not_duplicated(harness: Harness) -> None:
-    first = await harness.submit(SALESFORCE, start=False)
-    await harness.drain()
-    assert (await harness.get(first.id)).state is State.SUCCEEDED
-    second = await harness.submit(SALESFORCE)
-    await harness.drain()
-    done = await harness.get(second.id)
-    assert done.state is State.SUCCEEDED, done.error
-    assert any(h.outcome is Outcome.ADOPTED for h in done.history)
-    stats = harness.sandbox.stats()
-    [job] = jobs_of(stats, SALESFORCE)
-    assert stats["starts"][job["id"]] == 1
-
-
-async def test_start_false_creates_but_does_not_start(harness: Harness) -> None:
-    done = await harness.run(SALESFORCE, start=False)
-    assert done.state is State.SUCCEEDED
-    stats = harness.sandbox.stats()
-    [job] = jobs_of(stats, SALESFORCE)
-    assert stats["starts"].get(job["id"], 0) == 0
-
-
-async def test_lost_create_responses_never_duplicate(harness: Harness) -> None:
-    harness.sandbox.patch_faults({"lost_create_rate": 1.0})
-    done = await harness.run(SALESFORCE)
-    assert done.state is State.SUCCEEDED, done.error
-    assert any(h.outcome is Outcome.ADOPTED for h in done.history)
-    assert len(jobs_of(harness.sandbox.stats(), SALESFORCE)) == 1
 
 
 async def test_new_principal_unknown_error_is_waited_out(harness: Harness) -> None:
@@ -233,12 +127,3 @@ async def test_unknown_principal_fails_at_once(harness: Harness) -> None:
     assert done.error.code == "Request_ResourceNotFound"
     assert done.error.graph_status == 404
     assert done.attempts == 1
-
-
-async def test_job_that_never_leaves_not_run_counts_as_started_after_settling(
-    harness: Harness,
-) -> None:
-    harness.sandbox.patch_faults({"activation_delay_ms": 600_000})
-    done = await harness.run(SALESFORCE)
-    assert done.state is State.SUCCEEDED, done.error
-    assert "first cycle is not finished yet" in (done.history[-1].message or "")
