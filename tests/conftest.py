@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from service.core.store import Store
 from tests.helpers.harness import Harness, worker_settings
+from tests.helpers.records import new_store
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.sandbox import SandboxProcess, start_sandbox
 
@@ -52,3 +54,9 @@ def fresh_sandbox(sandbox: SandboxProcess) -> SandboxProcess:
 @pytest.fixture
 def harness(fresh_sandbox: SandboxProcess, redis: Redis, redis_url: str) -> Harness:
     return Harness(worker_settings(fresh_sandbox, redis_url), redis, fresh_sandbox)
+
+
+@pytest.fixture
+async def store(redis: Redis) -> Store:
+    """A fresh store over the test's Redis (flushed per test by the ``redis`` fixture)."""
+    return new_store(redis)

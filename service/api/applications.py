@@ -23,7 +23,7 @@ from pydantic.json_schema import models_json_schema
 from service.api.access import require
 from service.api.auth.keys import CALLER
 from service.api.auth.policy import TAG_PREFIX, AccessPolicy, Permission
-from service.api.intake import json_response
+from service.api.intake import json_response, page_response
 from service.api.openapi.meta import Body, operation
 from service.api.params import ApplicationListParams, ApplicationPath, parse_application_params
 from service.api.problems import Problem
@@ -78,6 +78,19 @@ def view(app: Application, requests: list[Record] | None = None) -> dict[str, An
     return body
 
 
+async def visible_application(request: web.Request, caller: str) -> Application:
+    """The application the path names, when ``caller`` may see it; else a 404 (an unknown
+    principal and one hidden from the caller answer alike)."""
+    try:
+        sp = ApplicationPath.model_validate(request.match_info).service_principal_id
+    except ValidationError:
+        raise not_found() from None
+    app = await ApplicationStore.of(request.app[STORE]).get(sp)
+    if app is None or not visible_to(request.app[POLICY], caller)(app):
+        raise not_found()
+    return app
+
+
 @routes.get(BASE + "/{servicePrincipalId}")
 @operation(
     "getApplication",
@@ -93,15 +106,9 @@ def view(app: Application, requests: list[Record] | None = None) -> dict[str, An
 async def get_application(request: web.Request) -> web.Response:
     """One application, with the caller's requests for it, newest first."""
     require(request, Permission.READ)
-    try:
-        sp = ApplicationPath.model_validate(request.match_info).service_principal_id
-    except ValidationError:
-        raise not_found() from None
-    store = request.app[STORE]
-    app = await ApplicationStore.of(store).get(sp)
     caller = request[CALLER]
-    if app is None or not visible_to(request.app[POLICY], caller)(app):
-        raise not_found()
+    app = await visible_application(request, caller)
+    store = request.app[STORE]
     records = [await store.get(rid) for rid in app.request_ids]
     mine = [r for r in records if r is not None and r.caller == caller]
     return json_response(view(app, mine[:MAX_REQUESTS_SHOWN]))
@@ -130,7 +137,7 @@ async def list_applications(request: web.Request) -> web.Response:
         cursor=params.cursor,
         limit=params.limit,
     )
-    return json_response({"items": [view(a) for a in apps], "nextCursor": next_cursor})
+    return page_response([view(a) for a in apps], next_cursor)
 
 
 # OpenAPI -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ gets, so a caller never learns about another caller's work.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 from uuid import UUID, uuid4
 
 from aiohttp import web
@@ -38,6 +39,11 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 def json_response(data: object, status: int = 200, location: str | None = None) -> web.Response:
     headers = {"Location": location} if location else None
     return web.json_response(data, status=status, headers=headers)
+
+
+def page_response(items: list[dict[str, Any]], next_cursor: str | None) -> web.Response:
+    """A listing's answer: a page of items and the cursor of the next (None at the end)."""
+    return json_response({"items": items, "nextCursor": next_cursor})
 
 
 def invalid(field: str, reason: str, status: int = 422) -> Problem:

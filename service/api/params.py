@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -47,6 +47,7 @@ DEFAULT_LIMIT = 50
 IDEMPOTENCY_KEY_MAX = 255
 CALLER_PATTERN = r"^[\x21-\x7e]{1,200}$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,512}$"
+Q = TypeVar("Q", bound=BaseModel)
 
 RequestId = Annotated[str, StringConstraints(pattern=REQUEST_ID_PATTERN)]
 
@@ -100,10 +101,7 @@ def parse_list_params(query: Mapping[str, str], *, drop_empty: bool = False) -> 
         data = {k: v for k, v in data.items() if v}
     elif data.get("cursor") == "":
         del data["cursor"]
-    try:
-        return ListParams.model_validate(data)
-    except ValidationError as e:
-        raise validation_problem(e, "The query parameters are not valid; see errors.") from None
+    return _query(ListParams, data)
 
 
 class ApplicationPath(BaseModel):
@@ -131,7 +129,12 @@ class ApplicationListParams(BaseModel):
 def parse_application_params(query: Mapping[str, str]) -> ApplicationListParams:
     """Parse ``GET /v1/applications``'s query; a 422 problem naming each bad field."""
     data = {k: v for k, v in query.items() if not (k == "cursor" and v == "")}
+    return _query(ApplicationListParams, data)
+
+
+def _query(model: type[Q], data: dict[str, str]) -> Q:
+    """``data`` as ``model``; a 422 problem naming each bad field."""
     try:
-        return ApplicationListParams.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise validation_problem(e, "The query parameters are not valid; see errors.") from None

@@ -31,6 +31,7 @@ from service.api.intake import (
     idempotency_key,
     invalid,
     json_response,
+    page_response,
     parse_body,
     submit,
 )
@@ -141,7 +142,7 @@ async def list_requests(request: web.Request) -> web.Response:
         )
     except ValueError:
         raise invalid("cursor", "is not a cursor this API returned") from None
-    return json_response({"items": [r.public() for r in records], "nextCursor": next_cursor})
+    return page_response([r.public() for r in records], next_cursor)
 
 
 # actions -------------------------------------------------------------------------------------

@@ -26,9 +26,17 @@ def _submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         body["templateId"] = args.template
     if args.external_reference:
         body["externalReference"] = args.external_reference
+    return _post(client, args, out, body, "")
+
+
+def _post(
+    client: Client, args: argparse.Namespace, out: TextIO, body: dict[str, Any], note: str
+) -> int:
+    """POST a request, say whether it was accepted, and with ``--wait`` follow it to its end
+    (exit 1 unless it succeeded)."""
     status, record = client.call("POST", "/v1/provisioning-requests", body)
     verb = "accepted" if status == 202 else "already in flight"
-    out.write(f"{verb}: {record['id']}\n")
+    out.write(f"{verb}: {record['id']}{note}\n")
     if args.wait:
         record = watch(client, record["id"], out)
         return 0 if record["state"] == "succeeded" else 1
@@ -63,13 +71,7 @@ def _list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
 
 def _action(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     body = action_body(args)
-    status, record = client.call("POST", "/v1/provisioning-requests", body)
-    verb = "accepted" if status == 202 else "already in flight"
-    out.write(f"{verb}: {record['id']} ({body['action']})\n")
-    if args.wait:
-        record = watch(client, record["id"], out)
-        return 0 if record["state"] == "succeeded" else 1
-    return 0
+    return _post(client, args, out, body, f" ({body['action']})")
 
 
 def _act(client: Client, args: argparse.Namespace, out: TextIO) -> int:

@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
-from uuid import uuid4
 
 import pytest
-from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from service.core.crypto import CredentialCipher
-from service.core.errors import StoreUnavailable
-from service.core.idempotency import fingerprint
-from service.core.keys import Keys
-from service.core.models import Record, State
+from service.core.models import State
 from service.core.request import Credential
 from service.core.store import Store
-from tests.helpers.redis_server import free_port
-
-SP = "6f1c3b9e-2a4d-4c8e-9b1f-0d2e3f4a5b6c"
-QUEUE = "provisioner:queue"
-K = Keys(QUEUE)
-
-
-@pytest.fixture
-async def store(redis: Redis) -> Store:
-    cipher = CredentialCipher((Fernet.generate_key().decode(),))
-    return Store(redis, queue_name=QUEUE, record_ttl_s=3600, cipher=cipher)
-
-
-def rec(sp: str = SP, template: str | None = None, **kw: object) -> Record:
-    return Record(
-        id=uuid4().hex,
-        service_principal_id=sp,
-        template_id=template,
-        requested_template_id=template,
-        **kw,  # type: ignore[arg-type]
-    )
+from tests.helpers.records import QUEUE, K, rec
 
 
 async def test_accept_stores_and_enqueues_atomically(store: Store, redis: Redis) -> None:
@@ -116,129 +89,6 @@ async def test_list_filters(store: Store) -> None:
     assert [r.id for r in page] == [a.id]
     with pytest.raises(ValueError, match="cursor"):
         await store.list(cursor="%%%")
-
-
-async def test_idempotency_keys(store: Store) -> None:
-    assert await store.claim_idempotency_key("a", "k", "fp1", 60) is None
-    pending = await store.claim_idempotency_key("a", "k", "fp1", 60)
-    assert pending is not None
-    assert pending.status is None
-    assert await store.claim_idempotency_key("b", "k", "fp1", 60) is None  # per caller
-    await store.complete_idempotency_key("a", "k", "fp1", 202, "rid", 60)
-    done = await store.claim_idempotency_key("a", "k", "fp2", 60)
-    assert done is not None
-    assert (done.fingerprint, done.status, done.request_id) == (
-        "fp1",
-        202,
-        "rid",
-    )
-    await store.release_idempotency_key("a", "k")
-    assert await store.claim_idempotency_key("a", "k", "fp2", 60) is None
-
-
-async def test_cancel_flag_and_enqueue(store: Store, redis: Redis) -> None:
-    record, _ = await store.accept(rec())
-    assert not await store.cancel_requested(record.id)
-    running = await store.get(record.id)
-    assert running is not None
-    running.state = State.RUNNING
-    await store.save(running)
-    current, outcome = await store.cancel(record.id, lambda queued: None)
-    assert outcome == "accepted"
-    assert current is not None
-    assert current.state is State.RUNNING  # the worker ends it cancelled at its next boundary
-    assert await store.cancel_requested(record.id)
-    assert await store.enqueue(record.id) is False  # arq already holds the job
-    await redis.delete(f"arq:job:{record.id}")
-    assert await store.enqueue(record.id) is True
-
-
-def test_fingerprint_is_canonical() -> None:
-    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
-    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
-
-
-async def test_unreachable_redis_raises_store_unavailable_fast() -> None:
-    timeout_s = 2
-    client = Redis.from_url(
-        f"redis://127.0.0.1:{free_port()}/0",
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-    )
-    store = Store(client, queue_name=QUEUE, record_ttl_s=3600)
-    started = time.monotonic()
-    try:
-        with pytest.raises(StoreUnavailable):
-            await store.ping()
-        with pytest.raises(StoreUnavailable):
-            await store.accept(rec())
-        with pytest.raises(StoreUnavailable):
-            await store.list()
-    finally:
-        await client.aclose()
-    # Refused connections fail at once: three calls well within two socket timeouts (the
-    # bound leaves a loaded machine its slack and still catches a retry or a hang).
-    assert time.monotonic() - started < 2 * timeout_s
-
-
-async def test_another_callers_request_waits_behind_the_in_flight_one(
-    store: Store, redis: Redis
-) -> None:
-    first, created = await store.accept(rec(template="t", caller="a"))
-    assert created
-    second, created = await store.accept(rec(template="t", caller="b"))
-    assert created
-    assert second.queued_behind == first.id
-    assert not await redis.exists(f"arq:job:{second.id}")
-    again, created = await store.accept(rec(template="t", caller="b"))
-    assert (again.id, created) == (second.id, False)
-    third, _ = await store.accept(rec(template="t", caller="c"))
-    first.state = State.SUCCEEDED
-    await store.save(first)  # hands the slot to the oldest waiter
-    assert await redis.exists(f"arq:job:{second.id}")
-    assert not await redis.exists(f"arq:job:{third.id}")
-    got = await store.get(second.id)
-    assert got is not None
-    assert got.queued_behind is None
-    assert await redis.get(K.inflight(SP, "t")) == second.id.encode()
-
-
-async def test_cancelled_waiter_is_skipped_and_a_lost_holder_is_repaired(
-    store: Store, redis: Redis
-) -> None:
-    from service.core.settings import load_settings
-    from workers.reconcile import reconcile_once
-
-    first, _ = await store.accept(rec(template="t", caller="a"))
-    waiter, _ = await store.accept(rec(template="t", caller="b"))
-    last, _ = await store.accept(rec(template="t", caller="c"))
-    waiter.state = State.CANCELLED
-    await store.save(waiter)
-    assert await redis.lrange(K.waiting(SP, "t"), 0, -1) == [last.id.encode()]
-    # The holder's record vanishes without a terminal save (expired, deleted by hand):
-    await redis.delete(K.record(first.id))
-    settings = load_settings(redis_url="redis://unused")
-    result = await reconcile_once(store, settings)
-    assert result.requeued == 1
-    assert await redis.exists(f"arq:job:{last.id}")
-    assert not await redis.exists(f"arq:job:{waiter.id}")
-
-
-async def test_retry_behind_another_callers_request_waits(store: Store, redis: Redis) -> None:
-    mine, _ = await store.accept(rec(template="t", caller="a"))
-    mine.state = State.FAILED
-    await store.save(mine)
-    other, _ = await store.accept(rec(template="t", caller="b"))
-    await redis.delete(f"arq:job:{mine.id}")
-    mine.state = State.QUEUED
-    again, requeued = await store.redrive(mine)
-    assert requeued
-    assert again.queued_behind == other.id
-    assert not await redis.exists(f"arq:job:{mine.id}")
-    older = rec(template="t", caller="b", state=State.FAILED)
-    await store.save(older)
-    holder, requeued = await store.redrive(older)  # the same caller's request holds it
-    assert (holder.id, requeued) == (other.id, False)
 
 
 async def test_concurrent_accepts_of_one_app_make_one_request(store: Store, redis: Redis) -> None:

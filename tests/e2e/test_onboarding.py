@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from sandbox.seed import load_seed
-from tests.helpers.stack import Stack, e2e_stack
+from tests.helpers.stack import Stack, e2e_stack, submit, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -102,28 +102,6 @@ def body_for(i: int) -> dict[str, Any]:
             {"objectMapping": USERS, "target": "title", "remove": True},
         ],
     }
-
-
-async def submit(session: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> str:
-    async with session.post(f"{base}/v1/provisioning-requests", json=body) as resp:
-        assert resp.status == 202, await resp.text()
-        return str((await resp.json())["id"])
-
-
-async def wait_terminal(
-    session: aiohttp.ClientSession, base: str, ids: list[str], timeout_s: float
-) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    done: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline and len(done) < len(ids):
-        for rid in ids:
-            if rid not in done:
-                async with session.get(f"{base}/v1/provisioning-requests/{rid}") as resp:
-                    record = await resp.json()
-                if record["state"] in {"succeeded", "failed", "cancelled"}:
-                    done[rid] = record
-        await asyncio.sleep(0.5)
-    return done
 
 
 async def run_round(stack: Stack) -> tuple[dict[str, dict[str, Any]], float]:

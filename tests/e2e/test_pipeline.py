@@ -12,12 +12,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers.stack import Stack, e2e_stack
+from tests.helpers.stack import Stack, e2e_stack, submit, wait_terminal
 
 pytestmark = pytest.mark.e2e
 
@@ -63,43 +62,18 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield running
 
 
-async def _submit(session: aiohttp.ClientSession, base: str, sp: str) -> str:
-    async with session.post(
-        f"{base}/v1/provisioning-requests", json={"servicePrincipalId": sp}
-    ) as resp:
-        assert resp.status == 202, await resp.text()
-        assert resp.headers["Location"].startswith("/v1/provisioning-requests/")
-        body: dict[str, Any] = await resp.json()
-        return str(body["id"])
-
-
-async def _wait_terminal(
-    session: aiohttp.ClientSession, base: str, ids: list[str], timeout_s: float
-) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    done: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline and len(done) < len(ids):
-        for rid in ids:
-            if rid in done:
-                continue
-            async with session.get(f"{base}/v1/provisioning-requests/{rid}") as resp:
-                record = await resp.json()
-            if record["state"] in {"succeeded", "failed", "cancelled"}:
-                done[rid] = record
-        await asyncio.sleep(0.5)
-    return done
-
-
 async def test_fifty_requests_under_faults_each_get_one_started_job(stack: Stack) -> None:
     principals = [p["id"] for p in stack.sandbox.principals()]
     assert len(principals) == N
     headers = {"Authorization": f"Bearer {API_KEY}"}
     began = time.monotonic()
     async with aiohttp.ClientSession(headers=headers) as session:
-        ids = await asyncio.gather(*(_submit(session, stack.base, sp) for sp in principals))
+        ids = await asyncio.gather(
+            *(submit(session, stack.base, {"servicePrincipalId": sp}) for sp in principals)
+        )
         # Only against a hang (it took 136 s beside a CPU and I/O hog), below pytest's
         # 300 s so that a miss says how many requests did not finish.
-        done = await _wait_terminal(session, stack.base, list(ids), timeout_s=250)
+        done = await wait_terminal(session, stack.base, list(ids), timeout_s=250)
     elapsed = time.monotonic() - began
     failed = {rid: r["error"] for rid, r in done.items() if r["state"] != "succeeded"}
     assert len(done) == N, f"{N - len(done)} requests did not finish"

@@ -15,6 +15,7 @@ from service.core.store import Store
 from tests.helpers.sandbox import SandboxProcess
 from workers.main import build_worker
 
+TENANT = "5f0c1e8a-7d2b-4e6f-9a1c-3b8d5e2f4a60"  # the default seed's tenant
 SALESFORCE = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"  # one template: salesforce
 SCIM = "cbe29441-8636-4563-a4a8-c390c0e83cb4"  # scim + scimV2 (default)
 GITHUB = "01d564d9-8163-464e-bc90-b017bf5c8fa6"  # two templates, none default
@@ -103,7 +104,18 @@ class Harness:
         finally:
             await worker.close()
 
+    async def run(self, sp: str, **submit: Any) -> Record:
+        """Submit a request, drain the queue with a burst worker and return the record."""
+        rec = await self.submit(sp, **submit)
+        await self.drain()
+        return await self.get(rec.id)
+
     async def get(self, request_id: str) -> Record:
         record = await self.store.get(request_id)
         assert record is not None
         return record
+
+
+def jobs_of(stats: dict[str, Any], sp: str) -> list[dict[str, Any]]:
+    """The sandbox's jobs of principal ``sp`` in a ``stats()`` answer."""
+    return list(stats["jobs"].get(sp, []))

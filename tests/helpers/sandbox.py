@@ -28,6 +28,7 @@ from sandbox.cli import start_site
 from sandbox.context import CTX_KEY, SandboxConfig, SandboxContext
 from sandbox.faults import FaultProfile
 from sandbox.seed import load_seed
+from service.core.settings import Settings, load_settings
 from tests.helpers import CONTROL_TIMEOUT_S, START_TIMEOUT_S
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -281,3 +282,57 @@ async def in_process_sandbox(
             )
     finally:
         await runner.cleanup()
+
+
+class Clock:
+    """A monotonic clock a test moves by hand (``clock.t += 5``), for the pure tenant state."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def graph_settings(sandbox: SandboxProcess) -> Settings:
+    """The settings the sandbox's env gives (its Graph URL, tenant, client and CA)."""
+    env = {k.removeprefix("PROVISIONER_").lower(): v for k, v in sandbox.env().items()}
+    return load_settings(**env)
+
+
+#: The Content-Type of Graph's JSON answers, as the sandbox sends it.
+ODATA_JSON = (
+    "application/json;odata.metadata=minimal;odata.streaming=true;"
+    "IEEE754Compatible=false;charset=utf-8"
+)
+
+
+async def graph_call(
+    sb: InProcessSandbox,
+    method: str,
+    url: str,
+    *,
+    token: str | None,
+    json: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """One call to the sandbox: status, headers and the JSON body (None when empty)."""
+    hdrs = dict(headers or {})
+    if token:
+        hdrs["Authorization"] = f"Bearer {token}"
+    async with sb.session.request(method, url, json=json, headers=hdrs) as resp:
+        text = await resp.text()
+        body = await resp.json(content_type=None) if text else None
+        return resp.status, dict(resp.headers), body
+
+
+def assert_graph_error(status: int, headers: dict[str, str], body: Any, code: str) -> None:
+    """The answer is Graph's error body, with ``code`` and the ids echoed in ``innerError``."""
+    assert headers["Content-Type"] == ODATA_JSON
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str)
+    inner = body["error"]["innerError"]
+    assert set(inner) == {"date", "request-id", "client-request-id"}
+    assert inner["request-id"] == headers["request-id"]
+    assert inner["client-request-id"] == headers["client-request-id"]

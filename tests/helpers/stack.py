@@ -5,18 +5,23 @@
 - :func:`api_and_worker`: the API and one worker over a Redis and a sandbox the test made
   itself (its env names them); the API starts in a thread so the test's own loop keeps serving
   the fakes it called (a Jira, an OTLP collector) meanwhile.
+- :func:`submit` and :func:`wait_terminal`: one request posted, and the records of many
+  followed until they end.
 
-Either stops what it started, and the Redis, whatever the test body raised.
+Either stack stops what it started, and the Redis, whatever the test body raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from service.core.config_values import hash_api_key
 from service.core.crypto import new_encryption_key
@@ -98,3 +103,29 @@ async def api_and_worker(
         worker.stop()
         api.stop()
         redis.stop()
+
+
+async def submit(session: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> str:
+    """POST one provisioning request; its id (a 202 with its Location, or the test fails)."""
+    async with session.post(f"{base}/v1/provisioning-requests", json=body) as resp:
+        assert resp.status == 202, await resp.text()
+        assert resp.headers["Location"].startswith("/v1/provisioning-requests/")
+        return str((await resp.json())["id"])
+
+
+async def wait_terminal(
+    session: aiohttp.ClientSession, base: str, ids: list[str], timeout_s: float
+) -> dict[str, dict[str, Any]]:
+    """The records of ``ids`` that ended within ``timeout_s``, by id (polled every 0.5 s)."""
+    deadline = time.monotonic() + timeout_s
+    done: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline and len(done) < len(ids):
+        for rid in ids:
+            if rid in done:
+                continue
+            async with session.get(f"{base}/v1/provisioning-requests/{rid}") as resp:
+                record = await resp.json()
+            if record["state"] in {"succeeded", "failed", "cancelled"}:
+                done[rid] = record
+        await asyncio.sleep(0.5)
+    return done

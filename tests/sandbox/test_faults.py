@@ -1,9 +1,11 @@
-"""Each fault occurs at its configured rate (4-sigma bounds) and looks like the real thing."""
+"""The fault engine: its profile and decisions (pure), and each fault at its configured rate
+(4-sigma bounds) looking like the real thing over HTTPS."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -13,11 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import ValidationError
 
-from tests.helpers.sandbox import InProcessSandbox, in_process_sandbox
+from sandbox.faults import FaultEngine, FaultProfile, format_retry_after
+from tests.helpers.harness import SALESFORCE, SLACK_NEW
+from tests.helpers.sandbox import Clock, InProcessSandbox, in_process_sandbox
 
-SALESFORCE = "15331f0e-bdc6-41e2-afa0-a4c9abfe90b3"
-SLACK_NEW = "09bbdc7e-84d7-49a3-8f8d-3d7ffd3cb86a"
 N = 800
 
 
@@ -283,3 +286,54 @@ async def test_control_plane_faults_and_reset(sb: InProcessSandbox) -> None:
     assert stats["jobs"][SALESFORCE] == []
     async with sb.session.get(base) as r:
         assert (await r.json())["create_status"] == 201  # start-up profile restored
+
+
+def test_profile_merge_and_validation() -> None:
+    profile = FaultProfile.model_validate({"errors": {"*": {"429": 0.1}}})
+    merged = profile.merged({"errors": {"jobs.create": {"500": 0.2}}, "page_size": 3})
+    assert merged.error_rates("jobs.create") == {429: 0.1, 500: 0.2}
+    assert merged.error_rates("token") == {}
+    assert merged.merged({"errors": {"*": None}}).error_rates("jobs.get") == {}
+    with pytest.raises(ValidationError):
+        FaultProfile.model_validate({"errors": {"jobs.nope": {"500": 0.1}}})
+    with pytest.raises(ValidationError):
+        FaultProfile.model_validate({"errors": {"*": {"500": 0.6, "503": 0.6}}})
+    with pytest.raises(ValidationError):
+        FaultProfile.model_validate({"errors": {"*": {"404": 0.1}}})
+    with pytest.raises(ValidationError):
+        FaultProfile.model_validate({"no_such_field": 1})
+
+
+def test_retry_after_styles() -> None:
+    now = 1_700_000_000.25
+    assert format_retry_after("integer", 1.2, now) == "2"
+    assert format_retry_after("decimal", 2.128, now) == "2.128"
+    assert format_retry_after("absent", 2, now) is None
+    date = format_retry_after("http-date", 1.5, now)
+    assert date is not None
+    assert parsedate_to_datetime(date).timestamp() == 1_700_000_002  # rounded up
+
+
+def test_engine_rate_limit_window_and_mixed_styles() -> None:
+    clock = Clock()
+    profile = FaultProfile(rate_limit=3, rate_window_s=2.0, retry_after_style="mixed")
+    engine = FaultEngine(profile, rng=random.Random(1), clock=clock, wall_clock=lambda: 0.0)
+    assert [engine.rate_limited("t") for _ in range(3)] == [None, None, None]
+    assert engine.rate_limited("t") == pytest.approx(2.0)
+    assert engine.rate_limited("other") is None  # per tenant
+    clock.t += 1.5
+    assert engine.rate_limited("t") == pytest.approx(0.5)
+    clock.t += 0.5
+    assert engine.rate_limited("t") is None
+    styles = [engine.retry_after(1.0) for _ in range(4)]
+    assert styles[0] == "1"
+    assert styles[1] == "1.000"
+    assert styles[3] is None
+    assert styles[2] is not None
+    assert styles[2].endswith("GMT")
+
+
+def test_engine_start_conflicts_per_job() -> None:
+    engine = FaultEngine(FaultProfile(start_conflicts=2), clock=Clock(), wall_clock=lambda: 0.0)
+    assert [engine.start_conflict("a") for _ in range(3)] == [True, True, False]
+    assert engine.start_conflict("b") is True

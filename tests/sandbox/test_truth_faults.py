@@ -7,38 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sandbox.models import CycleRules
 from sandbox.seed import load_seed
 from sandbox.state import TenantState
-from tests.helpers.sandbox import InProcessSandbox, in_process_sandbox
-from tests.sandbox.test_graph import OWNED_BY_APP, SALESFORCE, SCIM, call
-
-GITHUB_SP = "01d564d9-8163-464e-bc90-b017bf5c8fa6"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture(scope="module")
-def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sandbox-truth")
-
-
-@pytest.fixture
-async def sb(certs_dir: Path) -> AsyncIterator[InProcessSandbox]:
-    async with in_process_sandbox(certs_dir, faults={"activation_delay_ms": 100}) as sandbox:
-        yield sandbox
+from tests.helpers.harness import GITHUB, OWNED_BY_CLIENT, SALESFORCE, SCIM
+from tests.helpers.sandbox import Clock, InProcessSandbox, graph_call
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -129,7 +104,9 @@ async def test_a_5xx_after_made_makes_the_job(sb: InProcessSandbox) -> None:
     sb.ctx.engine.profile = sb.ctx.engine.profile.merged({"create_5xx_after_made_rate": 1.0})
     token = await sb.token()
     url = sb.sp_url(SALESFORCE, "/jobs")
-    status, _, body = await call(sb, "POST", url, token=token, json={"templateId": "salesforce"})
+    status, _, body = await graph_call(
+        sb, "POST", url, token=token, json={"templateId": "salesforce"}
+    )
     assert status == 500
     assert body["error"]["code"] == "UnknownError"
     assert len(sb.ctx.state.jobs[SALESFORCE]) == 1
@@ -140,26 +117,28 @@ async def test_lagging_list_over_http(sb: InProcessSandbox) -> None:
     sb.ctx.engine.profile = sb.ctx.engine.profile.merged({"job_list_lag_s": 30})
     token = await sb.token()
     url = sb.sp_url(SALESFORCE, "/jobs")
-    status, _, made = await call(sb, "POST", url, token=token, json={"templateId": "salesforce"})
+    status, _, made = await graph_call(
+        sb, "POST", url, token=token, json={"templateId": "salesforce"}
+    )
     assert status == 201
-    assert (await call(sb, "GET", url, token=token))[2]["value"] == []
+    assert (await graph_call(sb, "GET", url, token=token))[2]["value"] == []
     by_id = sb.sp_url(SALESFORCE, f"/jobs/{made['id']}")
-    assert (await call(sb, "GET", by_id, token=token))[0] == 200
+    assert (await graph_call(sb, "GET", by_id, token=token))[0] == 200
 
 
 async def test_stripped_roles_answer_401_unknown_error(sb: InProcessSandbox) -> None:
     sb.ctx.engine.profile = sb.ctx.engine.profile.merged({"token_roles": []})
     token = await sb.token()
     assert _claims(token)["roles"] == []
-    status, _, body = await call(sb, "GET", sb.sp_url(SALESFORCE, "/templates"), token=token)
+    status, _, body = await graph_call(sb, "GET", sb.sp_url(SALESFORCE, "/templates"), token=token)
     assert (status, body["error"]["code"], body["error"]["message"]) == (401, "UnknownError", "")
 
 
 async def test_owned_by_reaches_only_owned_principals(sb: InProcessSandbox) -> None:
-    token = await sb.token(OWNED_BY_APP)
+    token = await sb.token(OWNED_BY_CLIENT[0])
     assert _claims(token)["roles"] == ["Application.ReadWrite.OwnedBy"]
-    owned = await call(sb, "GET", sb.sp_url(SALESFORCE, "/templates"), token=token)
+    owned = await graph_call(sb, "GET", sb.sp_url(SALESFORCE, "/templates"), token=token)
     assert owned[0] == 200
-    status, _, body = await call(sb, "GET", sb.sp_url(GITHUB_SP, "/templates"), token=token)
+    status, _, body = await graph_call(sb, "GET", sb.sp_url(GITHUB, "/templates"), token=token)
     assert (status, body["error"]["code"], body["error"]["message"]) == (401, "UnknownError", "")
     assert sb.ctx.state.stats.faults["not_owner"] == 1

@@ -49,12 +49,10 @@ def _count(metrics: WorkerMetrics, name: str, **labels: str) -> float:
 
 
 async def _succeeded(harness: Harness, sp: str, **extra: Any) -> tuple[str, str]:
-    rec = await harness.submit(sp, **extra)
-    await harness.drain()
-    done = await harness.get(rec.id)
+    done = await harness.run(sp, **extra)
     assert done.state is State.SUCCEEDED, done.error
     assert done.job_id
-    return rec.id, done.job_id
+    return done.id, done.job_id
 
 
 async def test_a_succeeded_request_puts_its_job_under_watch(harness: Harness, redis: Redis) -> None:

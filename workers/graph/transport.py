@@ -1,4 +1,4 @@
-"""The call itself: one ``aiohttp.ClientSession``, the bearer token, the answer typed.
+"""The call to Graph under the client: one ``aiohttp.ClientSession``, the token, the answer typed.
 
 A call that fails raises a :class:`~service.core.errors.GraphFailure`: a
 :class:`~service.core.errors.GraphError` for a non-2xx answer or a 2xx body that does not parse

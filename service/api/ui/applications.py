@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from service.api.access import can_see
-from service.api.applications import not_found, visible_to
-from service.api.params import ApplicationPath, parse_application_params
+from service.api.applications import visible_application, visible_to
+from service.api.params import parse_application_params
 from service.api.problems import Problem
 from service.api.state import POLICY, STORE
 from service.api.ui.pages import notices, reader, signed_in
@@ -122,14 +121,9 @@ async def applications_page(request: web.Request) -> web.Response:
 async def application_page(request: web.Request) -> web.Response:
     """One application: its watched jobs, their health history and its requests."""
     caller = reader(request)
-    try:
-        sp = ApplicationPath.model_validate(request.match_info).service_principal_id
-    except ValidationError:
-        raise not_found() from None
+    app = await visible_application(request, caller)
+    sp = app.service_principal_id
     store = request.app[STORE]
-    app = await ApplicationStore.of(store).get(sp)
-    if app is None or not visible_to(request.app[POLICY], caller)(app):
-        raise not_found()
     records = [await store.get(rid) for rid in app.request_ids]
     requests: list[Record] = [r for r in records if r is not None and can_see(request, r)]
     jobs: list[WatchedJob] = sorted(app.jobs, key=lambda j: list(Health).index(j.health))

@@ -107,19 +107,22 @@ def _problem_field(problem: dict[str, Any]) -> list[str]:
 
 
 # -- 1. a credential set only goes where it is bound ---------------------------------------------
+def _bound_ticket(source: str, sp: str, nonce: str) -> tuple[bytes, dict[str, str]]:
+    """A ticket of ``source`` for ``sp`` naming the ``salesforce-prod`` credential set."""
+    if source == "jira":
+        body = jira_payload(sp=sp)  # names salesforce-prod
+        return body, jira_headers(body, nonce)
+    if source == "servicenow":
+        return servicenow_body(sp, ref="salesforce-prod"), sn_bearer()
+    body = standard_body(sp, ref="salesforce-prod")
+    return body, standard_headers(body, f"msg_bind_{nonce}", [NEW_STANDARD])
+
+
 @pytest.mark.parametrize("source", ["jira", "servicenow", "standard"])
 async def test_credential_set_for_another_app_is_422(
     client: TestClient[Any, Any], redis: Redis, source: str
 ) -> None:
-    if source == "jira":
-        body = jira_payload(sp=OTHER_APP)  # names salesforce-prod, for another app
-        headers = jira_headers(body, "x")
-    elif source == "servicenow":
-        body = servicenow_body(OTHER_APP, ref="salesforce-prod")
-        headers = sn_bearer()
-    else:
-        body = standard_body(OTHER_APP, ref="salesforce-prod")
-        headers = standard_headers(body, "msg_bind_1", [NEW_STANDARD])
+    body, headers = _bound_ticket(source, OTHER_APP, "1")  # the set is for another app
     resp = await client.post(f"/v1/webhooks/{source}", data=body, headers=headers)
     assert resp.status == 422, await resp.text()
     assert resp.content_type == "application/problem+json"
@@ -148,15 +151,7 @@ async def test_credential_set_with_another_template_is_422(
 async def test_credential_set_for_its_own_app_is_accepted(
     client: TestClient[Any, Any], redis: Redis, source: str
 ) -> None:
-    if source == "jira":
-        body = jira_payload(sp=SALESFORCE)
-        headers = jira_headers(body, "ok")
-    elif source == "servicenow":
-        body = servicenow_body(SALESFORCE, ref="salesforce-prod")
-        headers = sn_bearer()
-    else:
-        body = standard_body(SALESFORCE, ref="salesforce-prod")
-        headers = standard_headers(body, "msg_bind_ok", [NEW_STANDARD])
+    body, headers = _bound_ticket(source, SALESFORCE, "ok")
     resp = await client.post(f"/v1/webhooks/{source}", data=body, headers=headers)
     assert resp.status == 202, await resp.text()
     assert (await resp.json())["hasCredentials"] is True

@@ -73,19 +73,17 @@ async def test_terminal_state_is_posted_signed(
 ) -> None:
     recv, ca_file = receiver
     _with_receiver(harness, redis_url, ca_file, callback_secrets=f"tests:{SECRET}")
-    rec = await harness.submit(SALESFORCE, callback_url=recv.url, caller="tests")
-    await harness.drain()
-    done = await harness.get(rec.id)
+    done = await harness.run(SALESFORCE, callback_url=recv.url, caller="tests")
     assert done.state is State.SUCCEEDED
     [(headers, body)] = recv.deliveries
-    assert Webhook(SECRET).verify(body, headers)["data"]["id"] == rec.id  # the reference library
+    assert Webhook(SECRET).verify(body, headers)["data"]["id"] == done.id  # the reference library
     msg_id, ts = headers["webhook-id"], int(headers["webhook-timestamp"])
     assert signing.verify([SECRET], msg_id, ts, body, headers["webhook-signature"])
     assert not signing.verify(["whsec_" + base64.b64encode(b"x" * 32).decode()], msg_id, ts,
                               body, headers["webhook-signature"])  # fmt: skip
     event = json.loads(body)
     assert event["type"] == "provisioning_request.succeeded"
-    assert event["data"]["id"] == rec.id
+    assert event["data"]["id"] == done.id
     assert event["data"]["jobId"] == done.job_id
     [attempt] = done.callbacks
     assert attempt.delivered

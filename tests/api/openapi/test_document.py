@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from service.api.app import create_app
-from service.api.openapi import build_openapi, main, render_markdown
+from service.api.openapi import build_openapi
 from tests.api.test_routes import api_client, make_settings
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 
@@ -116,20 +114,6 @@ async def test_served_without_auth(redis: Redis, redis_url: str) -> None:
         resp = await client.get("/openapi.json")
         assert resp.status == 200
         assert await resp.json() == build_openapi()
-
-
-def test_docs_api_md_is_in_sync() -> None:
-    expected = render_markdown(build_openapi())
-    assert DOCS.read_text() == expected, (
-        "docs/api.md is stale: run `python -m service.api.openapi markdown > docs/api.md`"
-    )
-
-
-def test_main_prints_json_and_markdown(capsys: Any) -> None:
-    assert main(["json"]) == 0
-    assert '"openapi": "3.1.0"' in capsys.readouterr().out
-    assert main(["markdown"]) == 0
-    assert capsys.readouterr().out.startswith("# Intake API reference")
 
 
 def test_parameters_are_rendered_from_the_models_the_handlers_parse_with() -> None:
