@@ -146,12 +146,21 @@ async def test_every_action_twice_in_a_row(stack: Stack) -> None:
     assert missing["error"]["graphRequestId"]
 
 
-async def test_rotation_lifts_a_quarantine(stack: Stack) -> None:
+async def test_restart_resume_and_rotation_of_a_quarantined_job(stack: Stack) -> None:
     sp = stack.principals[1]
     bad = await stack.run(
         {"servicePrincipalId": sp, "credentials": creds(BAD_TOKEN)}, expect="failed"
     )
     assert bad["error"]["code"] == "JobQuarantined"
+    # A restart and a resume are verified like a start: with the bad token still saved, the
+    # job they (re)start goes back to quarantine and both end as the provisioning did.
+    for body in (
+        {"servicePrincipalId": sp, "action": "restart", "resetScope": ["QuarantineState"]},
+        {"servicePrincipalId": sp, "action": "resume"},
+    ):
+        again = await stack.run(body, expect="failed")
+        assert again["error"]["code"] == "JobQuarantined", (body, again["error"])
+        assert steps(again)["verify"] == "failed"
     done = await stack.run(
         {"servicePrincipalId": sp, "action": "rotateCredentials", "credentials": creds(NEW_TOKEN)}
     )
@@ -159,6 +168,12 @@ async def test_rotation_lifts_a_quarantine(stack: Stack) -> None:
     assert steps(done)["verify"] == "succeeded"
     assert stack.lifecycle()["restarts"][-1]["resetScope"] == "QuarantineState"
     assert stack.jobs(sp)[0]["statusCode"] == "Active"
+    # ... and watched after it, like after a start: only the rotation succeeded.
+    status, app, _ = await stack.api.call("GET", f"/v1/applications/{sp}")
+    assert status == 200, app
+    [job] = app["jobs"]
+    assert (job["jobId"], job["watching"]) == (done["jobId"], True)
+    assert app["requests"][0]["id"] == done["id"]
 
 
 async def test_smoke_test_passes_and_fails(stack: Stack) -> None:
@@ -256,6 +271,8 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
      "smokeTest"),
     ({"action": "pause", "scope": "all"}, "action"),
     ({"action": "stop"}, "action"),
+    ({"action": "restart", "start": False}, "start"),  # verify would be skipped
+    ({"action": "resume", "start": False}, "start"),
     ({"smokeTest": {"subjectId": USER, "objectTypeName": "Device"}}, "smokeTest.objectTypeName"),
 ]  # fmt: skip
 
