@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import structlog
+
 from service.core.errors import GraphError, RetryBudgetExhausted
 from service.core.models import Outcome, Record, Step, utcnow
 from workers.graph.client import GraphClient, GraphResponse
@@ -21,6 +23,8 @@ from workers.workflow.calls import Ambiguous, CallRunner, CancelRequested, Defer
 from workers.workflow.claim import CreateNote, JobClaim, LeaseLost
 from workers.workflow.deps import Deps, StepResult
 from workers.workflow.retry import CallKind
+
+log = structlog.get_logger("workers.workflow.create")
 
 
 class CreateJob:
@@ -119,7 +123,16 @@ class CreateJob:
             )
         except Ambiguous as e:
             # made or not: list again, under the settle rule above
-            return 0.5, f"the create POST was answered {e.cause.describe()}: made or not?"
+            cause = e.cause
+            log.info(
+                "graph_create_ambiguous",
+                graph_status=cause.status or None,
+                graph_code=cause.code,
+                graph_request_id=cause.request_id,
+                client_request_id=cause.client_request_id,
+                settle_s=settings.create_settle_s,
+            )
+            return 0.5, f"the create POST was answered {cause.describe()}: made or not?"
         except (GraphError, RetryBudgetExhausted, Defer, CancelRequested):
             # A clear refusal, or the POST never went out (throttle or lag wait): nothing made.
             await claim.drop_note(mine)
