@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from sandbox.context import CTX_KEY
 from sandbox.faults import FaultProfile
+from sandbox.lifecycle import LIFECYCLE_KEY
 from sandbox.seed import SeedPrincipal
 
 
@@ -37,6 +38,7 @@ async def stats(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     request.app[CTX_KEY].reset()
+    request.app[LIFECYCLE_KEY].reset()  # failSubjects and the provisionOnDemand window too
     return web.json_response({"status": "reset"})
 
 

@@ -41,7 +41,7 @@ from service.api.openapi.meta import Body, Header, operation
 from service.api.params import IDEMPOTENCY_KEY_MAX, ListParams, RequestPath, parse_list_params
 from service.api.state import METRICS, STORE
 from service.core.fields import utcnow
-from service.core.models import HistoryEntry, Outcome, Record, State
+from service.core.models import HistoryEntry, Outcome, Record, State, Step
 from service.core.request import ProvisionRequest
 
 routes = web.RouteTableDef()
@@ -212,6 +212,8 @@ async def retry_request(request: web.Request) -> web.Response:
     record.error = None
     record.retry_until = None
     record.lag_since = None
+    # a (re)start step that runs again reads the job again before its POST
+    record.cycles_seen = {k: v for k, v in record.cycles_seen.items() if record.done(Step(k))}
     record.add(HistoryEntry(step=None, outcome=Outcome.REQUEUED, at=utcnow(), message="retry"))
     holder, requeued = await store.redrive(record)
     if not requeued:

@@ -26,6 +26,7 @@ def _submit(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         body["templateId"] = args.template
     if args.external_reference:
         body["externalReference"] = args.external_reference
+    body.update(smoke_test(args))
     return _post(client, args, out, body, "")
 
 
@@ -109,6 +110,7 @@ def add_client_commands(sub: Any) -> None:
     submit.add_argument("--external-reference", help="ticket id to keep with the request")
     submit.add_argument("--no-start", action="store_true", help="create the job, do not start it")
     submit.add_argument("--wait", action="store_true", help="follow the request until it ends")
+    add_smoke_arguments(submit)
     status = sub.add_parser("status", help="show a request's steps")
     status.add_argument("id")
     status.add_argument("--watch", action="store_true", help="update live until it ends")
@@ -146,13 +148,35 @@ def action_body(args: argparse.Namespace) -> dict[str, Any]:
         body["externalReference"] = args.external_reference
     if getattr(args, "reset_scope", None):
         body["resetScope"] = [f.strip() for f in args.reset_scope.split(",") if f.strip()]
-    if getattr(args, "smoke_user", None):
-        body["smokeTest"] = {"subjectId": args.smoke_user, "objectTypeName": "User"}
-    if getattr(args, "smoke_group", None):
-        body["smokeTest"] = {"subjectId": args.smoke_group, "objectTypeName": "Group"}
+    body.update(smoke_test(args))
     if args.command == "rotate":
         body["credentials"] = _read_credentials(args.credentials)
     return body
+
+
+def smoke_test(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"smokeTest": ...}`` from ``--smoke-user ID [--smoke-type User|Group]``, else ``{}``."""
+    subject, kind = getattr(args, "smoke_user", None), getattr(args, "smoke_type", None)
+    if not subject:
+        if kind:
+            raise ApiError("--smoke-type needs --smoke-user (the object id to provision)")
+        return {}
+    return {"smokeTest": {"subjectId": subject, "objectTypeName": kind or "User"}}
+
+
+def add_smoke_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--smoke-user`` and ``--smoke-type``: after start, provision one real user (or group)
+    on demand and end ``failed`` (``SmokeTestFailed``) when Graph reports a failed step."""
+    parser.add_argument(
+        "--smoke-user",
+        metavar="OBJECT_ID",
+        help="after start, provision this user (or group, --smoke-type Group) on demand",
+    )
+    parser.add_argument(
+        "--smoke-type",
+        choices=("User", "Group"),
+        help="what --smoke-user names (default User)",
+    )
 
 
 def _read_credentials(path: str) -> list[dict[str, str]]:
@@ -190,9 +214,7 @@ def add_action_commands(sub: Any) -> None:
                 help="comma-separated: Escrows,Watermark,QuarantineState,Full,ForceDeletes",
             )
         if name in {"resume", "restart"}:
-            smoke = cmd.add_mutually_exclusive_group()
-            smoke.add_argument("--smoke-user", help="a user's object id to provision on demand")
-            smoke.add_argument("--smoke-group", help="a group's object id to provision on demand")
+            add_smoke_arguments(cmd)
         if name == "rotate":
             cmd.add_argument(
                 "--credentials",

@@ -9,11 +9,13 @@
     provisioner keys new NAME                a new API key and its PROVISIONER_API_KEYS entry
     provisioner keys encryption              a new PROVISIONER_ENCRYPTION_KEY value
     provisioner submit --sp ID [--wait]      ask a running API to provision an app
+        [--smoke-user OID [--smoke-type User|Group]]  then provision one user on demand
     provisioner status ID [--watch]          a request's steps, live with --watch
     provisioner list [--state S] [--caller C] requests, newest first (every caller's for operators)
     provisioner retry ID | cancel ID         re-drive a failed request, or stop one
     provisioner pause|resume|restart|deprovision|rotate --sp ID [--wait]
-                                             act on a principal's existing job
+                                             act on a principal's existing job (resume and
+                                             restart take --smoke-user / --smoke-type too)
 
 Start-up problems (a bad setting, Redis or the authority unreachable) end the process with one
 line on stderr and exit status 2, never a traceback.

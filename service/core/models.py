@@ -144,6 +144,7 @@ _INTERNAL = frozenset(
         "instantiate_sent_at",
         "instantiated_at",
         "smoke_rule_id",
+        "cycles_seen",
     }
 )
 
@@ -187,6 +188,10 @@ class Record(_Wire):
     smoke_test: SmokeTestSpec | None = None
     smoke_rule_id: str | None = None  # the synchronization rule the smoke test uses
     smoke_test_result: SmokeTestResult | None = None
+    # verify (issue 12): per step that (re)starts the job, the ``timeBegan`` of the last cycle
+    # Graph showed right before its POST (year 1: none). Cycles that began then or earlier are
+    # not this start's (workers.graph.health); the first run's reading is kept.
+    cycles_seen: dict[str, datetime] = Field(default_factory=dict)
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
     callbacks: list[CallbackAttempt] = Field(default_factory=list)

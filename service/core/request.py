@@ -77,9 +77,13 @@ def check_action(
     has_credentials: bool,
     onboarding: bool,
     sp: str | None,
+    start: bool = True,
 ) -> list[tuple[str, str]]:
     """Cross-field rules of ``action`` (issue 12), as (field, reason) pairs."""
     problems: list[tuple[str, str]] = []
+    if not start and action != "provision":
+        # resume and restart are verified like a start; the others start nothing
+        problems.append(("start", f"false is only allowed with action provision, not {action}"))
     if reset_scope is not None and action != "restart":
         problems.append(("resetScope", "is only allowed with action restart"))
     if reset_scope and len(reset_scope) != len(set(reset_scope)):
@@ -167,6 +171,7 @@ class ProvisionRequest(_Wire):
             bool(self.credentials),
             onboarding,
             self.service_principal_id,
+            self.start,
         )
         if problems:
             raise field_errors(type(self).__name__, problems, None)

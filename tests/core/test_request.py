@@ -51,6 +51,10 @@ def test_wire_names_are_camel_case_only() -> None:
         {"credentials": [{"key": "UserName", "value": "1"}, {"key": "UserName", "value": "2"}]},
         {"credentials": [{"key": "Password", "value": "x" * 8193}]},
         {"credentials": [{"key": "Password"}]},
+        # resume and restart are verified like a start: "start": false would skip verify
+        {"action": "resume", "start": False},
+        {"action": "restart", "start": False},
+        {"action": "pause", "start": False},
     ],
 )
 def test_rejected_bodies(body: dict[str, object]) -> None:

@@ -205,6 +205,38 @@ def test_a_job_set_up_for_assigned_users_only_expects_users() -> None:
         assert "expectsUsers" not in app.jobs[0].public()
 
 
+def test_an_action_after_onboarding_is_watched_like_a_start_and_keeps_its_rules() -> None:
+    """A resume, restart or rotation that succeeded puts the job back at the start of the
+    schedule like a provisioning did, and keeps what onboarding set up (expects users): an
+    action's request names no assignments, which must not loosen the watch (issue 12)."""
+    from datetime import UTC, datetime, timedelta
+
+    from service.core.applications import Application
+    from service.core.models import AssignmentSpec, Record
+    from workers.watch.rules import Schedule, registered
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    schedule = Schedule((60, 300, 3600), 0.0, 5.0)
+    group = AssignmentSpec.model_validate({"principalId": "7b2d5c1e-0000-4000-8000-00000000000a"})
+    base = {"service_principal_id": SALESFORCE, "caller": "c", "job_id": "j"}
+    app = Application(service_principal_id=SALESFORCE)
+    registered(app, Record(id="a" * 32, **base, assignments=[group]), now, schedule)
+    job = app.jobs[0]
+    job.step, job.next_check_at = 2, now + timedelta(hours=1)  # far along the schedule
+    for n, action in enumerate(("pause", "resume", "restart", "rotateCredentials"), start=1):
+        later = now + timedelta(minutes=n)
+        record = Record(id=f"{n:032x}", **base, action=action)  # type: ignore[arg-type]
+        result = registered(app, record, later, schedule)
+        assert job.expects_users is True, action
+        assert (job.step, job.watching) == (0, True), action
+        assert job.next_check_at == later + timedelta(seconds=55), action  # 60 s less a tick
+        assert result.update.watch == {member(SALESFORCE, "j"): later.timestamp() * 1000 + 55000}
+        job.step, job.next_check_at = 2, later + timedelta(hours=1)
+    again = Record(id="f" * 32, **base)  # a provisioning again, without assignments: it decides
+    registered(app, again, now, schedule)
+    assert job.expects_users is False
+
+
 def test_a_deprovisioned_job_leaves_the_application() -> None:
     from datetime import UTC, datetime
 

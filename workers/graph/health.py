@@ -38,31 +38,52 @@ def failed(execution: SynchronizationTaskExecution) -> bool:
     return not (never_ran and error_code in (None, "", "None"))
 
 
-def first_cycle_finished(job: SynchronizationJob, since: datetime | None = None) -> bool:
-    """True once a cycle has really ended (``lastExecution.timeEnded`` after year 1, and after
-    ``since`` when given: the cycle of this start, not one from before it)."""
+def first_cycle_finished(
+    job: SynchronizationJob, since: datetime | None = None, seen: datetime | None = None
+) -> bool:
+    """True once a cycle has really ended (``lastExecution.timeEnded`` after year 1) and it is
+    the cycle of this start, not one from before it: one that began after ``seen`` when given
+    (the last cycle Graph showed before the start, on Graph's own clock), else one that ended
+    after ``since``."""
     last = job.status.last_execution
     if last is None or last.time_ended is None or last.time_ended.year <= 1:
         return False
+    if seen is not None:
+        return not _before(last, None, seen)
     return since is None or last.time_ended >= since
 
 
-def _before(execution: SynchronizationTaskExecution | None, since: datetime | None) -> bool:
-    """True for a cycle that began before ``since`` (a start or restart): old news."""
-    if since is None or execution is None or execution.time_began is None:
+def _before(
+    execution: SynchronizationTaskExecution | None,
+    since: datetime | None,
+    seen: datetime | None = None,
+) -> bool:
+    """True for a cycle from before a start or restart: old news. With ``seen`` (the
+    ``timeBegan`` of the last cycle Graph showed right before the start) that is exact: the same
+    cycle or an older one. Else it is one that began before ``since`` (our clock, less an
+    allowance for skew), which can take a cycle that began just before the start for its own."""
+    if execution is None or execution.time_began is None or execution.time_began.year <= 1:
         return False
-    return execution.time_began.year > 1 and execution.time_began < since
+    if seen is not None:
+        return execution.time_began <= seen
+    return since is not None and execution.time_began < since
 
 
 def assess(
-    job: SynchronizationJob, *, expects_users: bool = False, since: datetime | None = None
+    job: SynchronizationJob,
+    *,
+    expects_users: bool = False,
+    since: datetime | None = None,
+    seen: datetime | None = None,
 ) -> Assessment:
     """The job's health, the worst signal first. ``expects_users``: the job was set up for
     assigned users and groups only (onboarding with assignments, scope ``assigned``), so a
     finished cycle that found nobody in scope (``countEntitled`` 0) is ``failing``, not
     ``healthy``: it provisions nobody while it looks fine. ``since``: the (re)start the caller
     verifies; a cycle that began before it (and the failure count it left) says nothing about
-    this start (the failed cycles that led to a restart or a credential rotation)."""
+    this start (the failed cycles that led to a restart or a credential rotation); ``seen``: the
+    ``timeBegan`` of the last cycle Graph showed before that start, which tells old cycles from
+    new ones exactly (it wins over ``since``)."""
     status, schedule = job.status, job.schedule_state
     quarantine = status.quarantine
     if quarantine is not None or status.code == "Quarantine":
@@ -75,7 +96,7 @@ def assess(
     if schedule == "Paused" or status.code == "Paused":
         return Assessment(Health.PAUSED, "the job is paused")
     last = status.last_execution
-    stale = _before(last, since)
+    stale = _before(last, since, seen)
     failures = 0 if stale else status.count_successive_complete_failures or 0
     if not stale and ((last is not None and failed(last)) or failures > 0):
         error = last.error if last else None

@@ -100,7 +100,8 @@ def registered(app: Application, record: Record, now: datetime, schedule: Schedu
         job = WatchedJob(job_id=record.job_id, template_id=record.template_id, health_since=now)
         app.jobs.append(job)
     job.template_id = record.template_id or job.template_id
-    job.expects_users = bool(record.assignments) and (record.scope or "assigned") == "assigned"
+    if record.action == "provision":  # an action on the job keeps what onboarding set up
+        job.expects_users = bool(record.assignments) and (record.scope or "assigned") == "assigned"
     due = schedule.first(now)
     if not job.watching or job.next_check_at is None or due < job.next_check_at:
         job.next_check_at = due

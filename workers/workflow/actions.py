@@ -122,9 +122,14 @@ async def pause_job(s: Steps) -> StepResult:
 
 
 async def restart_job(s: Steps) -> StepResult:
-    """POST restart with the request's reset scope (Graph's comma-separated flags)."""
+    """GET the job (the cycle it shows is old news for verify), then POST restart with the
+    request's reset scope (Graph's comma-separated flags)."""
     job_id = _job_id(s)
     scope = reset_scope_value(s.record.reset_scope)
+    current = await s.calls.call(
+        Step.RESTART_JOB, CallKind.READ, lambda crid: s.graph.get_job(s.sp, job_id, crid)
+    )
+    await s.note_cycle(Step.RESTART_JOB, current.value)
     resp = await s.calls.call(
         Step.RESTART_JOB,
         CallKind.WRITE,
@@ -158,6 +163,7 @@ async def lift_quarantine(s: Steps) -> StepResult:
     health = assess(current.value)
     if health.health is not Health.QUARANTINED:
         return StepResult(Outcome.SKIPPED, current, f"not quarantined: {health.reason}")
+    await s.note_cycle(Step.LIFT_QUARANTINE, current.value)
     resp = await s.calls.call(
         Step.LIFT_QUARANTINE,
         CallKind.WRITE,

@@ -11,6 +11,10 @@ the budget could still let a second POST through.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+import structlog
+
 from service.core.errors import GraphError, RetryBudgetExhausted
 from service.core.fields import utcnow
 from service.core.models import Outcome, Record, Step
@@ -21,6 +25,8 @@ from workers.workflow.calls import Ambiguous, CallRunner, CancelRequested, Defer
 from workers.workflow.claim import CreateNote, JobClaim, LeaseLost
 from workers.workflow.deps import Deps, StepResult
 from workers.workflow.retry import CallKind
+
+log = structlog.get_logger("workers.workflow.create")
 
 
 class CreateJob:
@@ -70,16 +76,16 @@ class CreateJob:
                 continue
             try:
                 outcome = await self._create_holding(claim)
-            except LeaseLost:
-                outcome = 0.2  # the lease lapsed before the POST: start over under a new one
+            except LeaseLost:  # the lease lapsed before the POST: start over under a new one
+                outcome = 0.2, "the job's create claim lapsed"
             finally:
                 await claim.release()
             if isinstance(outcome, StepResult):
                 return outcome
-            await self.calls.wait(outcome, "an earlier create is not in Graph's job list yet")
+            await self.calls.wait(*outcome)
 
-    async def _create_holding(self, claim: JobClaim) -> StepResult | float:
-        """Under the claim: the result, or how long to wait before listing again."""
+    async def _create_holding(self, claim: JobClaim) -> StepResult | tuple[float, str]:
+        """Under the claim: the result, or how long to wait before listing again and why."""
         rec, settings = self.record, self.deps.settings
         template = rec.template_id
         assert template is not None
@@ -98,12 +104,14 @@ class CreateJob:
             )
         sent = [t for t in (note.sent_at if note else None, rec.create_sent_at) if t is not None]
         if sent:
-            elapsed = (utcnow() - max(sent)).total_seconds()
+            last = max(sent)
+            elapsed = (utcnow() - last).total_seconds()
             left = settings.create_settle_s - elapsed
             if left > 0:
                 # Poll until consistent: list again after half the time waited so far (1 s,
                 # then growing), at most create_poll_cap_s, never past the settle budget.
-                return max(0.1, min(settings.create_poll_cap_s, max(1.0, elapsed / 2), left))
+                wait = max(0.1, min(settings.create_poll_cap_s, max(1.0, elapsed / 2), left))
+                return wait, _settling(last, settings.create_settle_s)
         mine: CreateNote | None = None
 
         async def post(crid: str) -> GraphResponse[SynchronizationJob]:
@@ -121,8 +129,18 @@ class CreateJob:
 
         try:
             created = await self.calls.call(Step.CREATE_JOB, CallKind.CREATE, post)
-        except Ambiguous:
-            return 0.5  # made or not: list again, under the settle rule above
+        except Ambiguous as e:
+            # made or not: list again, under the settle rule above
+            cause = e.cause
+            log.info(
+                "graph_create_ambiguous",
+                graph_status=cause.status or None,
+                graph_code=cause.code,
+                graph_request_id=cause.request_id,
+                client_request_id=cause.client_request_id,
+                settle_s=settings.create_settle_s,
+            )
+            return 0.5, f"the create POST was answered {cause.describe()}: made or not?"
         except (GraphError, RetryBudgetExhausted, Defer, CancelRequested):
             # A clear refusal, or the POST never went out (throttle or lag wait): nothing made.
             if mine is not None:
@@ -131,7 +149,23 @@ class CreateJob:
             raise
         assert mine is not None  # post() ran: it gave the answer
         if not created.value.id:
-            return 0.5  # an answer without the job: list again rather than guess
+            # an answer without the job: list again rather than guess
+            return 0.5, "the create POST's answer names no job"
         await claim.write_note(CreateNote(mine.sent_at, rec.id, created.value.id))
         rec.job_id, rec.create_sent_at = created.value.id, None
         return StepResult(response=created, message="created job")
+
+
+def _settling(sent_at: datetime, settle_s: float) -> str:
+    """The history's "still waiting" line after a create whose answer was not seen: bounded,
+    and saying until when (an operator can tell a settle wait from a hung request)."""
+    until = sent_at + timedelta(seconds=settle_s)
+    return (
+        f"an earlier create (sent {_hms(sent_at)}, its answer not seen) is not in Graph's job "
+        f"list yet; listing again until {_hms(until)} (PROVISIONER_CREATE_SETTLE_S "
+        f"{settle_s:g}s), then creating"
+    )
+
+
+def _hms(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%SZ")

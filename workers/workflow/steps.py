@@ -8,7 +8,7 @@ outcomes and turns failures into a final state. The rules are in docs/workflow.m
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.core.errors import (
@@ -39,6 +39,8 @@ _STARTS = frozenset({Step.START_JOB, Step.RESTART_JOB, Step.LIFT_QUARANTINE})
 #: Graph's clock and ours may differ a little: a cycle that began this close before the start
 #: counts as the start's own.
 _CLOCK_SKEW = timedelta(seconds=0.5)
+#: ``cycles_seen`` for a job that showed no cycle before its start.
+NO_CYCLE = datetime(1, 1, 1, tzinfo=UTC)
 
 
 class Steps(CreateJob):
@@ -157,6 +159,7 @@ class Steps(CreateJob):
         schedule, status = current.value.schedule_state, current.value.status_code
         if schedule == "Active" and status not in {"Paused", "Quarantine"}:
             return StepResult(Outcome.SKIPPED, current, f"already {schedule}/{status}")
+        await self.note_cycle(Step.START_JOB, current.value)
         started = await self.calls.call(
             Step.START_JOB, CallKind.WRITE, lambda crid: self.graph.start_job(self.sp, job_id, crid)
         )
@@ -178,10 +181,12 @@ class Steps(CreateJob):
         # say nothing about this start (a restart or rotation follows failed ones).
         start = next((h for h in reversed(self.record.history) if h.step in _STARTS), None)
         started_at = utcnow() if start is None else start.at
-        since = None
+        since = seen = None
         if start is not None:
             took = timedelta(milliseconds=start.duration_ms or 0)
             since = start.at - took - _CLOCK_SKEW
+            # exact where the step read the job before its POST: the last cycle it saw is old
+            seen = self.record.cycles_seen.get(start.step.value) if start.step else None
         deadline = started_at + timedelta(seconds=settings.verify_timeout_s)
         window = min(settings.verify_settle_s, settings.verify_timeout_s)
         window_end = started_at + timedelta(seconds=window)
@@ -191,13 +196,13 @@ class Steps(CreateJob):
                 Step.VERIFY, CallKind.READ, lambda crid: self.graph.get_job(self.sp, job_id, crid)
             )
             job = current.value
-            verdict = assess(job, since=since)
+            verdict = assess(job, since=since, seen=seen)
             if verdict.health is Health.QUARANTINED:
                 raise _quarantined(current, verdict.reason)
             if verdict.health is Health.FAILING:
                 raise _failing(current, verdict.reason)
             schedule, status = job.schedule_state, job.status_code
-            if verdict.health is Health.HEALTHY and first_cycle_finished(job, since):
+            if verdict.health is Health.HEALTHY and first_cycle_finished(job, since, seen):
                 last = job.status.last_execution
                 ended = last.time_ended.isoformat() if last and last.time_ended else "?"
                 return StepResult(
@@ -225,6 +230,18 @@ class Steps(CreateJob):
             await self.calls.wait(
                 settings.verify_poll_s, f"job is {schedule}/{status}: {verdict.reason}"
             )
+
+    async def note_cycle(self, step: Step, job: SynchronizationJob) -> None:
+        """Right before ``step`` POSTs a start or restart: remember the last cycle the job shows
+        (verify takes it and older ones for old news). The first run's reading is kept and
+        saved before the POST: a run that repeats the step after a crash would read the cycle
+        the lost POST started, which is this request's own."""
+        if step.value in self.record.cycles_seen:
+            return
+        last = job.status.last_execution
+        began = last.time_began if last is not None and last.time_began is not None else None
+        self.record.cycles_seen[step.value] = began or NO_CYCLE
+        await self.deps.store.save(self.record)
 
     def _job_id(self) -> str:
         assert self.record.job_id is not None

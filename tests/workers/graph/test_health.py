@@ -118,3 +118,31 @@ def test_cycles_from_before_a_restart_say_nothing_about_it() -> None:
     assert assess(failed_before, since=restart).health is not Health.FAILING
     early = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     assert assess(failed_before, since=early).health is Health.FAILING
+
+
+def test_the_cycle_seen_before_a_restart_is_old_news_whatever_the_clocks() -> None:
+    """``seen`` (the timeBegan Graph showed right before the restart, Graph's clock) tells the
+    restart's cycles from older ones exactly, where ``since`` (our clock less a skew allowance)
+    took a cycle that began a moment before the restart for its own (issue 12)."""
+    from datetime import UTC, datetime, timedelta
+
+    began = datetime(2026, 12, 1, 10, 0, 0, 300000, tzinfo=UTC)
+    old = _job(
+        code="Active",
+        countSuccessiveCompleteFailures=1,
+        lastExecution={
+            "state": "Failed",
+            "timeBegan": "2026-12-01T10:00:00.300Z",
+            "timeEnded": "2026-12-01T10:00:00.500Z",
+            "error": {"code": "SandboxInvalidCredentials"},
+        },
+    )
+    since = began - timedelta(seconds=0.2)  # the restart 0.3 s later, less 0.5 s of skew
+    assert assess(old, since=since).health is Health.FAILING  # the allowance's blind spot
+    assert assess(old, since=since, seen=began).health is not Health.FAILING
+    assert not first_cycle_finished(old, since, seen=began)
+    earlier = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # seen before: the 10:00 cycle is new
+    assert assess(old, since=since, seen=earlier).health is Health.FAILING
+    assert first_cycle_finished(old, since, seen=earlier)
+    none_before = datetime(1, 1, 1, tzinfo=UTC)  # the job showed no cycle before the start
+    assert assess(old, seen=none_before).health is Health.FAILING
