@@ -60,13 +60,17 @@ class Run:
         self._steps = {**steps.table(), **onboarding_table(steps), **action_table(steps)}
         self._permissions_checked = False
 
-    async def execute(self) -> None:
-        """Run the remaining steps; record success, failure, cancellation or a deferral."""
+    async def execute(self, cancelled: bool) -> None:
+        """Run the remaining steps; record success, failure, cancellation or a deferral.
+
+        ``cancelled`` is the cancel flag as the save just before this call read it; each
+        step's save reads it again, so a step boundary costs no extra round trip. A silent
+        step (one the request does not use) changes nothing to save."""
         rec = self.record
         for step in steps_for(rec.action):
             if rec.done(step):
                 continue
-            if await self.deps.store.cancel_requested(rec.id):
+            if cancelled:
                 await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
                 return
             rec.step = step
@@ -97,9 +101,10 @@ class Run:
                     raise Defer(5.0, "token endpoint unreachable") from e
                 await self.fail(step, began, _token_failure(e))
                 return
-            if not result.silent:
-                self._history(step, result.outcome, began, result.response, result.message)
-            await self.deps.store.save(rec)
+            if result.silent:
+                continue
+            self._history(step, result.outcome, began, result.response, result.message)
+            cancelled = await self.deps.store.save(rec)
             if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
                 await self.deps.store.forget_credentials(rec.id)
         await self._finish(State.SUCCEEDED, None, None, None)
@@ -257,8 +262,7 @@ async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
         )
         return
     record.state = State.RUNNING
-    await store.save(record)
-    await run.execute()
+    await run.execute(await store.save(record))
 
 
 def _graph_failure(error: GraphFailure) -> WorkflowFailed:
