@@ -39,6 +39,8 @@ from workers.workflow.steps import Deps, StepResult, Steps
 __all__ = ["Defer", "Deps", "Run", "StepResult", "run_request"]
 
 log = structlog.get_logger("workers.workflow.run")
+#: Steps that only read Graph: a crash after one repeats the read, so no save of its own.
+_READS = frozenset({Step.RESOLVE_TEMPLATE, Step.VERIFY})
 
 
 class Run:
@@ -64,8 +66,10 @@ class Run:
         """Run the remaining steps; record success, failure, cancellation or a deferral.
 
         ``cancelled`` is the cancel flag as the save just before this call read it; each
-        step's save reads it again, so a step boundary costs no extra round trip. A silent
-        step (one the request does not use) changes nothing to save."""
+        step's save reads it again, so a step boundary costs no extra round trip. A step that
+        changed nothing outside (a read, a skip, a step the request does not use) is not saved
+        on its own: the next save (before a POST, after a change, the final one) carries its
+        history line, and a crash before it costs a repeated read, as anywhere else."""
         rec = self.record
         for step in steps_for(rec.action):
             if rec.done(step):
@@ -101,13 +105,22 @@ class Run:
                     raise Defer(5.0, "token endpoint unreachable") from e
                 await self.fail(step, began, _token_failure(e))
                 return
-            if result.silent:
-                continue
-            self._history(step, result.outcome, began, result.response, result.message)
-            cancelled = await self.deps.store.save(rec)
-            if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
-                await self.deps.store.forget_credentials(rec.id)
+            cancelled = await self._record_step(step, result, began, cancelled)
         await self._finish(State.SUCCEEDED, None, None, None)
+
+    async def _record_step(
+        self, step: Step, result: StepResult, began: float, cancelled: bool
+    ) -> bool:
+        """The step's history line, saved unless nothing changed outside; the cancel flag."""
+        if result.silent:
+            return cancelled
+        self._history(step, result.outcome, began, result.response, result.message)
+        if step in _READS or result.outcome is Outcome.SKIPPED:
+            return cancelled  # nothing changed outside: the next save carries the line
+        cancelled = await self.deps.store.save(self.record)
+        if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
+            await self.deps.store.forget_credentials(self.record.id)
+        return cancelled
 
     async def _check_permissions(self) -> None:
         """Once per run, before the first Graph call: fail fast with GraphPermissionMissing
