@@ -64,8 +64,8 @@ class AdaptiveRate:
     # ``margin_max``), halving every ``margin_half_life_s``: after a drop of the limit, isolated
     # 429s at the old edge stop instead of recurring every recovery.
     margin_step: float = 0.03
-    margin_max: float = 0.15
-    margin_half_life_s: float = 15.0
+    margin_max: float = 0.10  # the target stays above 0.8, where Graph reports its usage
+    margin_half_life_s: float = 10.0
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
     release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
