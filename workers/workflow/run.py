@@ -39,8 +39,10 @@ from workers.workflow.steps import Deps, StepResult, Steps
 __all__ = ["Defer", "Deps", "Run", "StepResult", "run_request"]
 
 log = structlog.get_logger("workers.workflow.run")
-#: Steps that only read Graph: a crash after one repeats the read, so no save of its own.
-_READS = frozenset({Step.RESOLVE_TEMPLATE, Step.VERIFY})
+#: Steps that only read Graph and are followed by the final save (or by a step that saves):
+#: a crash after one repeats the read, so no save of its own. resolve_template keeps its save:
+#: the template it chose is a step boundary operators (and the chaos tests) look for.
+_READS = frozenset({Step.VERIFY})
 
 
 class Run:
@@ -67,8 +69,8 @@ class Run:
 
         ``cancelled`` is the cancel flag as the save just before this call read it; each
         step's save reads it again, so a step boundary costs no extra round trip. A step that
-        changed nothing outside (a read, a skip, a step the request does not use) is not saved
-        on its own: the next save (before a POST, after a change, the final one) carries its
+        changed nothing outside (verify's reads, a skip, a step the request does not use) is
+        not saved on its own: the next save (after a change, the final one) carries its
         history line, and a crash before it costs a repeated read, as anywhere else."""
         rec = self.record
         for step in steps_for(rec.action):
