@@ -28,9 +28,6 @@ class CreateJob:
     record: Record
     calls: CallRunner
     graph: GraphClient
-    #: The job as Graph's answer to this run's own create described it (None: adopted, or
-    #: created by an earlier run): start_job needs no GET of a job this run just saw made.
-    created: SynchronizationJob | None = None
 
     @property
     def sp(self) -> str:
@@ -127,5 +124,4 @@ class CreateJob:
             return 0.5  # an answer without the job: list again rather than guess
         await claim.write_note(CreateNote(mine.sent_at, rec.id, created.value.id))
         rec.job_id, rec.create_sent_at = created.value.id, None
-        self.created = created.value
         return StepResult(response=created, message="created job")
