@@ -96,6 +96,21 @@ def health_key(settings: Settings, worker_name: str | None = None) -> str:
     return Keys(settings.queue_name).health_check(worker_name or settings.worker_name)
 
 
+class LocalAwareWorker(Worker):
+    """arq's Worker, minus the re-checks of jobs it is running itself.
+
+    arq leaves a job in the queue while it runs, and every poll (every 50 ms here) reads the
+    due ids and, for each, asks Redis whether it is in progress (WATCH, EXISTS, ZSCORE: three
+    round trips). With hundreds of workflows in flight that was most of the worker's Redis
+    traffic (docs/benchmarks.md, (D)); a job this worker runs is known to be in progress
+    without asking."""
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's, for the ids this worker is not running itself."""
+        running = {job_id for job_id, task in self.tasks.items() if not task.done()}
+        await super().start_jobs([i for i in job_ids if i.decode() not in running])
+
+
 def build_worker(
     settings: Settings, metrics: WorkerMetrics | None = None, **overrides: Any
 ) -> Worker:
@@ -165,7 +180,7 @@ def build_worker(
         "poll_delay": 0.05,
     }
     options.update(overrides)
-    worker = Worker(**options)
+    worker = LocalAwareWorker(**options)
     # Runs stop at their next step boundary once arq stops picking jobs on SIGTERM/SIGINT.
     worker.ctx["stopping"] = lambda: not worker.allow_pick_jobs
     return worker

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from arq import create_pool
+from arq.worker import func
+from redis.asyncio import Redis
+
 from service.core.application_store import HEALTH_CALLBACK_FUNCTION, HEALTH_WRITEBACK_FUNCTION
-from service.core.queue import CALLBACK_FUNCTION, FUNCTION, WRITEBACK_FUNCTION
+from service.core.queue import CALLBACK_FUNCTION, FUNCTION, WRITEBACK_FUNCTION, job_serializer
+from service.core.redis import arq_redis_settings
 from service.core.settings import load_settings
 from workers.worker import build_worker, recovery_bound_s, run_bound_s
 
@@ -40,3 +48,46 @@ def test_a_run_ends_before_arq_times_it_out() -> None:
     assert run_bound_s(short) == 4.5
     assert run_bound_s(long) == 55
     assert recovery_bound_s(long) == 70
+
+
+async def test_a_poll_does_not_recheck_the_jobs_this_worker_runs(
+    redis: Redis, redis_url: str
+) -> None:
+    # arq leaves a running job in its queue; every poll used to WATCH/EXISTS/ZSCORE it again
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(ctx: dict[str, Any]) -> None:
+        started.set()
+        await release.wait()
+
+    settings = load_settings(redis_url=redis_url)
+    worker = build_worker(
+        settings,
+        functions=[func(hold, name="hold")],
+        cron_jobs=[],
+        on_startup=None,
+        on_shutdown=None,
+        handle_signals=False,
+        poll_delay=0.01,
+    )
+    pool = await create_pool(
+        arq_redis_settings(redis_url), job_serializer=job_serializer, default_queue_name=""
+    )
+    try:
+        await pool.enqueue_job("hold", _queue_name=settings.queue_name)
+        task = asyncio.create_task(worker.async_run())
+        await asyncio.wait_for(started.wait(), 10)
+        before, polls = await _calls(redis, "watch"), await _calls(redis, "zrangebyscore")
+        while await _calls(redis, "zrangebyscore") < polls + 10:  # ten polls, the job running
+            await asyncio.sleep(0.005)
+        assert await _calls(redis, "watch") == before
+        release.set()
+        await worker.close()
+        task.cancel()
+    finally:
+        await pool.aclose()
+
+
+async def _calls(redis: Redis, command: str) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

@@ -10,6 +10,8 @@ State fields: ``tok``/``ts`` the token bucket; ``cur`` the rate in force (calls/
 ``wmax``/``tev``/``k``/``ss`` the growth curve (the rate at the last event, when it began, the
 cubic's K, slow start or not); ``bid``/``b0``..``b3`` the calls Graph answered (not 429) in the
 last second, in quarter-second buckets, as the workers report them (the measured rate);
+``s0``..``s3`` the slots reserved in the same buckets (the rate sent); ``vb``/``vt`` the callers
+told to come back (the queue past the horizon) and when that was counted;
 ``lim``/``lt`` the limit implied by ``x-ms-throttle-limit-percentage`` (smoothed) and when it
 was last reported; ``tcut`` the last 429 cut.
 """
@@ -23,16 +25,18 @@ from __future__ import annotations
 #       report for this long is dropped), 11 slow-start doubling ms,
 #       12 cubic C (scale-free), 13 burst seconds, 14 idle ttl ms, 15 horizon s,
 #       16 calls this worker saw answered (not 429) since its last take,
-#       17 estimate time constant ms.
-# Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000}; kind 0 = slot
+#       17 estimate time constant ms, 18 longest come-back wait ms (queue past the horizon),
+#       19 half-life ms of the learned margin below the target usage.
+# Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000, paced}; kind 0 = slot
 # reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
-# than the horizon), 2 = slot further than max_wait (nothing reserved).
+# than the horizon), 2 = slot further than max_wait (nothing reserved); paced 1 once the rate
+# follows a signal from Graph (a 429 or its usage reports), 0 in the slow start.
 TAKE = """
 local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then return {1, cool, 0, 0} end
+if cool > 0 then return {1, cool, 0, 0, 1} end
 local adaptive = ARGV[1] == '1'
 local ceiling = tonumber(ARGV[2])
-if not adaptive and ceiling <= 0 then return {0, 0, 0, 0} end
+if not adaptive and ceiling <= 0 then return {0, 0, 0, 0, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local burst = tonumber(ARGV[3])
@@ -41,11 +45,13 @@ local usage = tonumber(ARGV[5])
 local start, rmin, rmax = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 if ceiling > 0 then rmax = math.min(rmax, ceiling) end
 local f = redis.call('HMGET', KEYS[1], 'tok', 'ts', 'cur', 'wmax', 'tev', 'k', 'ss', 'lim', 'lt',
-  'bid', 'b0', 'b1', 'b2', 'b3', 'ut')
+  'bid', 'b0', 'b1', 'b2', 'b3', 'ut', 's0', 's1', 's2', 's3', 'vb', 'vt', 'mg', 'mt')
 local cur = tonumber(f[3])
 local wmax, tev, k, ss = tonumber(f[4]), tonumber(f[5]), tonumber(f[6]), tonumber(f[7])
 local lim, lt, bid = tonumber(f[8]), tonumber(f[9]), tonumber(f[10])
 local b = {tonumber(f[11]) or 0, tonumber(f[12]) or 0, tonumber(f[13]) or 0, tonumber(f[14]) or 0}
+local s = {tonumber(f[16]) or 0, tonumber(f[17]) or 0, tonumber(f[18]) or 0, tonumber(f[19]) or 0}
+local sent = 0
 if not adaptive then
   cur = ceiling
 elseif not cur or not wmax then
@@ -60,15 +66,17 @@ if adaptive then
   -- Calls Graph answered (not 429) in the last second, as the workers report them: four
   -- quarter-second buckets.
   local id = math.floor(now / 250)
+  -- The same buckets count the slots reserved (the rate sent), which caps the slow start.
   if not bid or id - bid >= 4 then
-    b = {0, 0, 0, 0}
+    b, s = {0, 0, 0, 0}, {0, 0, 0, 0}
   else
-    for i = bid + 1, id do b[i % 4 + 1] = 0 end
+    for i = bid + 1, id do b[i % 4 + 1], s[i % 4 + 1] = 0, 0 end
   end
   bid = id
   b[id % 4 + 1] = b[id % 4 + 1] + tonumber(ARGV[16])
   local span = now - (id - 3) * 250
   local meas = (b[1] + b[2] + b[3] + b[4]) * 1000 / span
+  sent = (s[1] + s[2] + s[3] + s[4]) * 1000 / span
   -- Grow only while callers queue for slots: an idle tenant teaches nothing about its limit.
   if tokens >= 1 then tev = math.min(now, tev + dt) end
   if usage > 0 and meas > 0 then
@@ -94,14 +102,21 @@ if adaptive then
   local rate
   if ss == 1 then
     rate = wmax * math.pow(2, e * 1000 / tonumber(ARGV[11]))
-    rate = math.min(rate, math.max(start, 2 * meas))  -- as the AWS SDKs: <= 2 x what was sent
+    -- as the AWS SDKs (measured_tx_rate): <= 2 x what was sent, not what was answered (with
+    -- slow answers, the answered rate lags the sent one by a round trip: the start crawled)
+    rate = math.min(rate, math.max(start, 2 * sent))
   else
     local x = e - k
     rate = wmax * (1 + tonumber(ARGV[12]) * x * x * x)
   end
-  if lim and rate > tonumber(ARGV[9]) * lim then
+  -- the target share of the reported limit, less the margin the 429s at it taught (halving
+  -- every ARGV[19] ms: the margin a tenant needs moves with its load)
+  local target = tonumber(ARGV[9])
+  local mg = tonumber(f[22])
+  if mg then target = target - mg * math.pow(0.5, (now - tonumber(f[23])) / tonumber(ARGV[19])) end
+  if lim and rate > target * lim then
     -- at the target share of the reported limit: hold there (the cubic's plateau)
-    rate = tonumber(ARGV[9]) * lim
+    rate = target * lim
     wmax, tev, k, ss = rate, now, 0, 0
   end
   cur = math.max(rmin, math.min(rate, rmax))
@@ -111,19 +126,27 @@ local wait = 0
 if tokens < 0 then wait = math.ceil(-tokens * 1000 / cur) end
 local kind = 0
 local horizon = math.max(tonumber(ARGV[15]), 2 / cur) * 1000
+local vb = tonumber(f[20]) or 0
 if adaptive and wait > horizon then
-  -- Reserve no further ahead than the horizon, so that a new rate applies within it: come
-  -- back when the queue should be half that long.
-  kind, wait = 1, math.ceil(wait - horizon / 2)
+  -- Reserve no further ahead than the horizon, so that a new rate applies within it. Come back
+  -- when the queue should be half that long, behind the callers already told to come back
+  -- (vb, drained at the rate): each waiting caller asks about once per turn, not 4 times a
+  -- second (the asks are what cost the CPU with 1,000 callers in line).
+  local cap = tonumber(ARGV[18])
+  vb = math.max(0, vb - math.max(0, now - (tonumber(f[21]) or now)) * cur / 1000)
+  kind, wait = 1, math.ceil(math.min(cap, wait - horizon / 2 + vb * 1000 / cur))
+  vb = math.min(vb + 1, cur * cap / 1000)
+  redis.call('HSET', KEYS[1], 'vb', tostring(vb), 'vt', now)
 elseif max_wait >= 0 and wait > max_wait then
   kind = 2
 else
   redis.call('HSET', KEYS[1], 'tok', tostring(tokens), 'ts', now)
+  if adaptive then s[bid % 4 + 1] = s[bid % 4 + 1] + 1 end
 end
 if adaptive then
   redis.call('HSET', KEYS[1], 'cur', tostring(cur), 'wmax', tostring(wmax), 'tev', tostring(tev),
     'k', tostring(k), 'ss', ss, 'lt', lt, 'bid', bid, 'b0', b[1], 'b1', b[2], 'b2', b[3],
-    'b3', b[4])
+    'b3', b[4], 's0', s[1], 's1', s[2], 's2', s[3], 's3', s[4])
   if lim then
     redis.call('HSET', KEYS[1], 'lim', tostring(lim))
   else
@@ -131,8 +154,10 @@ if adaptive then
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[14])
-if kind == 0 then return {0, wait, now, math.floor(cur * 1000)} end
-return {kind, wait, 0, math.floor(cur * 1000)}
+local paced = 0
+if adaptive and (ss == 0 or lim) then paced = 1 end
+if kind == 0 then return {0, wait, now, math.floor(cur * 1000), paced} end
+return {kind, wait, 0, math.floor(cur * 1000), paced}
 """
 
 # KEYS: state hash, cool-down key.
@@ -140,7 +165,9 @@ return {kind, wait, 0, math.floor(cur * 1000)}
 #       (server ms when its slot was reserved; 0: unknown), 3 cut (0/1), 4 beta, 5 cubic K s,
 #       6 min calls/s, 7 ceiling (0: none), 8 beta when the limit estimate is fresh (Graph
 #       reported its usage within ARGV[10] ms: an isolated 429 at a known limit), 9 cubic K s
-#       for that cut, 10 freshness ms, 11 isolation ms (no other 429 this long before).
+#       for that cut, 10 freshness ms, 11 isolation ms (no other 429 this long before),
+#       12 margin step (a 429 at a known limit lowers the target usage by this), 13 largest
+#       margin, 14 margin half-life ms.
 # Returns {the rate x 1000 after the cut, 0 when not cut (no adaptive state), -1 when the call
 # was sent before the last cut (the same congestion event: cut once); 1 when every worker is
 # held (the cool-down was set), 0 when only the throttled call waits}.
@@ -148,7 +175,8 @@ THROTTLED = """
 local hold = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local f = redis.call('HMGET', KEYS[1], 'cur', 'wmax', 'tcut', 'bid', 'b0', 'b1', 'b2', 'b3', 'ut')
+local f = redis.call('HMGET', KEYS[1], 'cur', 'wmax', 'tcut', 'bid', 'b0', 'b1', 'b2', 'b3', 'ut',
+  'mg', 'mt')
 local cur, tcut, bid = tonumber(f[1]), tonumber(f[3]), tonumber(f[4])
 local ut = tonumber(f[9])
 -- An isolated 429 at a known limit: Graph reported its usage a moment ago and no other 429 came
@@ -185,6 +213,12 @@ if ut and now - ut <= tonumber(ARGV[10]) then
   -- from the usage reports kept.
   beta, k = tonumber(ARGV[8]), ARGV[9]
   lim = tonumber(redis.call('HGET', KEYS[1], 'lim')) or sent
+  -- A 429 at the target share of a known limit: that share is too close for this tenant
+  -- (bunched calls, a limit that moved). Aim a step lower from now on (the margin decays).
+  local mg = tonumber(f[10]) or 0
+  if mg > 0 then mg = mg * math.pow(0.5, (now - tonumber(f[11])) / tonumber(ARGV[14])) end
+  mg = math.min(tonumber(ARGV[13]), mg + tonumber(ARGV[12]))
+  redis.call('HSET', KEYS[1], 'mg', tostring(mg), 'mt', now)
 end
 if held == 0 then hold = 0 end
 local after = math.max(rmin, sent * beta)

@@ -40,6 +40,10 @@ from workers.workflow.steps import Deps, StepResult, Steps
 __all__ = ["Defer", "Deps", "Run", "StepResult", "run_request"]
 
 log = structlog.get_logger("workers.workflow.run")
+#: Steps that only read Graph and are followed by the final save (or by a step that saves):
+#: a crash after one repeats the read, so no save of its own. resolve_template keeps its save:
+#: the template it chose is a step boundary operators (and the chaos tests) look for.
+_READS = frozenset({Step.VERIFY})
 
 
 class Run:
@@ -61,22 +65,30 @@ class Run:
         self._steps = {**steps.table(), **onboarding_table(steps), **action_table(steps)}
         self._permissions_checked = False
 
-    async def execute(self) -> None:
-        """Run the remaining steps; record success, failure, cancellation or a deferral."""
+    async def execute(self, cancelled: bool) -> None:
+        """Run the remaining steps; record success, failure, cancellation or a deferral.
+
+        ``cancelled`` is the cancel flag as the save just before this call read it; each
+        step's save reads it again, so a step boundary costs no extra round trip. A step that
+        changed nothing outside (verify's reads, a skip, a step the request does not use) is
+        not saved on its own: the next save (after a change, the final one) carries its
+        history line, and a crash before it costs a repeated read, as anywhere else."""
         rec = self.record
         for step in steps_for(rec.action):
             if rec.done(step):
                 continue
-            if await self.deps.store.cancel_requested(rec.id):
+            if cancelled:
                 await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
                 return
-            if not await self._run_step(step):
+            ran = await self._run_step(step)
+            if ran is None:
                 return
+            cancelled = await self._record_step(step, *ran, cancelled)
         await self._finish(State.SUCCEEDED, None, None, None)
 
-    async def _run_step(self, step: Step) -> bool:
-        """Run one step and record its outcome; False when the request ended with it (failed
-        or cancelled), a :class:`Defer` raised on after its "retrying" line is saved."""
+    async def _run_step(self, step: Step) -> tuple[StepResult, float] | None:
+        """Run one step: its result and when it began, or None when the request ended with it
+        (failed or cancelled); a :class:`Defer` raised on after its "retrying" line is saved."""
         rec = self.record
         rec.step = step
         began = time.monotonic()
@@ -87,27 +99,36 @@ class Run:
                 result = await self._steps[step]()
         except CancelRequested:
             await self._finish(State.CANCELLED, Outcome.CANCELLED, step, cancel_message(rec))
-            return False
+            return None
         except Defer as d:
             await self._retrying(step, began, d.reason)
             raise
         except GraphFailure as e:
             await self.fail(step, began, await self._graph_failure(e))
-            return False
+            return None
         except WorkflowFailed as e:
             await self.fail(step, began, e)
-            return False
+            return None
         except TokenError as e:
             if e.error == "authority_unreachable":
                 raise Defer(5.0, "token endpoint unreachable") from e
             await self.fail(step, began, _token_failure(e))
-            return False
-        if not result.silent:
-            self._history(step, result.outcome, began, result.response, result.message)
-        await self.deps.store.save(rec)
+            return None
+        return result, began
+
+    async def _record_step(
+        self, step: Step, result: StepResult, began: float, cancelled: bool
+    ) -> bool:
+        """The step's history line, saved unless nothing changed outside; the cancel flag."""
+        if result.silent:
+            return cancelled
+        self._history(step, result.outcome, began, result.response, result.message)
+        if step in _READS or result.outcome is Outcome.SKIPPED:
+            return cancelled  # nothing changed outside: the next save carries the line
+        cancelled = await self.deps.store.save(self.record)
         if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
-            await self.deps.store.forget_credentials(rec.id)
-        return True
+            await self.deps.store.forget_credentials(self.record.id)
+        return cancelled
 
     async def _retrying(self, step: Step, began: float, reason: str) -> None:
         """Record and save a deferred step's "retrying" line: one per step, kept current."""
@@ -271,8 +292,7 @@ async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
         )
         return
     record.state = State.RUNNING
-    await store.save(record)
-    await run.execute()
+    await run.execute(await store.save(record))
 
 
 def _graph_failure(error: GraphFailure) -> WorkflowFailed:

@@ -21,7 +21,8 @@ applies to all of them, and the workers learn it together:
   off it is a fixed token bucket (bursts of ``PROVISIONER_TENANT_RATE_BURST``).
 
 A call costs one Redis round trip (:data:`~workers.workflow.rate_scripts.TAKE` checks the
-cool-down, updates the rate and reserves a slot); a 429 costs one more.
+cool-down, updates the rate and reserves a slot), plus about one per turn it waits in a line
+longer than the horizon; a 429 costs one more.
 ``PROVISIONER_THROTTLE_COORDINATION=false`` turns all of it off (each worker then only honours
 the Retry-After of its own calls), which is how the benchmark measures what coordination buys.
 """
@@ -57,7 +58,14 @@ class AdaptiveRate:
     isolated_s: float = 1.0  # a 429 with no other this long before it (and a fresh estimate)
     # holds only its own call for Retry-After, not every worker
     estimate_s: float = 0.5  # time constant of the limit estimate
-    late_s: float = 0.075  # a slot woken up later than this is given up (no bunched calls)
+    late_s: float = 0.075  # a paced slot woken up later than this is given up (no bunched calls)
+    comeback_s: float = 1.0  # a caller in line past the horizon asks again at most this late
+    # A 429 at a known limit lowers the target usage by ``margin_step`` (at most
+    # ``margin_max``), halving every ``margin_half_life_s``: after a drop of the limit, isolated
+    # 429s at the old edge stop instead of recurring every recovery.
+    margin_step: float = 0.03
+    margin_max: float = 0.10  # the target stays above 0.8, where Graph reports its usage
+    margin_half_life_s: float = 10.0
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
     release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
@@ -86,6 +94,7 @@ class Slot:
     rate: float = 0.0  # the tenant's rate when it was reserved (0: not paced)
     local_cuts: int = 0  # this worker's 429 count when it was reserved
     due: float = 0.0  # time.monotonic() at which the wait ends
+    paced: bool = False  # the rate follows Graph's signals (not the slow start's probe)
 
 
 def parse_usage(value: str | None) -> float | None:
@@ -170,15 +179,19 @@ class Throttle:
             _num(a.horizon_s),
             str(answered),
             str(int(a.estimate_s * 1000)),
+            str(int(a.comeback_s * 1000)),
+            str(int(a.margin_half_life_s * 1000)),
         )
         keys = (self._bucket_key, self._cooldown_key)
         reply = await guarded(lambda: self._take(keys=keys, args=args))
-        kind, wait_ms, ticket, rate_milli = cast(list[int], reply)
+        kind, wait_ms, ticket, rate_milli, paced = cast(list[int], reply)
         if int(rate_milli):
             self.rate = int(rate_milli) / 1000
         seconds = self._count(int(wait_ms) / 1000)
         due = time.monotonic() + seconds
-        return Slot(seconds, int(kind) == 1, int(ticket), self.rate, self.cuts, due)
+        return Slot(
+            seconds, int(kind) == 1, int(ticket), self.rate, self.cuts, due, bool(int(paced))
+        )
 
     def observe(self, usage: float | None) -> None:
         """Note a call Graph answered (anything but 429) and its
@@ -190,14 +203,17 @@ class Throttle:
     def superseded(self, slot: Slot) -> bool:
         """Whether the slot should be given up and a new one asked for: this worker was
         throttled since ``slot`` was reserved (its spacing belongs to the rate before the cut),
-        or the caller woke up for it more than ``late_s`` late (a busy event loop): late calls
-        sent together with the ones due after them would reach Graph as a burst."""
+        or, once the rate follows Graph's signals, the caller woke up for it more than
+        ``late_s`` late (a busy event loop): late calls sent together with the ones due after
+        them would reach Graph as a burst at its limit. In the slow start no limit is known, a
+        burst is a probe, and re-asking there cost most of the worker's CPU at 1,000 workflows
+        in flight (docs/benchmarks.md)."""
         if self.cuts > slot.local_cuts:
             return True
         if self._adaptive is not None and self.rate < 0.9 * slot.rate:
             return True  # the rate was lowered since (Graph's usage): the spacing is too tight
         late_s = (self._adaptive or AdaptiveRate()).late_s
-        return self._adaptive is not None and time.monotonic() - slot.due > late_s
+        return slot.paced and time.monotonic() - slot.due > late_s
 
     async def throttled(self, retry_after_s: float, slot: Slot | None, *, cut: bool = True) -> None:
         """A call reserved as ``slot`` was answered 429 (``cut``) or 503 with ``retry_after_s``:
@@ -221,6 +237,9 @@ class Throttle:
             _num(a.recover_fresh_s),
             str(int(a.fresh_s * 1000)),
             str(int(a.isolated_s * 1000)),
+            _num(a.margin_step),
+            _num(a.margin_max),
+            str(int(a.margin_half_life_s * 1000)),
         )
         keys = (self._bucket_key, self._cooldown_key)
         reply = await guarded(lambda: self._throttled(keys=keys, args=args))
