@@ -36,6 +36,9 @@ class CreateJob:
     record: Record
     calls: CallRunner
     graph: GraphClient
+    #: The job as Graph's answer to this run's own create described it (None: adopted, or
+    #: created by an earlier run): start_job needs no GET of a job this run just saw made.
+    created: SynchronizationJob | None = None
 
     @property
     def sp(self) -> str:
@@ -153,6 +156,7 @@ class CreateJob:
             return 0.5, "the create POST's answer names no job"
         await claim.write_note(CreateNote(mine.sent_at, rec.id, created.value.id))
         rec.job_id, rec.create_sent_at = created.value.id, None
+        self.created = created.value
         return StepResult(response=created, message="created job")
 
 

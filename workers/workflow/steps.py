@@ -149,17 +149,29 @@ class Steps(CreateJob):
             raise
 
     async def start_job(self) -> StepResult:
-        """Start the job unless it already runs (Graph warns against repeated starts)."""
+        """Start the job unless it already runs (Graph warns against repeated starts).
+
+        A job this run created and whose create answer showed it not started (Graph creates
+        jobs Disabled) is started without a GET first: the answer is the job (its last cycle,
+        none, is what verify takes for old news), and nothing else starts it while this request
+        holds the principal's in-flight slot. Any other job (adopted, or created by an earlier
+        run of the request) is read first."""
         if not self.record.start:
             return StepResult(Outcome.SKIPPED, message="start=false in the request")
         job_id = self._job_id()
-        current = await self.calls.call(
-            Step.START_JOB, CallKind.READ, lambda crid: self.graph.get_job(self.sp, job_id, crid)
-        )
-        schedule, status = current.value.schedule_state, current.value.status_code
-        if schedule == "Active" and status not in {"Paused", "Quarantine"}:
-            return StepResult(Outcome.SKIPPED, current, f"already {schedule}/{status}")
-        await self.note_cycle(Step.START_JOB, current.value)
+        job = self.created
+        if job is None or job.id != job_id or job.schedule_state == "Active":
+            # Not this run's own new, not yet started job: ask Graph what it is now.
+            current = await self.calls.call(
+                Step.START_JOB,
+                CallKind.READ,
+                lambda crid: self.graph.get_job(self.sp, job_id, crid),
+            )
+            schedule, status = current.value.schedule_state, current.value.status_code
+            if schedule == "Active" and status not in {"Paused", "Quarantine"}:
+                return StepResult(Outcome.SKIPPED, current, f"already {schedule}/{status}")
+            job = current.value
+        await self.note_cycle(Step.START_JOB, job)
         started = await self.calls.call(
             Step.START_JOB, CallKind.WRITE, lambda crid: self.graph.start_job(self.sp, job_id, crid)
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from service.core.models import Outcome, State, Step
 from tests.helpers.harness import (
     OWNED_BY_CLIENT,
@@ -13,6 +15,7 @@ from tests.helpers.harness import (
     jobs_of,
     worker_settings,
 )
+from workers.workflow.steps import NO_CYCLE
 
 
 async def test_happy_path_creates_and_starts_one_job(harness: Harness) -> None:
@@ -32,6 +35,43 @@ async def test_happy_path_creates_and_starts_one_job(harness: Harness) -> None:
     [job] = jobs_of(stats, SALESFORCE)
     assert job["id"] == done.job_id
     assert stats["starts"][done.job_id] == 1
+
+
+def graph_calls(stats: dict[str, Any]) -> dict[str, int]:
+    """Graph calls answered so far, by route (the token endpoint left out)."""
+    return {r: sum(by.values()) for r, by in stats["calls"].items() if r != "token"}
+
+
+async def test_happy_path_takes_five_graph_calls_including_verify(harness: Harness) -> None:
+    harness.sandbox.patch_faults({"activation_delay_ms": 0})  # verify's first GET suffices
+    before = graph_calls(harness.sandbox.stats())
+    done = await harness.run(SALESFORCE)
+    assert done.state is State.SUCCEEDED, done.error
+    after = graph_calls(harness.sandbox.stats())
+    made = {r: n - before.get(r, 0) for r, n in after.items() if n != before.get(r, 0)}
+    # the create answer is the job: no GET of it before the start, one after it (verify's)
+    assert made == {
+        "templates.list": 1,
+        "jobs.list": 1,
+        "jobs.create": 1,
+        "jobs.start": 1,
+        "jobs.get": 1,
+    }
+    assert done.cycles_seen == {"start_job": NO_CYCLE}
+
+
+async def test_an_adopted_running_job_is_read_and_not_started_again(harness: Harness) -> None:
+    harness.sandbox.patch_faults({"activation_delay_ms": 0})
+    first = await harness.run(SALESFORCE)
+    assert first.state is State.SUCCEEDED, first.error
+    done = await harness.run(SALESFORCE)
+    assert done.state is State.SUCCEEDED, done.error
+    [start] = [h for h in done.history if h.step is Step.START_JOB]
+    assert start.outcome is Outcome.SKIPPED
+    assert (start.message or "").startswith("already Active")
+    stats = harness.sandbox.stats()
+    [job] = jobs_of(stats, SALESFORCE)
+    assert stats["starts"][job["id"]] == 1
 
 
 async def test_new_principal_unknown_error_is_waited_out(harness: Harness) -> None:
