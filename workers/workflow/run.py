@@ -40,9 +40,11 @@ from workers.workflow.steps import Deps, StepResult, Steps
 __all__ = ["Defer", "Deps", "Run", "StepResult", "run_request"]
 
 log = structlog.get_logger("workers.workflow.run")
-#: Steps that only read Graph and are followed by the final save (or by a step that saves):
-#: a crash after one repeats the read, so no save of its own. resolve_template keeps its save:
-#: the template it chose is a step boundary operators (and the chaos tests) look for.
+#: Steps that only read Graph: as the last step the request uses, the final save carries
+#: their line (a crash before it repeats the read), so no save of their own. Followed by a
+#: smoke test, verify keeps its save: a crash in the smoke test must not repeat verify's
+#: window. resolve_template keeps its save: the template it chose is a step boundary
+#: operators (and the chaos tests) look for.
 _READS = frozenset({Step.VERIFY})
 
 
@@ -123,7 +125,8 @@ class Run:
         if result.silent:
             return cancelled
         self._history(step, result.outcome, began, result.response, result.message)
-        if step in _READS or result.outcome is Outcome.SKIPPED:
+        last = self.record.smoke_test is None  # verify is followed by the smoke test only
+        if (step in _READS and last) or result.outcome is Outcome.SKIPPED:
             return cancelled  # nothing changed outside: the next save carries the line
         cancelled = await self.deps.store.save(self.record)
         if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
