@@ -97,10 +97,16 @@ def paged(request: web.Request, items: list[dict[str, Any]], context: str) -> we
     return page_of(request, items, _context_url(request, context))
 
 
-def page_of(request: web.Request, items: list[dict[str, Any]], context_url: str) -> web.Response:
-    """One page of ``items`` with an opaque ``@odata.nextLink`` signed by the sandbox."""
+def page_of(
+    request: web.Request,
+    items: list[dict[str, Any]],
+    context_url: str,
+    size: int | None = None,
+) -> web.Response:
+    """One page of ``items`` with an opaque ``@odata.nextLink`` signed by the sandbox;
+    ``size`` entries (default: the fault profile's ``page_size``; 0 = all)."""
     ctx = _ctx(request)
-    size = ctx.engine.profile.page_size
+    size = ctx.engine.profile.page_size if size is None else size
     token = request.query.get("$skiptoken")
     start = _offset(ctx.paging_key, token) if token else 0
     end = start + size if size > 0 else len(items)

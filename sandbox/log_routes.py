@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.context import CTX_KEY
-from sandbox.graph import _offset, _sign, graph_json
+from sandbox.graph import page_of
 from sandbox.models import bad_request
 from sandbox.provisioning_logs import ProvisioningLogs
 
@@ -41,19 +41,9 @@ async def list_provisioning(request: web.Request) -> web.Response:
     ctx = request.app[CTX_KEY]
     items = _logs(request).select(request.query.get("$filter"))
     size = _size(request, ctx.engine.profile.page_size)
-    token = request.query.get("$skiptoken")
-    start = _offset(ctx.paging_key, token) if token else 0
-    end = start + size if size > 0 else len(items)
     version = request.path.split("/")[1]
-    body: dict[str, Any] = {
-        "@odata.context": f"https://{request.host}/{version}/$metadata#auditLogs/provisioning"
-    }
-    if end < len(items):
-        query = {k: v for k, v in request.query.items() if k != "$skiptoken"}
-        query["$skiptoken"] = _sign(ctx.paging_key, end)
-        body["@odata.nextLink"] = str(request.url.with_query(query))
-    body["value"] = items[start:end]
-    return graph_json(body)
+    context = f"https://{request.host}/{version}/$metadata#auditLogs/provisioning"
+    return page_of(request, items, context, size)
 
 
 async def put_outcomes(request: web.Request) -> web.Response:
