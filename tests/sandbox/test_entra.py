@@ -138,7 +138,7 @@ def test_requests_ca_bundle_trap(sandbox: SandboxProcess, monkeypatch: pytest.Mo
     ("client_id", "secret", "scope", "error", "code"),
     [
         ("adf03846-4f4d-4731-8425-4f4b2d8e0197", "wrong", SCOPE, "invalid_client", 7000215),
-        (str(uuid.uuid4()), "x", SCOPE, "unauthorized_client", 700016),
+        ("0c0ffee0-0000-4000-8000-00000000abcd", "x", SCOPE, "unauthorized_client", 700016),
         ("adf03846-4f4d-4731-8425-4f4b2d8e0197", None, ["User.Read"], "invalid_scope", 1002012),
     ],
 )
