@@ -85,8 +85,7 @@ class Settings(BaseSettings):
     record_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
     #: How long a finished record (and its listing-index entries) is kept after its last write.
     record_retention_s: int = Field(default=30 * 24 * 3600, ge=60)
-    #: The /ui session cookie is always ``Secure`` (behind a TLS-terminating proxy); else only
-    #: when the request came over https (service/api/ui/routes.py).
+    #: /ui's session cookie always ``Secure`` (behind a TLS proxy); else only over https.
     ui_cookie_secure: bool = False
     #: Sign-in attempts on /ui per client address and window (0: no limit); then 429.
     ui_login_rate_limit: int = Field(default=10, ge=0)
@@ -145,9 +144,8 @@ class Settings(BaseSettings):
     tenant_rate_adaptive: bool = True
     tenant_rate_start: float = Field(default=10.0, gt=0)
     tenant_rate_target_usage: float = Field(default=0.95, gt=0, le=1)
-    #: provisionOnDemand (the smoke test): Graph documents 5 calls per 10 s per tenant; every
-    #: worker shares one sliding window in Redis. The window is 1 s longer than Graph's so that
-    #: the time between taking a slot and Graph receiving the call cannot put 6 in its 10 s.
+    #: provisionOnDemand: Graph allows 5 calls per 10 s per tenant, one window in Redis for all
+    #: workers, 1 s longer so a slot's way to Graph cannot put 6 in Graph's 10 s.
     on_demand_limit: int = Field(default=5, ge=1, le=100)
     on_demand_window_s: float = Field(default=11.0, gt=0, le=3600)
     worker_name: str = Field(
@@ -162,14 +160,12 @@ class Settings(BaseSettings):
 
     # The health watch over started and adopted jobs (workers/watch, docs/workflow.md).
     watch_enabled: bool = True
-    #: Seconds between checks of one job: the first entries after a request ends or a change
-    #: of health, the last one repeated for ever.
+    #: Seconds between checks of one job after an end or a health change; the last repeats.
     watch_schedule: Annotated[tuple[int, ...], NoDecode] = (60, 300, 900, 3600, 21600)
     watch_interval_s: int = Field(default=5, ge=1, le=60)
     watch_max_calls_per_s: float = Field(default=1.0, gt=0)
     watch_jitter: float = Field(default=0.1, ge=0, le=0.5)
-    #: Opt-in recovery (workers/watch/auto_restart.py): "quarantine" restarts a job quarantined
-    #: for a transient reason, at most this many times a job in 24 h.
+    #: Opt-in (workers/watch/auto_restart.py): restart transient quarantines, N a job a day.
     auto_restart: Literal["off", "quarantine"] = "off"
     auto_restart_max_per_day: int = Field(default=3, ge=1, le=24)
 

@@ -21,7 +21,6 @@ import structlog
 from service.core.actions import steps_for
 from service.core.errors import (
     GraphFailure,
-    GraphRequestFailed,
     RetryBudgetExhausted,
     TokenError,
     WorkflowFailed,
@@ -34,6 +33,7 @@ from workers.graph.response import GraphResponse
 from workers.watch.check import register_job
 from workers.workflow.actions import action_table
 from workers.workflow.calls import CallRunner, CancelRequested, Defer, monotonic_ms
+from workers.workflow.failures import cancel_message, graph_failure, token_failure
 from workers.workflow.onboarding import onboarding_table
 from workers.workflow.steps import Deps, StepResult, Steps
 
@@ -114,7 +114,7 @@ class Run:
         except TokenError as e:
             if e.error == "authority_unreachable":
                 raise Defer(5.0, "token endpoint unreachable") from e
-            await self.fail(step, began, _token_failure(e))
+            await self.fail(step, began, token_failure(e))
             return None
         return result, began
 
@@ -162,7 +162,7 @@ class Run:
             # Only raised once the replication-lag budget is spent (workers.workflow.retry).
             roles = await self.deps.graph.token_roles()
             return unknown_error_hint(roles, self.record.service_principal_id, error)
-        return _graph_failure(error)
+        return graph_failure(error)
 
     def _history(
         self,
@@ -250,24 +250,6 @@ class Run:
         record.updated_at = utcnow()
 
 
-def cancel_message(record: Record) -> str:
-    """The cancelled history line, saying what stays in the tenant: cancel stops this
-    request, it does not stop or delete a job (pause or delete it in Entra if needed)."""
-    started = any(
-        h.step is Step.START_JOB
-        and (
-            h.outcome is Outcome.SUCCEEDED
-            or (h.outcome is Outcome.SKIPPED and (h.message or "").startswith("already"))
-        )
-        for h in record.history
-    )
-    if started:
-        return f"cancelled on request; job {record.job_id} stays started in the tenant"
-    if record.job_id:
-        return f"cancelled on request; job {record.job_id} stays in the tenant, not started"
-    return "cancelled on request"
-
-
 async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
     """Run (or resume) the workflow of one request; raises :class:`Defer` to be re-queued."""
     store = deps.store
@@ -296,22 +278,3 @@ async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
         return
     record.state = State.RUNNING
     await run.execute(await store.save(record))
-
-
-def _graph_failure(error: GraphFailure) -> WorkflowFailed:
-    return GraphRequestFailed(
-        f"Graph answered {error.describe()}" + (f": {error.message}" if error.message else ""),
-        code=error.code or "GraphRequestFailed",
-        graph_status=error.status,
-        graph_request_id=error.request_id,
-    )
-
-
-def _token_failure(error: TokenError) -> WorkflowFailed:
-    codes = ", ".join(f"AADSTS{c}" for c in error.codes)
-    return WorkflowFailed(
-        f"Entra ID refused the service's credentials ({error.error}"
-        + (f", {codes}" if codes else "")
-        + "): check PROVISIONER_CLIENT_ID and its secret or certificate",
-        code="TokenAcquisitionFailed",
-    )

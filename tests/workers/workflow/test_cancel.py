@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from service.core.fields import utcnow
 from service.core.models import HistoryEntry, Outcome, Record, State, Step
 from service.core.store import Store
-from workers.workflow.run import cancel_message
+from workers.workflow.failures import cancel_message
 
 
 def _store(redis: Redis) -> Store:
