@@ -36,8 +36,9 @@ def render(record: dict[str, Any], spin: str = " ") -> list[str]:
             lines.append(f"  [{mark:>2}] {step.value}")
             continue
         took = f" {entry['durationMs']} ms" if entry.get("durationMs") is not None else ""
-        graph = f" graph {entry['graphStatus']} {entry.get('graphRequestId') or ''}".rstrip()
-        graph = graph if entry.get("graphStatus") else ""
+        graph = ""
+        if entry.get("graphStatus"):
+            graph = f" graph {entry['graphStatus']} {entry.get('graphRequestId') or ''}".rstrip()
         lines.append(
             f"  [{_MARKS.get(entry['outcome'], entry['outcome'][:2])}] {step.value}{took}{graph}"
             + (f"  {entry['message']}" if entry.get("message") else "")

@@ -63,3 +63,9 @@ def test_an_action_shows_its_own_steps() -> None:
     steps = [line.split("] ")[1] for line in lines[2:]]
     assert steps == ["find_job", "pause_job"]
     assert lines[0].startswith("r1  pause  queued")
+
+
+def test_an_entry_without_graph_fields_renders_without_them() -> None:
+    """Older records (and other API versions) may leave the Graph fields out altogether."""
+    lines = render(_record(state="succeeded", history=[{"step": "verify", "outcome": "succeeded"}]))
+    assert "  [ok] verify" in lines
