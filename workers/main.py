@@ -131,11 +131,12 @@ def run_worker(settings: Settings) -> None:
     settings.require_tenant()
     setup_tracing(settings, "provisioner-worker")
     metrics = WorkerMetrics()
-    metrics.serve(settings.worker_metrics_port)
+    stop_metrics = metrics.serve(settings.worker_metrics_port)
     log.info("worker_bounds", run_s=run_bound_s(settings), recovery_s=recovery_bound_s(settings))
     try:
         asyncio.run(supervise(settings, metrics))
     finally:
+        stop_metrics()
         shutdown_tracing()
 
 

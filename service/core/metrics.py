@@ -8,7 +8,7 @@ one line, name, help and labels, and tests never share counts across registries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from prometheus_client import (
@@ -45,11 +45,24 @@ class MetricSet:
         """The exposition text."""
         return generate_latest(self.registry)
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        """Expose the registry over HTTP (no-op for port 0; a busy port is logged, not fatal)."""
+    def serve(self, port: int, host: str = "0.0.0.0") -> Callable[[], None]:
+        """Expose the registry over HTTP and return what stops it (nothing is served for port 0;
+        a busy port is logged, not fatal: a second worker on a host runs without metrics)."""
         if port <= 0:
-            return
+            return _nothing
         try:
-            start_http_server(port, addr=host, registry=self.registry)
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as e:
             log.warning("metrics_port_unavailable", port=port, error=str(e))
+            return _nothing
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+        return stop
+
+
+def _nothing() -> None:
+    """What stops a listener that never started."""

@@ -3,6 +3,7 @@ and the registry served over real HTTP (a busy port logged, not fatal)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import aiohttp
@@ -38,10 +39,18 @@ def test_each_set_has_its_own_registry() -> None:
 
 async def test_the_registry_is_served_over_http() -> None:
     port = free_port()
-    _set().serve(port, host="127.0.0.1")
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
-        assert resp.status == 200
-        assert 'probe_calls_total{route="a"} 2.0' in await resp.text()
+    stop = _set().serve(port, host="127.0.0.1")
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/") as resp,
+        ):
+            assert resp.status == 200
+            assert 'probe_calls_total{route="a"} 2.0' in await resp.text()
+    finally:
+        await asyncio.to_thread(stop)
+    with socket.socket() as again:  # stopped: the port is free for the next listener
+        again.bind(("127.0.0.1", port))
 
 
 def test_a_busy_port_is_not_fatal_and_port_zero_serves_nothing() -> None:
