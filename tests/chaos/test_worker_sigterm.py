@@ -51,9 +51,13 @@ async def test_sigterm_finishes_the_running_step_and_nothing_repeats(
     with processes(tmp_path) as procs:
         rid = await records.submit(sp)
 
-        # 1. SIGTERM while create_job runs (its list or its POST in flight).
+        # 1. SIGTERM while create_job runs (its job list reached Graph and is not answered).
         first = procs.worker(env, "term-1")
-        await wait_for(lambda: records.has_done(rid, "resolve_template"), timeout_s=30)
+
+        async def list_in_flight() -> bool:
+            return arrived(sandbox, "jobs.list") >= 1
+
+        await wait_for(list_in_flight, timeout_s=30)
         assert not await records.has_done(rid, "create_job")
         exit_1 = await _terminate(first)
         assert await records.done_steps(rid) == ["resolve_template", "create_job"]
