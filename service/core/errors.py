@@ -17,7 +17,7 @@
           ├── CredentialsRejected  validateCredentials answered 400
           ├── JobQuarantined       the started job is quarantined (status.quarantine set)
           ├── JobFailing           the started job's cycles fail (lastExecution Failed)
-          ├── JobNotStarted        the job's schedule is not Active within the verify window
+          ├── JobNotStarted        the job does not run after start (never Active, or stopped since)
           ├── GraphPermissionMissing the app's token lacks every permission the sync API
           │                       accepts, or a 401 UnknownError outlasted the lag budget
           ├── RetryBudgetExhausted transient errors outlasted the request's retry budget
@@ -179,7 +179,8 @@ class GraphPermissionMissing(WorkflowFailed):
 
 
 class JobNotStarted(WorkflowFailed):
-    """Raised when the job is not Active once the verify window has passed."""
+    """Raised when the job is not Active by the verify timeout, or was read started and then
+    Paused/Disabled for the whole settle window (stopped after the start)."""
 
     code = "JobNotStarted"
 
