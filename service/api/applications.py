@@ -100,7 +100,15 @@ async def visible_application(request: web.Request, caller: str) -> Application:
     path=ApplicationPath,
     description=(
         "404 for an unknown principal and for one the caller may not see (another "
-        "caller's, unless the caller's policy names the principal)."
+        "caller's, unless the caller's policy names the principal). The health watch checks "
+        "each job this service started or adopted within 60 s of the request's end, then 5, "
+        "15 and 60 minutes apart, then every 6 hours (`PROVISIONER_WATCH_SCHEDULE`, jittered; "
+        "a change of health starts it over); `checkedAt` and `nextCheckAt` say when. One Graph "
+        "GET per check (and the pages of a newly finished cycle's provisioning logs), at most "
+        "`PROVISIONER_WATCH_MAX_CALLS_PER_S` (1) for all jobs: 10,000 jobs every 6 hours are "
+        "0.46 calls/s. A change of health is sent as the signed callback "
+        "`application.health_changed` to the last request's `callbackUrl` and, for a request "
+        "from a ticketing webhook, noted on its ticket."
     ),
 )
 async def get_application(request: web.Request) -> web.Response:

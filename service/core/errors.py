@@ -214,3 +214,37 @@ class SmokeTestFailed(WorkflowFailed):
     """Raised when provisionOnDemand reports a failed step; the message is Graph's reason."""
 
     code = "SmokeTestFailed"
+
+
+#: Every ``error.code`` a request can end with besides Graph's own codes (for the API's schema;
+#: docs/runbook.md#error-codes says what each means and what to do). A test keeps it complete.
+SERVICE_ERROR_CODES: tuple[str, ...] = (
+    "TemplateNotFound",
+    "TemplateAmbiguous",
+    "CredentialsRejected",
+    "CredentialsMissing",
+    "JobQuarantined",
+    "JobFailing",
+    "JobNotStarted",
+    "GraphPermissionMissing",
+    "RetryBudgetExhausted",
+    "GraphRequestFailed",
+    "RequestStuck",
+    "TokenAcquisitionFailed",
+    "GalleryAppNotFound",
+    "GalleryAppAmbiguous",
+    "AppNotReplicated",
+    "AppRoleAmbiguous",
+    "AssignmentRejected",
+    "ObjectMappingNotFound",
+    "SchemaRejected",
+    "JobNotFound",
+    "JobNotPaused",
+    "SmokeTestFailed",
+)
+ERROR_CODES_TEXT = (
+    "A stable code: one of the service's ("
+    + ", ".join(f"`{c}`" for c in SERVICE_ERROR_CODES)
+    + "; docs/runbook.md#error-codes says what each means and what to do), else Graph's own "
+    "error code (e.g. `Authorization_RequestDenied`) with `graphStatus` and `graphRequestId`."
+)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from service.core.errors import ERROR_CODES_TEXT
 from service.core.fields import Wire as _Wire
 from service.core.fields import utcnow
 from service.core.request import ActionName, SmokeTestSpec
@@ -90,7 +91,7 @@ class HistoryEntry(_Wire):
 class ErrorInfo(_Wire):
     """Why a request failed: a stable code, a human message and Graph's status and request-id."""
 
-    code: str
+    code: str = Field(description=ERROR_CODES_TEXT)
     message: str
     graph_status: int | None = None
     graph_request_id: str | None = None
