@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 from pydantic.json_schema import models_json_schema
 
 from service.api.access import require
@@ -29,7 +30,7 @@ from service.api.params import ApplicationListParams, ApplicationPath, parse_app
 from service.api.problems import Problem
 from service.api.state import POLICY, STORE
 from service.core.application_store import ApplicationStore
-from service.core.applications import Application, WatchedJob
+from service.core.applications import JOB_INTERNAL, Application, WatchedJob
 from service.core.models import Record
 
 BASE = "/v1/applications"
@@ -157,11 +158,8 @@ def openapi_schemas() -> dict[str, Any]:
     _, top = models_json_schema([(WatchedJob, "serialization")], by_alias=True, ref_template=_REF)
     schemas: dict[str, Any] = copy.deepcopy(top["$defs"])
     job = schemas["WatchedJob"]
-    job["properties"] = {
-        k: v
-        for k, v in job["properties"].items()
-        if k not in {"step", "missingSince", "expectsUsers"}
-    }
+    hidden = {to_camel(name) for name in JOB_INTERNAL}
+    job["properties"] = {k: v for k, v in job["properties"].items() if k not in hidden}
     job["required"] = list(job["properties"])
     job["description"] = "A watched job: its last reading, health and the watch's schedule."
     app_props: dict[str, Any] = {
