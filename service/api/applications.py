@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 from pydantic.json_schema import models_json_schema
 
 from service.api.access import require
@@ -29,7 +30,7 @@ from service.api.params import ApplicationListParams, ApplicationPath, parse_app
 from service.api.problems import Problem
 from service.api.state import POLICY, STORE
 from service.core.application_store import ApplicationStore
-from service.core.applications import Application, WatchedJob
+from service.core.applications import JOB_INTERNAL, Application, WatchedJob
 from service.core.models import Record
 
 BASE = "/v1/applications"
@@ -100,7 +101,15 @@ async def visible_application(request: web.Request, caller: str) -> Application:
     path=ApplicationPath,
     description=(
         "404 for an unknown principal and for one the caller may not see (another "
-        "caller's, unless the caller's policy names the principal)."
+        "caller's, unless the caller's policy names the principal). The health watch checks "
+        "each job this service started or adopted within 60 s of the request's end, then 5, "
+        "15 and 60 minutes apart, then every 6 hours (`PROVISIONER_WATCH_SCHEDULE`, jittered; "
+        "a change of health starts it over); `checkedAt` and `nextCheckAt` say when. One Graph "
+        "GET per check (and the pages of a newly finished cycle's provisioning logs), at most "
+        "`PROVISIONER_WATCH_MAX_CALLS_PER_S` (1) for all jobs: 10,000 jobs every 6 hours are "
+        "0.46 calls/s. A change of health is sent as the signed callback "
+        "`application.health_changed` to the last request's `callbackUrl` and, for a request "
+        "from a ticketing webhook, noted on its ticket."
     ),
 )
 async def get_application(request: web.Request) -> web.Response:
@@ -149,11 +158,8 @@ def openapi_schemas() -> dict[str, Any]:
     _, top = models_json_schema([(WatchedJob, "serialization")], by_alias=True, ref_template=_REF)
     schemas: dict[str, Any] = copy.deepcopy(top["$defs"])
     job = schemas["WatchedJob"]
-    job["properties"] = {
-        k: v
-        for k, v in job["properties"].items()
-        if k not in {"step", "missingSince", "expectsUsers"}
-    }
+    hidden = {to_camel(name) for name in JOB_INTERNAL}
+    job["properties"] = {k: v for k, v in job["properties"].items() if k not in hidden}
     job["required"] = list(job["properties"])
     job["description"] = "A watched job: its last reading, health and the watch's schedule."
     app_props: dict[str, Any] = {

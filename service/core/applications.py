@@ -93,6 +93,10 @@ class HealthChange(_Wire):
     reason: str
 
 
+#: WatchedJob's bookkeeping, not shown by the API.
+JOB_INTERNAL = frozenset({"step", "missing_since", "expects_users", "expected_health"})
+
+
 class WatchedJob(_Wire):
     """One job under watch: its last reading and the watch's own bookkeeping."""
 
@@ -112,15 +116,17 @@ class WatchedJob(_Wire):
     #: Set up for assigned users and groups only (assignments + scope ``assigned``): a cycle
     #: that finds nobody in scope is ``failing`` (workers.graph.health.assess).
     expects_users: bool = False
+    #: The health the request that last registered the job left it in on purpose
+    #: (``start: false``: disabled; a pause: paused): the next reading that says so is
+    #: recorded, not told (the request's own end already said it).
+    expected_health: Health | None = None
     last_error: str | None = None  # the last check that read nothing (throttled, 5xx, ...)
     history: list[HealthChange] = Field(default_factory=list)
     step: int = 0  # index into the schedule of the delay before the next check
     missing_since: datetime | None = None  # the first 404, until a second one confirms it
 
     def public(self) -> dict[str, Any]:
-        return self.model_dump(
-            by_alias=True, mode="json", exclude={"step", "missing_since", "expects_users"}
-        )
+        return self.model_dump(by_alias=True, mode="json", exclude=set(JOB_INTERNAL))
 
 
 class LastRequest(_Wire):

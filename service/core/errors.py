@@ -17,7 +17,7 @@
           ├── CredentialsRejected  validateCredentials answered 400
           ├── JobQuarantined       the started job is quarantined (status.quarantine set)
           ├── JobFailing           the started job's cycles fail (lastExecution Failed)
-          ├── JobNotStarted        the job's schedule is not Active within the verify window
+          ├── JobNotStarted        the job does not run after start (never Active, or stopped since)
           ├── GraphPermissionMissing the app's token lacks every permission the sync API
           │                       accepts, or a 401 UnknownError outlasted the lag budget
           ├── RetryBudgetExhausted transient errors outlasted the request's retry budget
@@ -179,7 +179,8 @@ class GraphPermissionMissing(WorkflowFailed):
 
 
 class JobNotStarted(WorkflowFailed):
-    """Raised when the job is not Active once the verify window has passed."""
+    """Raised when the job is not Active by the verify timeout, or was read started and then
+    Paused/Disabled for the whole settle window (stopped after the start)."""
 
     code = "JobNotStarted"
 
@@ -213,3 +214,37 @@ class SmokeTestFailed(WorkflowFailed):
     """Raised when provisionOnDemand reports a failed step; the message is Graph's reason."""
 
     code = "SmokeTestFailed"
+
+
+#: Every ``error.code`` a request can end with besides Graph's own codes (for the API's schema;
+#: docs/runbook.md#error-codes says what each means and what to do). A test keeps it complete.
+SERVICE_ERROR_CODES: tuple[str, ...] = (
+    "TemplateNotFound",
+    "TemplateAmbiguous",
+    "CredentialsRejected",
+    "CredentialsMissing",
+    "JobQuarantined",
+    "JobFailing",
+    "JobNotStarted",
+    "GraphPermissionMissing",
+    "RetryBudgetExhausted",
+    "GraphRequestFailed",
+    "RequestStuck",
+    "TokenAcquisitionFailed",
+    "GalleryAppNotFound",
+    "GalleryAppAmbiguous",
+    "AppNotReplicated",
+    "AppRoleAmbiguous",
+    "AssignmentRejected",
+    "ObjectMappingNotFound",
+    "SchemaRejected",
+    "JobNotFound",
+    "JobNotPaused",
+    "SmokeTestFailed",
+)
+ERROR_CODES_TEXT = (
+    "A stable code: one of the service's ("
+    + ", ".join(f"`{c}`" for c in SERVICE_ERROR_CODES)
+    + "; docs/runbook.md#error-codes says what each means and what to do), else Graph's own "
+    "error code (e.g. `Authorization_RequestDenied`) with `graphStatus` and `graphRequestId`."
+)

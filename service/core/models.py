@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from service.core.errors import ERROR_CODES_TEXT
 from service.core.fields import Wire as _Wire
 from service.core.fields import utcnow
 from service.core.request import ActionName, SmokeTestSpec
@@ -90,7 +91,7 @@ class HistoryEntry(_Wire):
 class ErrorInfo(_Wire):
     """Why a request failed: a stable code, a human message and Graph's status and request-id."""
 
-    code: str
+    code: str = Field(description=ERROR_CODES_TEXT)
     message: str
     graph_status: int | None = None
     graph_request_id: str | None = None
@@ -145,6 +146,8 @@ _INTERNAL = frozenset(
         "instantiated_at",
         "smoke_rule_id",
         "cycles_seen",
+        "verify_ran_at",
+        "verify_stopped_since",
     }
 )
 
@@ -192,6 +195,10 @@ class Record(_Wire):
     # Graph showed right before its POST (year 1: none). Cycles that began then or earlier are
     # not this start's (workers.graph.health); the first run's reading is kept.
     cycles_seen: dict[str, datetime] = Field(default_factory=dict)
+    # verify (issue 11), kept across its runs: when it first read the started job running, and
+    # the first of the readings since then that showed it Paused/Disabled (None: running).
+    verify_ran_at: datetime | None = None
+    verify_stopped_since: datetime | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     error: ErrorInfo | None = None
     callbacks: list[CallbackAttempt] = Field(default_factory=list)

@@ -2,7 +2,9 @@
 
 - Verify reads every signal: a job the sandbox quarantines 2 s after start under ``Paused``
   (Graph's Get example) fails ``JobQuarantined``; failing cycles fail ``JobFailing``; a job
-  quarantined only after the window succeeds, saying its first cycle is not finished yet.
+  quarantined only after the window succeeds, saying its first cycle is not finished yet; a
+  job an admin pauses after verify saw it started fails ``JobNotStarted`` one settle window
+  after the pause, not at the verify timeout.
 - Permissions: a token without any sync permission fails requests ``GraphPermissionMissing``
   within seconds, the worker warns at start-up and ``worker --check`` says not ready; an
   ``OwnedBy`` token on a principal the app does not own (401 ``UnknownError``, empty message)
@@ -25,9 +27,18 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tests.chaos.stack import Api, Records, env_for, one_started_job, processes, wait_for
+from tests.chaos.stack import (
+    Api,
+    Records,
+    calls,
+    env_for,
+    one_started_job,
+    processes,
+    wait_for,
+)
 from tests.helpers.processes import REPO_ROOT, cli
 from tests.helpers.sandbox import SandboxProcess
+from tests.helpers.tenant_admin import TenantAdmin
 
 pytestmark = pytest.mark.chaos
 BASE = "/v1/provisioning-requests"
@@ -99,6 +110,50 @@ async def test_failing_cycles_fail_the_request(
     assert body["error"]["details"]["lastExecutionState"] == "Failed"
     assert body["error"]["details"]["errorCode"] == "SandboxCycleFailed"
     assert body["error"]["details"]["countSuccessiveCompleteFailures"] >= 1
+    detect_s = _ended_at(body) - _started_at(body)
+    assert detect_s < 10, detect_s  # the first failed cycle ends 0.5 s after start, not the window
+    print(f"\nfailing cycles: verify failed {detect_s:.1f}s after start")
+
+
+async def test_a_job_paused_after_start_fails_without_waiting_for_the_timeout(
+    tmp_path: Path, redis: Redis, redis_url: str, sandboxes: Callable[..., SandboxProcess]
+) -> None:
+    """An admin pauses the job (Graph's own pause call) once verify has read it started; its
+    first cycle never finishes within the test. Verify fails ``JobNotStarted`` once the job has
+    shown ``Paused`` for the settle window (6 s), not at the verify timeout (60 s)."""
+    sandbox = sandboxes("paused", activation_delay_ms=600_000)
+    queue = "chaos-paused"
+    records = Records(redis, queue)
+    env = env_for(
+        sandbox,
+        redis_url,
+        queue,
+        PROVISIONER_VERIFY_SETTLE_S="6",
+        PROVISIONER_VERIFY_TIMEOUT_S="60",
+    )
+    sp = sandbox.principals()[0]["id"]
+    with processes(tmp_path) as procs:
+        procs.worker(env, "paused-worker")
+        async with Api.new_session() as session:
+            api = Api(session, procs.api(env, name="paused-api"))
+            rid = await api.submit(sp)
+
+            async def verify_read() -> bool:  # start_job needs no GET of a job it created
+                return calls(sandbox, "jobs.get") >= 1
+
+            await wait_for(verify_read, timeout_s=30)
+            job_id = (await records.get(rid)).job_id
+            assert job_id is not None
+            await TenantAdmin(sandbox).pause(sp, job_id)
+            paused = time.monotonic()
+            body = await api.terminal(rid, timeout_s=60)
+            fail_s = time.monotonic() - paused
+    assert body["state"] == "failed", body
+    assert body["error"]["code"] == "JobNotStarted"
+    assert body["error"]["details"]["health"] == "paused"
+    assert "paused or disabled after the start" in body["error"]["message"]
+    assert 5 <= fail_s < 20, fail_s  # one settle window after the pause; the timeout is 60 s
+    print(f"\njob paused after start: verify failed {fail_s:.1f}s after the pause")
 
 
 def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,8 @@
 """The shipped examples run end to end: docs/examples/webhooks.yaml and access-policy.yaml as
-the API's configuration, each example delivery signed and posted, each request followed to
-``succeeded`` by an operator's key (separate processes: API, worker, sandbox, Redis)."""
+the API's configuration, each example delivery signed and posted (the Jira and ServiceNow
+payload files, and a delivery for the example's ``standard`` source, which ships no payload
+file), each request followed to ``succeeded`` by an operator's key (separate processes: API,
+worker, sandbox, Redis)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,19 @@ def servicenow_delivery() -> tuple[bytes, dict[str, str]]:
     }
 
 
+def standard_delivery() -> tuple[bytes, dict[str, str]]:
+    """What a Standard Webhooks sender posts for the example's ``standard`` mapping."""
+    data = {"servicePrincipalId": "cbe29441-8636-4563-a4a8-c390c0e83cb4", "templateId": "scim"}
+    body = json.dumps({"type": "provisioning.requested", "data": {**data, "ticket": "CHG-7"}})
+    ts = int(time.time())
+    return body.encode(), {
+        "Content-Type": "application/json",
+        "webhook-id": "example-standard-1",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": signing.sign(STANDARD_SECRET, "example-standard-1", ts, body.encode()),
+    }
+
+
 async def follow(session: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> Any:
     """The record once it has ended (the state change is the event awaited)."""
     headers = {"Authorization": f"Bearer {SUPPORT_KEY}"}
@@ -93,6 +108,7 @@ async def test_shipped_webhook_examples_run_end_to_end(
         for source, (body, headers) in {
             "jira": jira_delivery(),
             "servicenow": servicenow_delivery(),
+            "standard": standard_delivery(),
         }.items():
             async with session.post(
                 f"{base}/v1/webhooks/{source}", data=body, headers=headers
@@ -114,7 +130,9 @@ async def test_shipped_webhook_examples_run_end_to_end(
     assert ended["jira"]["hasCredentials"] is True
     assert ended["jira"]["externalReference"] == "IAM-1042"
     assert ended["servicenow"]["templateId"] == "scimV2"
-    assert listed == {"webhook:jira", "webhook:servicenow"}
+    assert ended["standard"]["externalReference"] == "CHG-7"
+    assert ended["standard"]["templateId"] == "scim"
+    assert listed == {"webhook:jira", "webhook:servicenow", "webhook:standard"}
     assert jira_only == ["webhook:jira"]
     # The credential set reached Graph under Graph's own key names.
     stats = fresh_sandbox.stats()

@@ -7,14 +7,15 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
 from service.core.application_store import ApplicationStore, member
-from service.core.applications import GONE, NOT_CHECKED
+from service.core.applications import GONE, NOT_CHECKED, Application, Reading
 from service.core.health import Health
-from service.core.models import State
+from service.core.models import Record, State
 from service.core.settings import Settings
 from tests.helpers.harness import SALESFORCE, SCIM, Harness, worker_settings
 from tests.helpers.tenant_admin import TenantAdmin
@@ -23,6 +24,7 @@ from workers.graph.tls import close_quietly, new_session
 from workers.graph.token import TokenProvider
 from workers.metrics import WorkerMetrics
 from workers.watch import Watch
+from workers.watch.rules import Schedule, observed, registered
 from workers.workflow.steps import Deps
 from workers.workflow.throttle import Throttle
 
@@ -255,3 +257,33 @@ def test_a_deprovisioned_job_leaves_the_application() -> None:
     assert app.jobs == []
     assert result.update.watch == {member(SALESFORCE, "j"): None}
     assert app.request_ids[0] == "b" * 32
+
+
+def test_a_job_left_disabled_or_paused_on_purpose_is_recorded_not_told() -> None:
+    """``start: false`` leaves the job disabled, a pause paused: the next reading saying so is
+    recorded (health, history) but not told; a later change still is."""
+    schedule = Schedule((60, 300), 0.0, 5)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    for action, start, health in (
+        ("provision", False, Health.DISABLED),
+        ("pause", True, Health.PAUSED),
+    ):
+        app = Application(service_principal_id=SALESFORCE)
+        record = Record(
+            id="r1", service_principal_id=SALESFORCE, job_id="j1", template_id="salesforce",
+            start=start, action=action, caller="tests", callback_url="https://portal.example/cb",
+        )  # fmt: skip
+        registered(app, record, now, schedule)
+        [job] = app.jobs
+        stopped = observed(app, job, Reading(health=health, reason="stopped"), now, schedule)
+        assert (job.health, stopped.update.events) == (health, [])
+        assert stopped.change is not None  # recorded with its time
+        running = observed(app, job, Reading(health=Health.HEALTHY, reason="ok"), now, schedule)
+        assert job.health is Health.HEALTHY
+        assert [e.health for e in running.update.events] == [Health.HEALTHY]
+    # a request that started its job expects it running: a paused first reading is news
+    app = Application(service_principal_id=SALESFORCE)
+    record = Record(id="r2", service_principal_id=SALESFORCE, job_id="j2", caller="tests")
+    registered(app, record, now, schedule)
+    paused = observed(app, app.jobs[0], Reading(health=Health.PAUSED, reason="p"), now, schedule)
+    assert [e.health for e in paused.update.events] == [Health.PAUSED]

@@ -5,7 +5,9 @@
 - A reading records what Graph said; a change of health is recorded with its time, resets the
   schedule to its start (look again soon) and becomes an event to notify, except the first
   reading of a job when it only confirms what the request already said (``healthy``, or
-  ``unknown`` while no cycle has finished). Otherwise the next delay is the next step's.
+  ``unknown`` while no cycle has finished), and the next reading after a request that left
+  the job stopped on purpose (``start: false``: disabled; a pause: paused) when it says so.
+  Otherwise the next delay is the next step's.
 - A ``deprovision`` request that succeeded takes its job off the application and the watch.
 - A 404 is confirmed by a second check one first-delay later; then the job is ``unknown``
   with reason "job no longer exists" and is not watched any more.
@@ -40,6 +42,8 @@ from service.core.settings import Settings
 #: Health words a job's first reading may have without telling anyone: the request's own
 #: ``succeeded`` already said so.
 QUIET_FIRST = frozenset({Health.HEALTHY, Health.UNKNOWN})
+#: What a succeeded request left its job in on purpose: a reading that says so is not news.
+EXPECTED = {"start:false": Health.DISABLED, "pause": Health.PAUSED}
 UNREADABLE_RETRY_S = 60.0  # the longest wait before trying again a check that read nothing
 
 
@@ -100,6 +104,7 @@ def registered(app: Application, record: Record, now: datetime, schedule: Schedu
         job = WatchedJob(job_id=record.job_id, template_id=record.template_id, health_since=now)
         app.jobs.append(job)
     job.template_id = record.template_id or job.template_id
+    job.expected_health = EXPECTED.get(record.action if record.start else "start:false")
     if record.action == "provision":  # an action on the job keeps what onboarding set up
         job.expects_users = bool(record.assignments) and (record.scope or "assigned") == "assigned"
     due = schedule.first(now)
@@ -142,8 +147,9 @@ def observed(
     job.schedule_state, job.status_code = reading.schedule_state, reading.status_code
     job.quarantine, job.last_execution = reading.quarantine, reading.last_execution
     job.checked_at, job.missing_since, job.last_error = now, None, None
+    expected, job.expected_health = job.expected_health, None
     if reading.health != job.health:
-        quiet = first and reading.health in QUIET_FIRST
+        quiet = (first and reading.health in QUIET_FIRST) or reading.health is expected
         result = _change(app, job, reading.health, reading.reason, now, notify=not quiet)
     else:
         job.reason = reading.reason

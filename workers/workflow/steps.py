@@ -8,42 +8,31 @@ outcomes and turns failures into a final state. The rules are in docs/workflow.m
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from service.core.errors import (
     CredentialsRejected,
     GraphError,
-    JobFailing,
-    JobNotStarted,
-    JobQuarantined,
     TemplateAmbiguous,
     TemplateNotFound,
     WorkflowFailed,
 )
-from service.core.fields import utcnow
-from service.core.health import Health
 from service.core.models import Outcome, Record, Step
-from workers.graph.health import assess, first_cycle_finished
 from workers.graph.models import SynchronizationJob
-from workers.graph.response import GraphResponse
 from workers.workflow.calls import CallRunner
 from workers.workflow.create import CreateJob
 from workers.workflow.deps import Deps as Deps
 from workers.workflow.deps import StepResult as StepResult
 from workers.workflow.retry import CallKind
 from workers.workflow.scope import sync_all_secret
+from workers.workflow.verify import VerifyJob
 
-#: The steps that (re)start a job: verify times its window from the latest of them.
-_STARTS = frozenset({Step.START_JOB, Step.RESTART_JOB, Step.LIFT_QUARANTINE})
-#: Graph's clock and ours may differ a little: a cycle that began this close before the start
-#: counts as the start's own.
-_CLOCK_SKEW = timedelta(seconds=0.5)
 #: ``cycles_seen`` for a job that showed no cycle before its start.
 NO_CYCLE = datetime(1, 1, 1, tzinfo=UTC)
 
 
-class Steps(CreateJob):
+class Steps(CreateJob, VerifyJob):
     """The steps of one run of one request, sharing its record and call runner."""
 
     def __init__(self, deps: Deps, record: Record, calls: CallRunner) -> None:
@@ -177,72 +166,6 @@ class Steps(CreateJob):
         )
         return StepResult(response=started, message="started")
 
-    async def verify(self) -> StepResult:
-        """Watch the started job for ``verify_settle_s`` and fail on any failure signal.
-
-        Every signal Graph gives counts (:func:`workers.graph.health.assess`): a quarantine
-        (whatever ``status.code`` says), failing cycles, a Disabled or Paused schedule. A first
-        cycle that finished succeeds at once; otherwise a job that is started and showed no
-        failure signal in the window succeeds with a history that says its first cycle is not
-        finished yet (a first cycle may take hours; the health watch keeps looking). A job
-        whose schedule is not Active by ``verify_timeout_s`` fails ``JobNotStarted``."""
-        if not self.record.start:
-            return StepResult(Outcome.SKIPPED, message="not started on request")
-        settings = self.deps.settings
-        # When the step that (re)started the job in this request began: cycles from before it
-        # say nothing about this start (a restart or rotation follows failed ones).
-        start = next((h for h in reversed(self.record.history) if h.step in _STARTS), None)
-        started_at = utcnow() if start is None else start.at
-        since = seen = None
-        if start is not None:
-            took = timedelta(milliseconds=start.duration_ms or 0)
-            since = start.at - took - _CLOCK_SKEW
-            # exact where the step read the job before its POST: the last cycle it saw is old
-            seen = self.record.cycles_seen.get(start.step.value) if start.step else None
-        deadline = started_at + timedelta(seconds=settings.verify_timeout_s)
-        window = min(settings.verify_settle_s, settings.verify_timeout_s)
-        window_end = started_at + timedelta(seconds=window)
-        job_id = self._job_id()
-        while True:
-            current = await self.calls.call(
-                Step.VERIFY, CallKind.READ, lambda crid: self.graph.get_job(self.sp, job_id, crid)
-            )
-            job = current.value
-            verdict = assess(job, since=since, seen=seen)
-            if verdict.health is Health.QUARANTINED:
-                raise _quarantined(current, verdict.reason)
-            if verdict.health is Health.FAILING:
-                raise _failing(current, verdict.reason)
-            schedule, status = job.schedule_state, job.status_code
-            if verdict.health is Health.HEALTHY and first_cycle_finished(job, since, seen):
-                last = job.status.last_execution
-                ended = last.time_ended.isoformat() if last and last.time_ended else "?"
-                return StepResult(
-                    response=current,
-                    message=f"job is Active; its first cycle finished "
-                    f"({last.state if last else '?'} at {ended})",
-                )
-            now = utcnow()
-            running = schedule == "Active" and verdict.health not in _STOPPED
-            if running and now >= window_end:
-                return StepResult(
-                    response=current,
-                    message=f"job is started (schedule Active, status {status or '?'}) and "
-                    f"showed no failure signal for {window:g}s; its first cycle is not "
-                    "finished yet (the health watch keeps looking)",
-                )
-            if now >= deadline:
-                raise JobNotStarted(
-                    f"job {job_id} is {schedule or '?'}/{status or '?'} "
-                    f"{settings.verify_timeout_s:g}s after start: {verdict.reason}",
-                    graph_status=current.status,
-                    graph_request_id=current.request_id,
-                    details={"health": verdict.health.value},
-                )
-            await self.calls.wait(
-                settings.verify_poll_s, f"job is {schedule}/{status}: {verdict.reason}"
-            )
-
     async def note_cycle(self, step: Step, job: SynchronizationJob) -> None:
         """Right before ``step`` POSTs a start or restart: remember the last cycle the job shows
         (verify takes it and older ones for old news). The first run's reading is kept and
@@ -258,39 +181,3 @@ class Steps(CreateJob):
     def _job_id(self) -> str:
         assert self.record.job_id is not None
         return self.record.job_id
-
-
-_STOPPED = frozenset({Health.PAUSED, Health.DISABLED})
-
-
-def _quarantined(current: GraphResponse[SynchronizationJob], reason: str) -> JobQuarantined:
-    quarantine = current.value.status.quarantine
-    error = quarantine.error if quarantine else None
-    return JobQuarantined(
-        f"the job is {reason} (status.code {current.value.status_code or '?'})",
-        graph_status=current.status,
-        graph_request_id=current.request_id,
-        details={
-            "reason": (quarantine.reason if quarantine else None) or "Unknown",
-            "statusCode": current.value.status_code,
-            "errorCode": error.code if error else None,
-            "tenantActionable": error.tenant_actionable if error else None,
-        },
-    )
-
-
-def _failing(current: GraphResponse[SynchronizationJob], reason: str) -> JobFailing:
-    status = current.value.status
-    last = status.last_execution
-    error = last.error if last else None
-    return JobFailing(
-        f"the job's cycles fail: {reason}",
-        graph_status=current.status,
-        graph_request_id=current.request_id,
-        details={
-            "lastExecutionState": last.state if last else None,
-            "countSuccessiveCompleteFailures": status.count_successive_complete_failures,
-            "errorCode": error.code if error else None,
-            "tenantActionable": error.tenant_actionable if error else None,
-        },
-    )

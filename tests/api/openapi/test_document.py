@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from service.api.app import create_app
 from service.api.openapi import build_openapi
+from service.core import errors
 from tests.api.test_routes import api_client, make_settings
+from workers.workflow import onboarding_errors
+
+ROOT = Path(__file__).resolve().parents[3]
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -89,6 +96,27 @@ def test_schemas_come_from_the_models() -> None:
     assert "retryUntil" not in record
     assert "lagSince" not in record
     assert {"type", "title", "status", "detail"} <= set(schemas["Problem"]["required"])
+
+
+def test_every_error_code_is_in_the_schema_and_the_runbook() -> None:
+    """``ErrorInfo.code`` names every code a request can end with besides Graph's own, and the
+    runbook explains each: a new failure class or ``code="..."`` that is not listed fails."""
+    classes = [
+        c
+        for module in (errors, onboarding_errors)
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if issubclass(c, errors.WorkflowFailed) and c is not errors.WorkflowFailed
+    ]
+    sources = [p.read_text() for d in ("service", "workers") for p in (ROOT / d).rglob("*.py")]
+    literals = {c for text in sources for c in re.findall(r'code="([A-Z][A-Za-z]+)"', text)}
+    found = {c.code for c in classes} | literals
+    assert {"JobFailing", "GraphPermissionMissing", "RequestStuck"} <= found  # the scan works
+    assert found <= set(errors.SERVICE_ERROR_CODES), found - set(errors.SERVICE_ERROR_CODES)
+    code = build_openapi()["components"]["schemas"]["ErrorInfo"]["properties"]["code"]
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    for name in errors.SERVICE_ERROR_CODES:
+        assert f"`{name}`" in code["description"], name
+        assert f"`{name}`" in runbook, name
 
 
 def test_every_app_route_is_documented(redis_url: str) -> None:

@@ -11,12 +11,16 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
+from redis.asyncio import Redis
 
 from service.core.errors import ConfigError
 from service.core.models import State
 from tests.helpers.harness import GITHUB, SALESFORCE, Harness, worker_settings
 from tests.helpers.local_server import serving
+from tests.helpers.tenant_admin import TenantAdmin
+from tests.workers.test_watch import deps_for
 from workers.notify.writeback import load_writeback
+from workers.watch import Watch
 
 JIRA_TOKEN = "jira-api-token-for-tests-xyz"
 SN_PASSWORD = "servicenow-password-for-tests"
@@ -223,3 +227,28 @@ async def test_a_dot_segment_reference_is_not_written_back(
     assert skipped.target == "servicenow"
     assert skipped.error is not None
     assert "externalReference" in skipped.error
+
+
+async def test_a_change_of_health_is_noted_on_the_ticket(
+    configured: Harness, tickets: TicketSystem, redis: Redis
+) -> None:
+    """Issue 11: the watch reads the job an admin paused after the request succeeded; the change
+    is written back to the Jira issue of the request (as a second comment, after its end)."""
+    rec = await configured.submit(SALESFORCE, caller="webhook:jira", external_reference="PROV-43")
+    await configured.drain()
+    done = await configured.get(rec.id)
+    assert done.state is State.SUCCEEDED, done.error
+    assert done.job_id is not None
+    async with deps_for(configured.settings, configured, redis) as deps:
+        watch = Watch(deps)
+        await watch.check(SALESFORCE, done.job_id)  # healthy: confirms the request, quiet
+        await TenantAdmin(configured.sandbox).pause(SALESFORCE, done.job_id)
+        assert await watch.check(SALESFORCE, done.job_id)  # healthy -> paused
+    await configured.drain()  # the change's notifications (callback, ticket note) run
+    ended, changed = tickets.requests
+    assert ended["path"] == changed["path"] == "/rest/api/3/issue/PROV-43/comment"
+    body = changed["json"]["body"]
+    text = " ".join(c["text"] for p in body["content"] for c in p["content"])
+    assert f"the application {SALESFORCE} is now paused (was healthy)" in text
+    assert done.job_id in text
+    assert "the job is paused" in text
