@@ -140,10 +140,14 @@ def run_worker(settings: Settings) -> None:
         shutdown_tracing()
 
 
-async def check_health(settings: Settings, worker_name: str | None = None) -> int:
+async def check_health(
+    settings: Settings, worker_name: str | None = None, *, live_only: bool = False
+) -> int:
     """0 when the named worker (or, without a name, any worker on the queue) refreshed its
     health key within the last health-check interval and its token holds a permission the
-    synchronization API accepts; else 1. Prints each live worker and its permission verdict."""
+    synchronization API accepts; else 1. Prints each live worker and its permission verdict.
+    ``live_only`` (a liveness probe) asks only for the heartbeat: a worker whose token lacks
+    permissions is alive but not ready, and restarting it would not grant them."""
     redis = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         if worker_name:  # exact key: a name is not a glob pattern
@@ -157,7 +161,7 @@ async def check_health(settings: Settings, worker_name: str | None = None) -> in
             name = key.decode().removeprefix(Keys(settings.queue_name).health_check(""))
             print(f"{name}: {info.decode() if info else 'no heartbeat (dead or never started)'}")
             if info is not None:
-                ready += await _permission_verdict(redis, settings, name)
+                ready += live_only or await _permission_verdict(redis, settings, name)
         if not keys:
             print(f"no worker on queue {settings.queue_name!r} sent a heartbeat")
         return 0 if ready else 1

@@ -3,7 +3,8 @@
 ::
 
     provisioner api [--host H] [--port P]    the intake API
-    provisioner worker [--check [--name N]]  an arq worker (--check: exit 0 if one (N) is alive)
+    provisioner worker [--check [--name N] [--live]]  an arq worker (--check: exit 0 if one
+                                             (N) is alive and may call Graph; --live: alive)
     provisioner sandbox [options]            the local Graph + Entra simulator
     provisioner up [--port P]                everything locally, on the sandbox without a tenant
     provisioner keys new NAME                a new API key and its PROVISIONER_API_KEYS entry
@@ -57,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--name",
         help="with --check: only this worker (its PROVISIONER_WORKER_NAME) counts",
+    )
+    worker.add_argument(
+        "--live",
+        action="store_true",
+        help="with --check: the heartbeat only, not the Graph permissions (a liveness probe)",
     )
 
     sub.add_parser("sandbox", help="run the Graph + Entra simulator", add_help=False)
@@ -124,7 +130,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     # The worker lives in workers/, which imports service/ and never the reverse.
     worker_main = importlib.import_module("workers.main")
     if args.check:
-        return int(asyncio.run(worker_main.check_health(settings, args.name)))
+        return int(asyncio.run(worker_main.check_health(settings, args.name, live_only=args.live)))
     worker_main.run_worker(settings)
     return 0
 

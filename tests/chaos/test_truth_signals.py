@@ -156,9 +156,9 @@ async def test_a_job_paused_after_start_fails_without_waiting_for_the_timeout(
     print(f"\njob paused after start: verify failed {fail_s:.1f}s after the pause")
 
 
-def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cli("worker", "--check"),
+        cli("worker", "--check", *args),
         env={**env, "PATH": "/usr/bin:/bin"},
         cwd=REPO_ROOT,
         capture_output=True,
@@ -195,7 +195,9 @@ async def test_missing_permissions_fail_fast_and_say_so(
                 return "graph_permission_missing" in worker.log()
 
             await wait_for(warned, timeout_s=10)
-            check = await asyncio.to_thread(_check, {**env, "PYTHONPATH": str(REPO_ROOT)})
+            check_env = {**env, "PYTHONPATH": str(REPO_ROOT)}
+            check = await asyncio.to_thread(_check, check_env)
+            live = await asyncio.to_thread(_check, check_env, "--live")
     assert body["state"] == "failed"
     assert body["error"]["code"] == "GraphPermissionMissing"
     assert "Synchronization.ReadWrite.All" in body["error"]["message"]
@@ -203,6 +205,7 @@ async def test_missing_permissions_fail_fast_and_say_so(
     assert fail_s < 30
     assert check.returncode == 1, check.stdout + check.stderr
     assert "GraphPermissionMissing" in check.stdout
+    assert live.returncode == 0, live.stdout + live.stderr  # alive: a restart would not help
     assert not_owned["state"] == "failed", not_owned
     assert not_owned["error"]["code"] == "GraphPermissionMissing"
     assert "owner of service principal" in not_owned["error"]["message"]
