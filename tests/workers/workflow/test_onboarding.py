@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from service.core.models import Record, State
+from service.core.request import Credential
 from service.core.specs import ApplicationSpec, AssignmentSpec, AttributeMappingSpec
 from tests.helpers.harness import Harness, jobs_of, worker_settings
 from tests.helpers.sandbox import SandboxProcess
@@ -41,16 +42,25 @@ def onboarding(fresh_sandbox: SandboxProcess, redis: Redis, redis_url: str) -> H
     return Harness(settings, redis, fresh_sandbox)
 
 
-async def run(h: Harness, application: dict[str, str], **fields: Any) -> Record:
+async def run(
+    h: Harness,
+    application: dict[str, str],
+    credentials: dict[str, str] | None = None,
+    **fields: Any,
+) -> Record:
     record = Record(
         id=uuid.uuid4().hex,
         service_principal_id="",
         caller="onboarding-test",
         application=ApplicationSpec.model_validate(application),
         scope=fields.pop("scope", "assigned"),
+        has_credentials=bool(credentials),
         **fields,
     )
-    accepted, created = await h.store.accept(record)
+    creds = [
+        Credential.model_validate({"key": k, "value": v}) for k, v in (credentials or {}).items()
+    ]
+    accepted, created = await h.store.accept(record, creds or None)
     assert created
     await h.drain()
     return await h.get(accepted.id)
@@ -212,3 +222,18 @@ async def test_a_token_that_cannot_instantiate_or_assign_fails_before_any_call(
     calls = harness.sandbox.stats()["calls"]
     assert not [route for route in calls if route.startswith(("applicationTemplates", "servic"))]
     assert gallery(harness).get("instantiated", 0) == 0
+
+
+async def test_sync_all_goes_in_the_same_put_as_the_credentials(onboarding: Harness) -> None:
+    done = await run(
+        onboarding,
+        {"applicationTemplateId": SERVICENOW, "displayName": "With credentials"},
+        credentials={"BaseAddress": "https://scim.example/v2", "SecretToken": "tok-123456"},
+        scope="all",
+    )
+    assert done.state is State.SUCCEEDED, done.error
+    stats = onboarding.sandbox.stats()
+    sp = done.service_principal_id
+    assert stats["secrets"][sp] == 1  # one PUT
+    assert stats["gallery"]["syncAll"][sp] == "true"
+    assert stats["calls"]["secrets.put"] == {"204": 1}
