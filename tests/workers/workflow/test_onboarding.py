@@ -237,3 +237,36 @@ async def test_sync_all_goes_in_the_same_put_as_the_credentials(onboarding: Harn
     assert stats["secrets"][sp] == 1  # one PUT
     assert stats["gallery"]["syncAll"][sp] == "true"
     assert stats["calls"]["secrets.put"] == {"204": 1}
+
+
+async def test_an_instantiate_refused_with_429_leaves_no_note_to_wait_out(
+    fresh_sandbox: SandboxProcess, redis: Redis, redis_url: str
+) -> None:
+    """Graph did not process a 429'd POST: when the retry budget runs out the request fails
+    without an ``instantiateSentAt`` note or a held claim, so a retry instantiates at once
+    instead of waiting out the settle time for an app that was never made."""
+    client_id, secret = ONBOARDING_CLIENT
+    settings = worker_settings(
+        fresh_sandbox,
+        redis_url,
+        client_id=client_id,
+        client_secret=secret,
+        retry_budget_s=1.0,
+        instantiate_settle_s=600.0,
+    )
+    h = Harness(settings, redis, fresh_sandbox)
+    fresh_sandbox.patch_faults(
+        {"retry_after_s": 0.1, "errors": {"applicationTemplates.instantiate": {429: 1.0}}}
+    )
+    app = {"applicationTemplateId": SERVICENOW, "displayName": "Throttled"}
+    done = await run(h, app)
+    assert done.state is State.FAILED
+    assert done.error is not None
+    assert done.error.code == "RetryBudgetExhausted", done.error
+    assert done.instantiate_sent_at is None
+    assert [k async for k in redis.scan_iter(match="*app-claim*")] == []
+    assert gallery(h).get("instantiated", 0) == 0
+    fresh_sandbox.patch_faults({"errors": {"applicationTemplates.instantiate": {429: 0.0}}})
+    again = await run(h, app)  # settle 600 s: only the cleared note lets this finish now
+    assert again.state is State.SUCCEEDED, again.error
+    assert gallery(h)["instantiated"] == 1
