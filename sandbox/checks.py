@@ -54,7 +54,8 @@ def authorize(request: web.Request, ctx: SandboxContext, route: Route) -> dict[s
     except InvalidToken as exc:
         raise GraphError(401, "InvalidAuthenticationToken", str(exc)) from exc
     if route.roles is not None:  # the directory APIs (instantiate, assignments) answer 403
-        if not set(claims.get("roles") or ()) & route.roles:
+        held = set(claims.get("roles") or ())
+        if not held & route.roles or (route.also_roles and not held & route.also_roles):
             raise GraphError(
                 403,
                 "Authorization_RequestDenied",

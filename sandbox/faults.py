@@ -29,6 +29,17 @@ GRAPH_ROUTES = (
     "secrets.put",
     "secrets.get",
     "auditLogs.provisioning",
+    "jobs.provisionOnDemand",
+    # the gallery, principal, app role assignment and schema routes (onboarding_routes)
+    "applicationTemplates.list",
+    "applicationTemplates.get",
+    "applicationTemplates.instantiate",
+    "servicePrincipals.list",
+    "servicePrincipals.get",
+    "appRoleAssignedTo.list",
+    "appRoleAssignedTo.add",
+    "schema.get",
+    "schema.put",
 )
 TOKEN_ROUTE = "token"  # noqa: S105 - a route name
 ALL_ROUTE = "*"

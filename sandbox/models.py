@@ -102,6 +102,12 @@ class Job:
     quarantine_at: float | None = None  # when the started job goes to quarantine
     cycle_began: float | None = None  # when the running cycle began (monotonic)
 
+    def synchronized_by_type(self) -> list[dict[str, Any]]:
+        """``synchronizedEntryCountByType``: the objects the last successful cycle found in
+        scope, which the job keeps in sync (empty while none)."""
+        count = int((self.last_success or {}).get("countEntitled") or 0)
+        return [{"key": "User", "value": count}] if count else []
+
     def to_json(self) -> dict[str, Any]:
         steady = self.last_success["timeEnded"] if self.last_success else ZERO_TIME
         return {
@@ -119,7 +125,7 @@ class Job:
                 "quarantine": self.quarantine,
                 "steadyStateFirstAchievedTime": steady,
                 "steadyStateLastAchievedTime": steady,
-                "synchronizedEntryCountByType": [],
+                "synchronizedEntryCountByType": self.synchronized_by_type(),
                 "troubleshootingUrl": None,
             },
             "synchronizationJobSettings": [dict(s) for s in JOB_SETTINGS],

@@ -29,7 +29,17 @@ READ_APPS = frozenset(
 INSTANTIATE = frozenset(
     {"Application.ReadWrite.OwnedBy", "Application.ReadWrite.All", "Directory.ReadWrite.All"}
 )
+# post appRoleAssignedTo: "AppRoleAssignment.ReadWrite.All and Application.Read.All,
+# AppRoleAssignment.ReadWrite.All and Directory.Read.All" (the ReadWrite forms include the reads)
 ASSIGN = frozenset({"AppRoleAssignment.ReadWrite.All"})
+ASSIGN_ALSO = frozenset(
+    {
+        "Application.Read.All",
+        "Directory.Read.All",
+        "Application.ReadWrite.All",
+        "Directory.ReadWrite.All",
+    }
+)
 
 
 def _ctx(request: web.Request) -> SandboxContext:
@@ -143,8 +153,9 @@ async def put_schema(request: web.Request) -> web.Response:
 
 T = "/applicationTemplates"
 P = "/servicePrincipals"
-# (name, method, path, handler, write, roles or None, principal checks by the middleware)
-ROUTES: tuple[tuple[str, str, str, Any, bool, frozenset[str] | None, bool], ...] = (
+# (name, method, path, handler, write, roles or None, principal checks by the middleware[,
+# also_roles]): sandbox.routes.Route's fields
+ROUTES: tuple[tuple[Any, ...], ...] = (
     ("applicationTemplates.list", "GET", T, list_templates, False, READ_APPS, False),
     ("applicationTemplates.get", "GET", f"{T}/{{tpl}}", get_template, False, READ_APPS, False),
     ("applicationTemplates.instantiate", "POST", f"{T}/{{tpl}}/instantiate", instantiate,
@@ -154,7 +165,7 @@ ROUTES: tuple[tuple[str, str, str, Any, bool, frozenset[str] | None, bool], ...]
     ("appRoleAssignedTo.list", "GET", f"{P}/{{sp}}/appRoleAssignedTo", list_assigned_to,
      False, READ_APPS, False),
     ("appRoleAssignedTo.add", "POST", f"{P}/{{sp}}/appRoleAssignedTo", add_assigned_to,
-     True, ASSIGN, False),
+     True, ASSIGN, False, ASSIGN_ALSO),
     ("schema.get", "GET", f"{SYNC}/jobs/{{job}}/schema", get_schema, False, None, True),
     ("schema.put", "PUT", f"{SYNC}/jobs/{{job}}/schema", put_schema, True, None, True),
 )  # fmt: skip

@@ -26,6 +26,7 @@ class Route:
     write: bool
     roles: frozenset[str] | None = None  # any one grants access; None: the sync roles
     principal_checks: bool = True  # the middleware's 404 / "new principal" 401 on {sp}
+    also_roles: frozenset[str] | None = None  # a second requirement: one of these as well
 
 
 GRAPH_ROUTES: tuple[Route, ...] = (

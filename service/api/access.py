@@ -96,11 +96,12 @@ def list_caller(request: web.Request, params: ListParams) -> str | None:
 
 def authorize_action(request: web.Request, record: Record) -> None:
     """403 unless the acting caller, and the request's owner, may still provision its
-    service principal and template (a policy may have changed since it was accepted)."""
+    service principal and template (a policy may have changed since it was accepted); a
+    gallery app request whose app is not made yet needs the right to create apps."""
     policy = request.app[POLICY]
     template = record.requested_template_id
     for who in dict.fromkeys((request[CALLER], record.caller)):
-        reason = policy.target_allowed(who, record.service_principal_id, template)
+        reason = policy.request_allowed(who, record.service_principal_id, template)
         if reason is not None:
             owner = "" if who == request[CALLER] else " (the request's owner)"
             raise forbidden(f"{reason[0].upper()}{reason[1:]}{owner}.")

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from service.api.access import forbidden, not_found
-from service.api.auth.policy import ANY
 from service.api.params import IDEMPOTENCY_KEY_MAX
 from service.api.problems import FieldError, Problem, validation_problem
 from service.api.state import ALLOWLIST, LIMITS, METRICS, POLICY, SETTINGS, STORE
@@ -172,13 +171,7 @@ def new_record(body: ProvisionRequest, caller: str, body_fp: str) -> Record:
 def application_allowed(request: web.Request, caller: str, template_id: str | None) -> str | None:
     """Why ``caller`` may not create a gallery app, or None: creating one needs a policy
     allowing every service principal (``*``), as the new principal cannot be named in it."""
-    policy = request.app[POLICY]
-    entry = policy.entry(caller)
-    if entry is None:
-        return "this caller has no rights"
-    if ANY not in entry.service_principals:
-        return "this caller may not create applications (its policy names service principals)"
-    return policy.target_allowed(caller, str(UUID(int=0)), template_id)
+    return request.app[POLICY].create_allowed(caller, template_id)
 
 
 async def authorize_body(request: web.Request, body: ProvisionRequest, caller: str) -> None:

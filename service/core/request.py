@@ -125,10 +125,31 @@ class ProvisionRequest(_Wire):
         dict[str, Annotated[PlainText, Field(max_length=256)]], Field(max_length=20)
     ] = Field(default_factory=dict)
 
-    application: ApplicationSpec | None = None
-    assignments: Annotated[list[AssignmentSpec], Field(max_length=50)] | None = None
-    scope: Scope | None = None  # "assigned" (the default) or "all": the SyncAll secret
-    attribute_mappings: Annotated[list[AttributeMappingSpec], Field(max_length=100)] | None = None
+    application: ApplicationSpec | None = Field(
+        default=None,
+        description="Instead of servicePrincipalId: the gallery app to create, or adopt when a "
+        "principal made from the same template with the same display name exists (step "
+        "instantiate_app; needs Application.ReadWrite.OwnedBy, Application.ReadWrite.All or "
+        "Directory.ReadWrite.All).",
+    )
+    assignments: Annotated[list[AssignmentSpec], Field(max_length=50)] | None = Field(
+        default=None,
+        description="Users and groups to assign to the app; only the missing ones are added, "
+        "none is removed (step assign; needs AppRoleAssignment.ReadWrite.All and "
+        "Application.Read.All or Directory.Read.All).",
+    )
+    scope: Scope | None = Field(  # the SyncAll secret
+        default=None,
+        description="Who is provisioned, written as the SyncAll secret with the credentials: "
+        "`assigned` (the default for an app named by `application`) or `all`; left as it is "
+        "when omitted for a servicePrincipalId.",
+    )
+    attribute_mappings: Annotated[list[AttributeMappingSpec], Field(max_length=100)] | None = Field(
+        default=None,
+        description="Attribute mappings to set or remove in the job's schema; the schema "
+        "is PUT back only when one changes (step map_attributes; Graph's 400 is "
+        "SchemaRejected).",
+    )
     # lifecycle actions (issue 12)
     action: ActionName = "provision"
     reset_scope: Annotated[list[ResetScopeFlag], Field(max_length=5)] | None = None

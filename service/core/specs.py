@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from service.core.fields import DisplayName, Guid, Strict
 
@@ -24,7 +24,12 @@ class ApplicationSpec(Strict):
     """A gallery application to create (or adopt): by template id or by its gallery name."""
 
     application_template_id: Guid | None = None
-    gallery_name: DisplayName | None = None
+    gallery_name: DisplayName | None = Field(
+        default=None,
+        description="Looked up with GET /applicationTemplates?$filter=displayName eq '...' "
+        "(provisionable templates only); none or several fail GalleryAppNotFound / "
+        "GalleryAppAmbiguous listing the candidates.",
+    )
     display_name: DisplayName
 
     @model_validator(mode="after")
@@ -38,7 +43,11 @@ class AssignmentSpec(Strict):
     """A user, group or service principal to assign to the app (appRoleAssignedTo)."""
 
     principal_id: Guid
-    app_role_id: Guid | None = None  # None: the app's default user role (docs/workflow.md)
+    app_role_id: Guid | None = Field(  # None: the app's default user role (docs/workflow.md)
+        default=None,
+        description="Omitted: the app's role named User, else its only user role, else the "
+        "default access role 00000000-0000-0000-0000-000000000000 when it declares none.",
+    )
 
 
 class AttributeMappingSpec(Strict):

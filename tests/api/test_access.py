@@ -148,3 +148,31 @@ async def test_operator_reads_lists_retries_and_cancels_other_callers_requests(
         assert await redis.exists(f"arq:job:{a['id']}")
         # Beta still cannot touch alpha's.
         assert (await c.post(f"{BASE}/{a['id']}/cancel", headers=OTHER_AUTH)).status == 404
+
+
+async def test_retrying_a_gallery_app_request_needs_the_right_to_create_apps(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """A gallery request that failed before its app was made has no principal yet: a retry
+    passes the rule a new one does (a policy allowing every principal), never a 500."""
+    body = {
+        "application": {
+            "applicationTemplateId": "6f3b2a4e-1c55-4a8e-9b1e-5d2c8f7a9e01",
+            "displayName": "Retried app",
+        }
+    }
+    async with api_client(settings(redis_url, policy_file(tmp_path, ["*"], "all.json"))) as c:
+        resp = await c.post(BASE, json=body, headers=AUTH)
+        assert resp.status == 202, await resp.text()
+        rid = (await resp.json())["id"]
+        await fail(c, rid)
+        retried = await c.post(f"{BASE}/{rid}/retry", headers=AUTH)
+        assert retried.status == 202, await retried.text()
+        await fail(c, rid)
+    narrowed = policy_file(tmp_path, [sp(2)], "narrowed.json")
+    async with api_client(settings(redis_url, narrowed)) as c:
+        assert (await c.post(BASE, json=body, headers=AUTH)).status == 403
+        for action in ("retry", "cancel"):
+            resp = await c.post(f"{BASE}/{rid}/{action}", headers=AUTH)
+            assert resp.status == 403, (action, await resp.text())
+            assert "may not create applications" in (await resp.json())["detail"]

@@ -69,11 +69,14 @@ def test_a_cycle_counts_the_assigned_or_the_whole_directory() -> None:
     last = state.job(SALESFORCE, job.id).last_execution
     assert last is not None
     assert (last["state"], last["countEntitled"]) == ("Succeeded", 0)
+    assert state.job(SALESFORCE, job.id).to_json()["status"]["synchronizedEntryCountByType"] == []
     user = "7b2d5c1e-0000-4000-8000-000000000001"
     body = {"principalId": user, "resourceId": SALESFORCE, "appRoleId": str(uuid.UUID(int=0))}
     state.gallery.assignments.add(SALESFORCE, "Salesforce", "app", [], body)
     clock.t += 5.0
     assert state.job(SALESFORCE, job.id).last_execution["countEntitled"] == 1  # type: ignore[index]
+    status = state.job(SALESFORCE, job.id).to_json()["status"]
+    assert status["synchronizedEntryCountByType"] == [{"key": "User", "value": 1}]
     state.save_secrets(SALESFORCE, [("SyncAll", "true")])
     clock.t += 5.0
     entitled = state.job(SALESFORCE, job.id).last_execution["countEntitled"]  # type: ignore[index]

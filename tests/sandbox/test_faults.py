@@ -337,3 +337,11 @@ def test_engine_start_conflicts_per_job() -> None:
     engine = FaultEngine(FaultProfile(start_conflicts=2), clock=Clock(), wall_clock=lambda: 0.0)
     assert [engine.start_conflict("a") for _ in range(3)] == [True, True, False]
     assert engine.start_conflict("b") is True
+
+
+def test_every_graph_route_takes_injected_errors() -> None:
+    """Each route the sandbox serves can be named in ``errors`` (the gallery ones included)."""
+    from sandbox import faults, routes
+
+    assert {r.name for r in routes.GRAPH_ROUTES} <= set(faults.GRAPH_ROUTES)
+    FaultProfile.model_validate({"errors": {"applicationTemplates.instantiate": {429: 1.0}}})

@@ -171,6 +171,19 @@ async def test_assignments_duplicate_refused_and_roles_checked(sb: InProcessSand
         sb, "POST", f"/servicePrincipals/{sp}/appRoleAssignedTo", json=body, client=SYNC_ONLY_APP
     )
     assert status == 403
+    # AppRoleAssignment.ReadWrite.All alone is not enough: Graph's table pairs it with
+    # Application.Read.All or Directory.Read.All.
+    other = {**body, "principalId": "1a1b2c3d-0000-4000-8000-000000000002"}
+    for roles, expected in [
+        (["AppRoleAssignment.ReadWrite.All", "Synchronization.ReadWrite.All"], 403),
+        (["AppRoleAssignment.ReadWrite.All", "Application.Read.All"], 201),
+    ]:
+        sb.ctx.engine.profile = sb.ctx.engine.profile.merged({"token_roles": roles})
+        status, err = await call(
+            sb, "POST", f"/servicePrincipals/{sp}/appRoleAssignedTo", json=other
+        )
+        assert status == expected, (roles, err)
+    sb.ctx.engine.profile = sb.ctx.engine.profile.merged({"token_roles": None})
     # An app declaring no roles takes the default access role.
     plain = await instantiate(sb, "Plain", SCIM_APP)
     zero = {"principalId": GROUP, "resourceId": plain, "appRoleId": ZERO}

@@ -69,6 +69,25 @@ def _before(
     return since is not None and execution.time_began < since
 
 
+def provisioned_nobody(job: SynchronizationJob) -> bool:
+    """True when the last finished cycle found nobody in scope (``countEntitled`` 0) and
+    nothing says anyone was ever provisioned. ``countEntitled`` counts the entries a cycle
+    *processed*: a quiet incremental cycle of a job that provisions its users can show 0, so
+    objects kept in sync (``synchronizedEntryCountByType``) or a cycle that exported
+    (``lastSuccessfulExecutionWithExports``) clear it. A count not reported is not judged."""
+    status = job.status
+    last = status.last_execution
+    if last is None or last.count_entitled != 0:
+        return False
+    if any((pair.value or 0) > 0 for pair in status.synchronized_entry_count_by_type):
+        return False
+    exported = status.last_successful_execution_with_exports
+    if exported is None:
+        return True
+    ended = exported.time_ended is not None and exported.time_ended.year > 1
+    return not (ended or (exported.count_exported or 0) > 0)
+
+
 def assess(
     job: SynchronizationJob,
     *,
@@ -107,7 +126,7 @@ def assess(
             Health.UNKNOWN, f"no cycle has finished yet ({status.code or 'no status'})"
         )
     if schedule == "Active" and status.code == "Active":
-        if expects_users and last is not None and last.count_entitled == 0:
+        if expects_users and provisioned_nobody(job):
             return Assessment(
                 Health.FAILING,
                 "the last cycle provisioned nobody (0 users or groups in scope): check the "

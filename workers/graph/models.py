@@ -66,6 +66,13 @@ class SynchronizationTaskExecution(GraphModel):
     error: SynchronizationError | None = None
 
 
+class KeyLongValue(GraphModel):
+    """A stringKeyLongValuePair (``synchronizedEntryCountByType`` items)."""
+
+    key: str | None = None
+    value: int | None = None
+
+
 class SynchronizationStatus(GraphModel):
     """A job's status: ``code`` is ``NotConfigured``, ``NotRun``, ``Active``, ``Paused`` or
     ``Quarantine``; a quarantined job may still read ``Paused`` (Graph's own Get example), so
@@ -79,6 +86,9 @@ class SynchronizationStatus(GraphModel):
     last_successful_execution_with_exports: SynchronizationTaskExecution | None = None
     quarantine: SynchronizationQuarantine | None = None
     steady_state_first_achieved_time: Time = None
+    #: "Count of synchronized objects, listed by object type" (stringKeyLongValuePair): the
+    #: objects the job keeps in sync, whatever the last (incremental) cycle processed.
+    synchronized_entry_count_by_type: list[KeyLongValue] = Field(default_factory=list)
     troubleshooting_url: str | None = None
 
 

@@ -1,11 +1,14 @@
 """Which Graph application permission each workflow step needs: one table, read by the
 start-up / fail-fast permission check and rendered in docs/workflow.md.
 
-Each entry lists permissions of which ANY ONE suffices (least privileged first). Sources:
-the synchronization pages' permission tables (``Application.ReadWrite.OwnedBy`` least
-privileged, ``Synchronization.ReadWrite.All`` higher), applicationTemplate: instantiate
+Each entry is a list of requirements that must ALL be met; a requirement lists permissions of
+which ANY ONE suffices (least privileged first). Sources: the synchronization pages'
+permission tables (``Application.ReadWrite.OwnedBy`` least privileged,
+``Synchronization.ReadWrite.All`` higher), applicationTemplate: instantiate
 (``Application.ReadWrite.OwnedBy``, ``Application.ReadWrite.All``, ``Directory.ReadWrite.All``)
-and servicePrincipal: post appRoleAssignedTo (``AppRoleAssignment.ReadWrite.All``).
+and servicePrincipal: post appRoleAssignedTo ("``AppRoleAssignment.ReadWrite.All`` and
+``Application.Read.All``, ``AppRoleAssignment.ReadWrite.All`` and ``Directory.Read.All``"; the
+ReadWrite forms include the reads).
 """
 
 from __future__ import annotations
@@ -32,23 +35,34 @@ INSTANTIATE = (
     "Directory.ReadWrite.All",
 )
 ASSIGNMENTS = ("AppRoleAssignment.ReadWrite.All",)
+DIRECTORY_READ = (
+    "Application.Read.All",
+    "Directory.Read.All",
+    "Application.ReadWrite.All",
+    "Directory.ReadWrite.All",
+)
 
-STEP_PERMISSIONS: Mapping[Step, tuple[str, ...]] = MappingProxyType(
+#: Permissions of which any one suffices.
+Requirement = tuple[str, ...]
+_SYNC: tuple[Requirement, ...] = (SYNCHRONIZATION,)
+
+#: Per step, the requirements that must all be met.
+STEP_PERMISSIONS: Mapping[Step, tuple[Requirement, ...]] = MappingProxyType(
     {
-        Step.INSTANTIATE_APP: INSTANTIATE,
-        Step.ASSIGN: ASSIGNMENTS,
-        Step.RESOLVE_TEMPLATE: SYNCHRONIZATION,
-        Step.CREATE_JOB: SYNCHRONIZATION,
-        Step.SAVE_SECRETS: SYNCHRONIZATION,
-        Step.MAP_ATTRIBUTES: SYNCHRONIZATION,
-        Step.START_JOB: SYNCHRONIZATION,
-        Step.VERIFY: SYNCHRONIZATION,
-        Step.FIND_JOB: SYNCHRONIZATION,
-        Step.PAUSE_JOB: SYNCHRONIZATION,
-        Step.RESTART_JOB: SYNCHRONIZATION,
-        Step.DELETE_JOB: SYNCHRONIZATION,
-        Step.LIFT_QUARANTINE: SYNCHRONIZATION,
-        Step.SMOKE_TEST: SYNCHRONIZATION,
+        Step.INSTANTIATE_APP: (INSTANTIATE,),
+        Step.ASSIGN: (ASSIGNMENTS, DIRECTORY_READ),
+        Step.RESOLVE_TEMPLATE: _SYNC,
+        Step.CREATE_JOB: _SYNC,
+        Step.SAVE_SECRETS: _SYNC,
+        Step.MAP_ATTRIBUTES: _SYNC,
+        Step.START_JOB: _SYNC,
+        Step.VERIFY: _SYNC,
+        Step.FIND_JOB: _SYNC,
+        Step.PAUSE_JOB: _SYNC,
+        Step.RESTART_JOB: _SYNC,
+        Step.DELETE_JOB: _SYNC,
+        Step.LIFT_QUARANTINE: _SYNC,
+        Step.SMOKE_TEST: _SYNC,
     }
 )
 
@@ -72,14 +86,26 @@ def steps_calling_graph(record: Record) -> list[Step]:
     return [s for s in steps_for(record.action) if s not in skipped]
 
 
-def missing_permissions(record: Record, roles: Iterable[str]) -> dict[Step, tuple[str, ...]]:
-    """The steps of this request the token's ``roles`` cannot perform, with what each needs."""
+def missing_permissions(record: Record, roles: Iterable[str]) -> dict[Step, list[Requirement]]:
+    """The steps of this request the token's ``roles`` cannot perform, with the requirements
+    of each that they do not meet."""
     held = set(roles)
-    return {
-        step: STEP_PERMISSIONS[step]
+    missing = {
+        step: [need for need in STEP_PERMISSIONS[step] if not held.intersection(need)]
         for step in steps_calling_graph(record)
-        if not held.intersection(STEP_PERMISSIONS[step])
     }
+    return {step: unmet for step, unmet in missing.items() if unmet}
+
+
+def describe(requirements: Iterable[Requirement]) -> str:
+    """``one of A, B and C`` for the requirements ``[(A, B), (C,)]``."""
+    return " and ".join(
+        need[0] if len(need) == 1 else f"one of {', '.join(need)}" for need in requirements
+    )
+
+
+def _flat(requirements: Iterable[Requirement]) -> list[str]:
+    return [perm for need in requirements for perm in need]
 
 
 def _has(roles: Iterable[str]) -> str:
@@ -97,17 +123,16 @@ def token_lacks(
     if record is not None:
         missing = missing_permissions(record, roles)
     else:
-        missing = {} if set(roles) & set(SYNCHRONIZATION) else {Step.CREATE_JOB: SYNCHRONIZATION}
+        held = set(roles) & set(SYNCHRONIZATION)
+        missing = {} if held else {Step.CREATE_JOB: [SYNCHRONIZATION]}
     if not missing:
         return None
-    needs = "; ".join(
-        f"{step.value} needs one of {', '.join(perms)}" for step, perms in missing.items()
-    )
+    needs = "; ".join(f"{step.value} needs {describe(unmet)}" for step, unmet in missing.items())
     return GraphPermissionMissing(
         f"the app's access token holds {_has(roles)}: {needs} (application permissions, "
         "admin-consented). Grant them, then retry the request",
         details={
-            "needed": {step.value: list(perms) for step, perms in missing.items()},
+            "needed": {step.value: _flat(unmet) for step, unmet in missing.items()},
             "tokenRoles": list(roles),
         },
     )
@@ -117,10 +142,10 @@ def refused(step: Step, error: GraphFailure, what: str) -> GraphPermissionMissin
     """A 403 from Graph on ``step`` as the fail-fast ``GraphPermissionMissing`` failure."""
     needed = STEP_PERMISSIONS[step]
     return GraphPermissionMissing(
-        f"Graph refused to {what} ({error.code}): the application needs one of {', '.join(needed)}",
+        f"Graph refused to {what} ({error.code}): the application needs {describe(needed)}",
         graph_status=error.status,
         graph_request_id=error.request_id,
-        details={"step": step.value, "needed": list(needed)},
+        details={"step": step.value, "needed": _flat(needed)},
     )
 
 

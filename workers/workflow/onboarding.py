@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from service.core.errors import GraphError
+from service.core.errors import GraphError, RetryBudgetExhausted
 from service.core.fields import utcnow
 from service.core.models import Outcome, Step
 from service.core.specs import ApplicationSpec
@@ -32,7 +32,7 @@ from workers.graph.apps import (
 from workers.graph.permissions import refused
 from workers.graph.response import GraphResponse
 from workers.workflow.assign import assign
-from workers.workflow.calls import Ambiguous
+from workers.workflow.calls import Ambiguous, CancelRequested, Defer
 from workers.workflow.mapping import map_attributes
 from workers.workflow.onboarding_errors import (
     AppNotReplicated,
@@ -105,20 +105,28 @@ async def _post(
 ) -> GraphResponse[ApplicationServicePrincipal] | None:
     """POST the instantiation, its time remembered first; None when its outcome is unclear."""
     rec, store = s.record, s.deps.store
-    rec.instantiate_sent_at = utcnow()
-    await store.save(rec)  # before the POST: a crash after it is remembered
+
+    async def post(crid: str) -> GraphResponse[ApplicationServicePrincipal]:
+        # Noted when the POST is about to go out, after the throttle gave its slot: a run
+        # stopped before that (a long throttle wait deferred, a cancel) leaves no note that
+        # would make the next run wait out the settle time for a POST never sent.
+        rec.instantiate_sent_at = utcnow()
+        await store.save(rec)  # before the POST: a crash after it is remembered
+        return await s.graph.instantiate(template_id, display_name, crid)
+
     try:
-        return await s.calls.call(
-            STEP,
-            CallKind.CREATE,
-            lambda crid: s.graph.instantiate(template_id, display_name, crid),
-        )
+        return await s.calls.call(STEP, CallKind.CREATE, post)
     except Ambiguous:
         return None
     except GraphError as e:
         rec.instantiate_sent_at = None  # a clear refusal: nothing was made
         await store.release_app(template_id, display_name, rec.id)
         raise _refused(e, template_id) from e
+    except (RetryBudgetExhausted, Defer, CancelRequested):
+        # Refused with 429 (not processed) or never sent (throttle wait): nothing was made.
+        rec.instantiate_sent_at = None
+        await store.release_app(template_id, display_name, rec.id)
+        raise
 
 
 def _settle_left(sent: datetime | None, settle: timedelta) -> float:

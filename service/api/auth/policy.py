@@ -186,6 +186,25 @@ class AccessPolicy(BaseModel):
                 return "this caller may not use this template"
         return None
 
+    def create_allowed(self, caller: str, template_id: str | None) -> str | None:
+        """None when ``caller`` may create a gallery app (with this template), else why not:
+        it needs every service principal (``*``), as the new principal cannot be named."""
+        entry = self.entry(caller)
+        if entry is None:
+            return "this caller has no rights"
+        if ANY not in entry.service_principals:
+            return "this caller may not create applications (its policy names service principals)"
+        return self.target_allowed(caller, str(UUID(int=0)), template_id)
+
+    def request_allowed(
+        self, caller: str, service_principal_id: str, template_id: str | None
+    ) -> str | None:
+        """:meth:`target_allowed` for a request's principal; :meth:`create_allowed` while it
+        has none yet (a gallery app not made)."""
+        if not service_principal_id:
+            return self.create_allowed(caller, template_id)
+        return self.target_allowed(caller, service_principal_id, template_id)
+
     def _matches(self, target: str, principal: str) -> bool:
         if target == ANY:
             return True

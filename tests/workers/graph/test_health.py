@@ -146,3 +146,35 @@ def test_the_cycle_seen_before_a_restart_is_old_news_whatever_the_clocks() -> No
     assert first_cycle_finished(old, since, seen=earlier)
     none_before = datetime(1, 1, 1, tzinfo=UTC)  # the job showed no cycle before the start
     assert assess(old, seen=none_before).health is Health.FAILING
+
+
+def test_a_quiet_incremental_cycle_of_a_job_that_provisions_its_users_is_not_failing() -> None:
+    """``countEntitled`` counts the entries a cycle processed: an incremental cycle with no
+    changes can read 0 while the job keeps its users in sync. Graph's other counts say so."""
+    quiet: dict[str, Any] = {
+        "state": "Succeeded",
+        "timeEnded": "2026-12-01T10:40:00Z",
+        "countEntitled": 0,
+        "countExported": 0,
+    }
+    initial: dict[str, Any] = {
+        "state": "Succeeded",
+        "timeEnded": "2026-12-01T10:00:00Z",
+        "countEntitled": 2,
+        "countExported": 2,
+    }
+    synced = _job(
+        code="Active",
+        lastExecution=quiet,
+        synchronizedEntryCountByType=[{"key": "user to user", "value": 2}],
+    )
+    assert assess(synced, expects_users=True).health is Health.HEALTHY
+    exported = _job(code="Active", lastExecution=quiet, lastSuccessfulExecutionWithExports=initial)
+    assert assess(exported, expects_users=True).health is Health.HEALTHY
+    nobody = _job(
+        code="Active",
+        lastExecution=quiet,
+        synchronizedEntryCountByType=[{"key": "user to user", "value": 0}],
+        lastSuccessfulExecutionWithExports=None,
+    )
+    assert assess(nobody, expects_users=True).health is Health.FAILING
