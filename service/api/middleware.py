@@ -1,7 +1,11 @@
-"""The API's outermost middleware: a request id for every request and one log line for it.
+"""The API's outermost middleware: a request id and one log line for every request, its
+metrics, and errors turned into answers, in one frame instead of three.
 
 The id is the caller's ``X-Request-Id`` when it is short and plain, else a fresh one; it is
-bound into every log line written while the request runs and echoed on the answer.
+bound into every log line written while the request runs and echoed on the answer. The error
+mapping (:func:`service.api.problems.problem_answer`) and the metrics
+(:meth:`service.api.metrics.ApiMetrics.observe_request`) are passed in, so this module imports
+neither.
 
 Requests the HTTP parser refuses never reach a middleware: :mod:`service.api.server` answers
 and logs them.
@@ -9,27 +13,33 @@ and logs them.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 REQUEST_ID_HEADER = "X-Request-Id"
 #: The authenticated caller's name, set by :mod:`service.api.auth.keys`, written on the line.
 CALLER: web.RequestKey[str] = web.RequestKey("caller", str)
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+#: The answer to an error a handler raised (HTTP exceptions below 400 pass through).
+ErrorAnswer = Callable[[web.Request, Exception], web.StreamResponse]
+#: Counts an answered request: method, route template ("unmatched"), status, seconds.
+Observe = Callable[[str, str, int, float], None]
+
+_SAFE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+_REQUEST_ID_MAX = 128
 
 log = structlog.get_logger(__name__)
 
 
 def request_id_from(header: str | None) -> str:
     """The caller's ``X-Request-Id`` when it is short and plain, else a fresh one."""
-    if header and _SAFE_REQUEST_ID.match(header):
+    if header and len(header) <= _REQUEST_ID_MAX and _SAFE_ID_CHARS.issuperset(header):
         return header
     return uuid.uuid4().hex
 
@@ -40,28 +50,46 @@ def route_template(request: web.Request) -> str | None:
     return None if resource is None else resource.canonical
 
 
-@web.middleware
-async def logging_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Assign the request id, bind it for the request and write one ``http_request`` line."""
-    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-    request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    status = 500
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        try:
-            response = await handler(request)
-            status = response.status
-            response.headers[REQUEST_ID_HEADER] = request_id
-            return response
-        except web.HTTPException as e:
-            status = e.status
-            raise
-        finally:
-            log.info(
-                "http_request",
-                method=request.method,
-                path=route_template(request) or request.path[:200],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                caller=request.get(CALLER),
-            )
+def request_middleware(
+    errors: ErrorAnswer | None = None, observe: Observe | None = None
+) -> Middleware:
+    """Assign the request id, bind it for the request, answer errors with ``errors``, count the
+    request with ``observe`` and write one ``http_request`` line."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        request[REQUEST_ID] = request_id
+        started = time.perf_counter()
+        status = 500
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                try:
+                    response = await handler(request)
+                except web.HTTPException as e:
+                    status = e.status
+                    if errors is None or e.status < 400:
+                        raise
+                    response = errors(request, e)
+                except Exception as e:
+                    if errors is None:
+                        raise
+                    response = errors(request, e)
+                status = response.status
+                response.headers[REQUEST_ID_HEADER] = request_id
+                return response
+            finally:
+                seconds = time.perf_counter() - started
+                route = route_template(request)
+                if observe is not None:
+                    observe(request.method, route or "unmatched", status, seconds)
+                log.info(
+                    "http_request",
+                    method=request.method,
+                    path=route or request.path[:200],
+                    status=status,
+                    duration_ms=round(seconds * 1000, 2),
+                    caller=request.get(CALLER),
+                )
+
+    return middleware
