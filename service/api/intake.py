@@ -229,9 +229,7 @@ async def submit(
             slug="request-in-flight",
             headers={"Location": f"{BASE}/{record.id}"},
         )
-    metrics = request.app[METRICS]
-    counter = metrics.requests_accepted if created else metrics.requests_deduplicated
-    counter.labels(source=source).inc()
+    request.app[METRICS].count_intake(source, created=created)
     return record_response(record, 202 if created else 200)
 
 

@@ -93,6 +93,7 @@ class ApiMetrics(MetricSet):
         # (method, route, status) -> its counter and the route's histogram: prometheus'
         # labels() validates and locks on every call; the label sets are few and fixed.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._intake: dict[tuple[str, bool], Any] = {}  # (source, created): webhook sources
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count and time one answered request (the request middleware calls this)."""
@@ -104,6 +105,14 @@ class ApiMetrics(MetricSet):
             self._children[(method, route, status)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_intake(self, source: str, *, created: bool) -> None:
+        """Count one request accepted (``created``) or answered with its in-flight twin."""
+        child = self._intake.get((source, created))
+        if child is None:
+            counter = self.requests_accepted if created else self.requests_deduplicated
+            child = self._intake[(source, created)] = counter.labels(source=source)
+        child.inc()
 
     async def refresh(self, store: Store) -> None:
         """Read the shared queue numbers from Redis (called on each scrape)."""

@@ -62,34 +62,36 @@ def request_middleware(
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
         status = 500
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        # bind + reset (not bound_contextvars, which copies the whole context twice)
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
             try:
-                try:
-                    response = await handler(request)
-                except web.HTTPException as e:
-                    status = e.status
-                    if errors is None or e.status < 400:
-                        raise
-                    response = errors(request, e)
-                except Exception as e:
-                    if errors is None:
-                        raise
-                    response = errors(request, e)
-                status = response.status
-                response.headers[REQUEST_ID_HEADER] = request_id
-                return response
-            finally:
-                seconds = time.perf_counter() - started
-                route = route_template(request)
-                if observe is not None:
-                    observe(request.method, route or "unmatched", status, seconds)
-                log.info(
-                    "http_request",
-                    method=request.method,
-                    path=route or request.path[:200],
-                    status=status,
-                    duration_ms=round(seconds * 1000, 2),
-                    caller=request.get(CALLER),
-                )
+                response = await handler(request)
+            except web.HTTPException as e:
+                status = e.status
+                if errors is None or e.status < 400:
+                    raise
+                response = errors(request, e)
+            except Exception as e:
+                if errors is None:
+                    raise
+                response = errors(request, e)
+            status = response.status
+            response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_template(request)
+            if observe is not None:
+                observe(request.method, route or "unmatched", status, seconds)
+            log.info(
+                "http_request",
+                method=request.method,
+                path=route or request.path[:200],
+                status=status,
+                duration_ms=round(seconds * 1000, 2),
+                caller=request.get(CALLER),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
     return middleware

@@ -89,8 +89,8 @@ class Store(SlotTransitions, IdempotencyKeys):
     ) -> Accepted:
         """One ``EVALSHA`` (:data:`~service.core.store_scripts.ACCEPT`): the same decisions as a
         ``WATCH`` on the key, the in-flight claim and the waiting list would make, atomically."""
-        batch = Batch(fresh=True)
-        self.indexes.write(batch, record)
+        batch = Batch()
+        self.indexes.write(batch, record, fresh=True)
         job, now_ms = encoded_job(record.id)
         record.queued_behind = HOLDER
         json_text = record.to_json()

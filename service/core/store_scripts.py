@@ -91,14 +91,10 @@ return {1, false}
 
 class Batch:
     """The pipeline methods :meth:`service.core.indexes.Indexes.write` uses, collected as
-    commands for a script (:attr:`argv`: for each command its length, then the command).
+    commands for a script (:attr:`argv`: for each command its length, then the command)."""
 
-    A batch for a brand-new record (``fresh``) leaves out the ``ZREM``s: a new id is in no
-    index yet, so they would only cost packing and Redis time."""
-
-    def __init__(self, *, fresh: bool = False) -> None:
+    def __init__(self) -> None:
         self.argv: list[Any] = []
-        self.fresh = fresh
 
     def _add(self, *command: Any) -> None:
         self.argv.append(len(command))
@@ -109,8 +105,7 @@ class Batch:
         self._add("ZADD", name, *(["NX"] if nx else []), *flat)
 
     def zrem(self, name: str, *members: str) -> None:
-        if not self.fresh:
-            self._add("ZREM", name, *members)
+        self._add("ZREM", name, *members)
 
     def zremrangebyscore(self, name: str, low: str, high: str) -> None:
         self._add("ZREMRANGEBYSCORE", name, low, high)
