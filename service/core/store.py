@@ -108,7 +108,6 @@ class Store(SlotTransitions, IdempotencyKeys):
             "ckey": self.keys.credentials(record.id),
             "creds": creds_token.decode() if creds_token else "",
             "jkey": job_key(record.id),
-            "job": job.decode(),
             "jpx": str(JOB_EXPIRES_MS),
             "queue": self.queue_name,
             "score": str(now_ms),
@@ -117,7 +116,7 @@ class Store(SlotTransitions, IdempotencyKeys):
             "fp": fp,
             "ittl": str(ittl),
         }
-        args = [json.dumps(small, separators=(",", ":")), json_text]
+        args = [json.dumps(small, separators=(",", ":")), json_text, job]
         outcome, value = await self._accept_script(args=args)
         if outcome == 2:
             return Accepted(record, False, IdempotencyEntry.from_json(value))

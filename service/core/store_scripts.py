@@ -20,10 +20,10 @@ HOLDER = "~queued-behind~"
 # the buffer so far every time: one argument instead of ~40 was most of the API's CPU per POST):
 #   inflight, waiting (keys), rprefix (record key prefix), id, caller, terminal (",succeeded,
 #   failed,cancelled,"), rttl (record ttl s), cttl (claim ttl s: in-flight, waiting,
-#   credentials), ckey, creds (credentials key and token, "": none), jkey, job, jpx (the arq
-#   job's key, JSON and expiry ms), queue, score (arq's queue and the job's score), index (the
-#   index writes, Batch.argv), ikey ("": no Idempotency-Key), fp (the body's fingerprint), ittl.
-# ARGV[2]: the record's JSON, queuedBehind = HOLDER.
+#   credentials), ckey, creds (credentials key and token, "": none), jkey, jpx (the arq job's
+#   key and expiry ms), queue, score (arq's queue and the job's score), index (the index
+#   writes, Batch.argv), ikey ("": no Idempotency-Key), fp (the body's fingerprint), ittl.
+# ARGV[2]: the record's JSON, queuedBehind = HOLDER. ARGV[3]: the arq job.
 # Returns {0, JSON of the same caller's live request (nothing written but, when its fingerprint
 # is the body's, the key completed as a 200 for it)}, {1, holder id or false (written; the new
 # request is queued behind the holder)} or {2, what the Idempotency-Key already holds (nothing
@@ -83,7 +83,7 @@ if holder then
   return {1, hid}
 end
 redis.call('SET', a.inflight, id, 'EX', ttl)
-redis.call('SET', a.jkey, a.job, 'PX', a.jpx, 'NX')
+redis.call('SET', a.jkey, ARGV[3], 'PX', a.jpx, 'NX')
 redis.call('ZADD', a.queue, 'NX', a.score, id)
 return {1, false}
 """
