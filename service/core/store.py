@@ -116,7 +116,7 @@ class Store(SlotTransitions, IdempotencyKeys):
             "fp": fp,
             "ittl": str(ittl),
         }
-        args = [json.dumps(small, separators=(",", ":")), json_text, job]
+        args: list[str | bytes] = [json.dumps(small, separators=(",", ":")), json_text, job]
         outcome, value = await self._accept_script(args=args)
         if outcome == 2:
             return Accepted(record, False, IdempotencyEntry.from_json(value))
