@@ -20,20 +20,18 @@ the saturation rate.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
-import redis as redis_sync
 
+from benchmarks.redis_side import busy_disk, forks_of, redis_cpu_s
 from benchmarks.report import REPO, machine, plot_path, pyplot, state_dir, table, write_section
 from benchmarks.stack import API_KEY
 from service.core.config_values import hash_api_key
@@ -93,15 +91,6 @@ def cpu_s(child: Child) -> float:
     return float(times.user + times.system)
 
 
-def redis_cpu_s(redis: RedisServer) -> float:
-    client = redis_sync.Redis.from_url(redis.url)
-    try:
-        info = client.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    finally:
-        client.close()
-
-
 def saturate(
     child: Child, redis: RedisServer, url: str, script: Path, seconds: int, conns: int
 ) -> dict[str, Any]:
@@ -112,31 +101,6 @@ def saturate(
     result["cpu_ms"] = round((cpu_s(child) - before) * 1000 / n, 3)
     result["redis_cpu_ms"] = round((redis_cpu_s(redis) - redis_before) * 1000 / n, 3)
     return result
-
-
-def forks_of(redis: RedisServer) -> int:
-    """Redis's fork count: with ``save ""`` each fork is an AOF rewrite (auto-aof-rewrite-*)."""
-    client = redis_sync.Redis.from_url(redis.url)
-    try:
-        return int(client.info("stats")["total_forks"])
-    finally:
-        client.close()
-
-
-@contextlib.contextmanager
-def busy_disk(path: Path, seconds: int) -> Iterator[None]:
-    """Another writer on Redis's disk for ``seconds``: ``dd`` writing 64 MiB and fsyncing it,
-    over and over (bounded: one 64 MiB file, deleted at the end)."""
-    script = (
-        f'end=$(( $(date +%s) + {seconds} )); while [ "$(date +%s)" -lt "$end" ]; do '
-        f'dd if=/dev/zero of="{path}" bs=1M count=64 conv=fsync status=none; done; rm -f "{path}"'
-    )
-    proc = subprocess.Popen(["sh", "-c", script])
-    try:
-        yield
-    finally:
-        proc.wait(timeout=seconds + 60)
-        path.unlink(missing_ok=True)
 
 
 def start_baseline(redis_url: str, log_dir: Path) -> tuple[Child, str]:
