@@ -6,7 +6,8 @@ the same file with ``everysec``), on the same machine and in the same run:
 1. saturation: ``wrk`` (a separate process, closed loop, 1 thread, ``--connections``
    connections, ``--seconds``) POSTs one request per distinct service principal to
    (a) the bare baseline (``benchmarks.baseline_app``: aiohttp + one Redis SET) and
-   (b) ``provisioner api`` (auth, validation, dedupe, record + arq job in one MULTI);
+   (b) ``provisioner api`` (auth, validation, dedupe, record + indexes + arq job in one Lua
+   script), with each server's CPU milliseconds per request;
 2. latency at half of the API's saturation rate: ``benchmarks.loadgen`` (open loop, a separate
    process) at that fixed rate, against both.
 
@@ -19,19 +20,18 @@ the saturation rate.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import redis as redis_sync
+import psutil
 
+from benchmarks.redis_side import busy_disk, forks_of, redis_cpu_s
 from benchmarks.report import REPO, machine, plot_path, pyplot, state_dir, table, write_section
 from benchmarks.stack import API_KEY
 from service.core.config_values import hash_api_key
@@ -55,21 +55,8 @@ end
 
 
 def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def pct(p: str) -> float:
@@ -91,52 +78,29 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, flo
 
 
 def loadgen(url: str, rate: float, seconds: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.loadgen",
-            "--url",
-            url,
-            "--key",
-            API_KEY,
-            "--rate",
-            str(rate),
-            "--seconds",
-            str(seconds),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    ).stdout
+    argv = [sys.executable, "-m", "benchmarks.loadgen", "--url", url, "--key", API_KEY]
+    argv += ["--rate", str(rate), "--seconds", str(seconds)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
-def forks_of(redis: RedisServer) -> int:
-    """Redis's fork count: with ``save ""`` each fork is an AOF rewrite (auto-aof-rewrite-*)."""
-    client = redis_sync.Redis.from_url(redis.url)
-    try:
-        return int(client.info("stats")["total_forks"])
-    finally:
-        client.close()
+def cpu_s(child: Child) -> float:
+    """CPU seconds (user + system) a server process has used so far."""
+    times = psutil.Process(child.proc.pid).cpu_times()
+    return float(times.user + times.system)
 
 
-@contextlib.contextmanager
-def busy_disk(path: Path, seconds: int) -> Iterator[None]:
-    """Another writer on Redis's disk for ``seconds``: ``dd`` writing 64 MiB and fsyncing it,
-    over and over (bounded: one 64 MiB file, deleted at the end)."""
-    script = (
-        f'end=$(( $(date +%s) + {seconds} )); while [ "$(date +%s)" -lt "$end" ]; do '
-        f'dd if=/dev/zero of="{path}" bs=1M count=64 conv=fsync status=none; done; rm -f "{path}"'
-    )
-    proc = subprocess.Popen(["sh", "-c", script])
-    try:
-        yield
-    finally:
-        proc.wait(timeout=seconds + 60)
-        path.unlink(missing_ok=True)
+def saturate(
+    child: Child, redis: RedisServer, url: str, script: Path, seconds: int, conns: int
+) -> dict[str, Any]:
+    """``wrk`` at saturation, plus the server's and Redis's CPU ms per request answered."""
+    before, redis_before = cpu_s(child), redis_cpu_s(redis)
+    result: dict[str, Any] = wrk(url, script, seconds, conns)
+    n = result["rps"] * seconds
+    result["cpu_ms"] = round((cpu_s(child) - before) * 1000 / n, 3)
+    result["redis_cpu_ms"] = round((redis_cpu_s(redis) - redis_before) * 1000 / n, 3)
+    return result
 
 
 def start_baseline(redis_url: str, log_dir: Path) -> tuple[Child, str]:
@@ -180,8 +144,8 @@ def measure(mode: str, seconds: int, connections: int, workdir: Path) -> list[di
         # a short warm-up of each, then the measured saturation runs
         wrk(base_base + path, script, 2, connections)
         wrk(api_base + path, script, 2, connections)
-        sat_base = wrk(base_base + path, script, seconds, connections)
-        sat_api = wrk(api_base + path, script, seconds, connections)
+        sat_base = saturate(baseline, redis, base_base + path, script, seconds, connections)
+        sat_api = saturate(api, redis, api_base + path, script, seconds, connections)
         half = round(sat_api["rps"] / 2)
         forks = forks_of(redis)
         lat_api = loadgen(api_base + path, half, seconds)
@@ -205,6 +169,8 @@ def measure(mode: str, seconds: int, connections: int, workdir: Path) -> list[di
                     "saturation_rps": round(sat["rps"]),
                     "sat_p50_ms": sat["p50_ms"],
                     "sat_p99_ms": sat["p99_ms"],
+                    "cpu_ms_per_req": sat["cpu_ms"],
+                    "redis_cpu_ms": sat["redis_cpu_ms"],
                     "non_2xx": sat["non2xx"],
                     "open_loop_rate": half,
                     "achieved_rps": lat["achieved_rate"],
@@ -258,12 +224,14 @@ def main() -> None:
         for mode in ("always", "everysec"):
             rows += measure(mode, args.seconds, args.connections, Path(tmp))
     png = plot(rows)
-    ratios = []
+    ratios: list[str] = []
+    cpu: list[str] = []
     verdicts = []
     for mode in ("always", "everysec"):
         base, api, busy = (r for r in rows if r["appendfsync"] == mode)
         ratio = api["saturation_rps"] / base["saturation_rps"]
         ratios.append(f"{mode}: {ratio:.0%}")
+        cpu.append(f"{mode}: {api['cpu_ms_per_req'] / base['cpu_ms_per_req']:.1f}x")
         if mode == "always":
             verdicts.append(
                 f"throughput >= 50% of baseline with appendfsync always: "
@@ -280,7 +248,9 @@ def main() -> None:
 handler doing one Redis `SET`, `benchmarks/baseline_app.py`), both on the same Redis started from
 `deploy/redis.conf` (AOF) with `appendfsync always` (as shipped), then `everysec`. Saturation:
 `wrk -t1 -c{args.connections} -d{args.seconds}s`, each request for a new service principal GUID
-(no dedupe hits); no workers run, so the queue only grows. Latency: an open-loop generator
+(no dedupe hits, no `Idempotency-Key`); no workers run, so the queue only grows;
+`cpu_ms_per_req` = the server process's CPU time (user + system) over the saturation run / the
+requests it answered, `redis_cpu_ms` the same for Redis. Latency: an open-loop generator
 (`benchmarks/loadgen.py`, its own process, latency counted from each request's scheduled time)
 at half of the API's saturation rate for {args.seconds} s, against both servers. The load
 generators share the 2 cores with the server and Redis. `aof_rewrites` = AOF rewrites Redis
@@ -291,7 +261,8 @@ it (`dd` writing 64 MiB with `conv=fsync`, over and over; one file, deleted afte
 {machine()}.
 
 {table(rows)}
-API throughput as a share of the baseline's: {", ".join(ratios)}.
+API throughput as a share of the baseline's: {", ".join(ratios)}; API CPU per request as a
+multiple of the baseline's: {", ".join(cpu)}.
 
 - {verdicts[0]}
 - {verdicts[1]}

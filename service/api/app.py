@@ -3,9 +3,9 @@
 State lives under :class:`web.AppKey`s (:data:`SETTINGS`, :data:`REDIS`, :data:`STORE`,
 :data:`METRICS`, the access policy, the intake limits, the webhook sources); the Redis client and
 the store are made by one ``cleanup_ctx`` at start-up and closed at shutdown. Middlewares,
-outermost first: request id + one log line, metrics, problem+json errors, the status page's
-HTML errors (``/ui`` only, :mod:`service.api.ui`), authentication (API keys, then Entra ID
-tokens when ``PROVISIONER_ENTRA_AUDIENCE`` is set, then the status page's session cookie).
+outermost first: request id + one log line + metrics + problem+json errors (one frame), the
+status page's HTML errors (``/ui`` only, :mod:`service.api.ui`), authentication (API keys, then
+Entra ID tokens when ``PROVISIONER_ENTRA_AUDIENCE`` is set, then the status page's session cookie).
 With ``PROVISIONER_API_KEYS_FILE`` set, SIGHUP re-reads the keys file.
 """
 
@@ -24,9 +24,9 @@ from service.api.applications import routes as application_routes
 from service.api.auth.entra import EntraAuthenticator, JwksCache, tls_context
 from service.api.auth.keys import ApiKeyAuthenticator, ApiKeyRing, Authenticator, auth_middleware
 from service.api.auth.policy import AccessPolicy, load_access_policy
-from service.api.metrics import ApiMetrics, metrics_middleware
-from service.api.middleware import logging_middleware
-from service.api.problems import problem_middleware
+from service.api.metrics import ApiMetrics
+from service.api.middleware import request_middleware
+from service.api.problems import problem_answer
 from service.api.ratelimit import IntakeLimits
 from service.api.routes import routes
 from service.api.server import serve
@@ -169,9 +169,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
-            logging_middleware,
-            metrics_middleware(metrics),
-            problem_middleware,
+            request_middleware(problem_answer, metrics.observe_request),
             ui_middleware,
             auth_middleware(authenticators),
         ],

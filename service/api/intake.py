@@ -15,7 +15,6 @@ gets, so a caller never learns about another caller's work.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 from uuid import uuid4
 
@@ -26,7 +25,7 @@ from service.api.access import forbidden, not_found
 from service.api.params import IDEMPOTENCY_KEY_MAX
 from service.api.problems import FieldError, Problem, validation_problem
 from service.api.state import ALLOWLIST, LIMITS, METRICS, POLICY, SETTINGS, STORE
-from service.core.idempotency import IdempotencyEntry, fingerprint
+from service.core.idempotency import IdempotencyClaim, IdempotencyEntry, fingerprint
 from service.core.models import Record
 from service.core.request import ProvisionRequest
 from service.core.ssrf import check_callback_url
@@ -141,7 +140,7 @@ async def replay(request: web.Request, entry: IdempotencyEntry, body_fp: str) ->
     record = await request.app[STORE].get(entry.request_id)
     if record is None:
         raise not_found()
-    return json_response(record.public(), entry.status, f"{BASE}/{record.id}")
+    return record_response(record, entry.status)
 
 
 def new_record(body: ProvisionRequest, caller: str, body_fp: str) -> Record:
@@ -199,26 +198,21 @@ async def submit(
     source: str,
     ttl_s: int | None = None,
 ) -> web.Response:
-    """Store and enqueue an authorized request (shared by the API and the webhooks)."""
+    """Store and enqueue an authorized request (shared by the API and the webhooks): one script
+    reads and completes the Idempotency-Key, checks the in-flight rule and stores record,
+    credentials, indexes and arq job (:meth:`~service.core.store.Store.accept_keyed`)."""
     store = request.app[STORE]
-    key_ttl_s = ttl_s or request.app[SETTINGS].idempotency_ttl_s
     body_fp = fingerprint(body.fingerprint_payload(), store.cipher)
+    claim = None
     if key is not None:
-        entry = await store.claim_idempotency_key(caller, key, body_fp, key_ttl_s)
-        if entry is not None:
-            return await replay(request, entry, body_fp)
-    try:
-        record, created = await store.accept(new_record(body, caller, body_fp), body.credentials)
-    except Exception:
-        if key is not None:
-            # When Redis is down this fails too; the pending claim then expires within 30 s.
-            with contextlib.suppress(Exception):
-                await store.release_idempotency_key(caller, key)
-        raise
+        claim = IdempotencyClaim(key, body_fp, ttl_s or request.app[SETTINGS].idempotency_ttl_s)
+    accepted = await store.accept_keyed(new_record(body, caller, body_fp), body.credentials, claim)
+    if accepted.replay is not None:
+        return await replay(request, accepted.replay, body_fp)
+    record, created = accepted.record, accepted.created
     if not created and record.request_fingerprint != body_fp:
-        # The in-flight request asks for something else: say so rather than drop this one.
-        if key is not None:
-            await store.release_idempotency_key(caller, key)
+        # The in-flight request asks for something else: say so rather than drop this one
+        # (the script left the Idempotency-Key free).
         raise Problem(
             409,
             "Request in flight",
@@ -228,10 +222,15 @@ async def submit(
             slug="request-in-flight",
             headers={"Location": f"{BASE}/{record.id}"},
         )
-    status = 202 if created else 200
-    metrics = request.app[METRICS]
-    counter = metrics.requests_accepted if created else metrics.requests_deduplicated
-    counter.labels(source=source).inc()
-    if key is not None:
-        await store.complete_idempotency_key(caller, key, body_fp, status, record.id, key_ttl_s)
-    return json_response(record.public(), status, f"{BASE}/{record.id}")
+    request.app[METRICS].count_intake(source, created=created)
+    return record_response(record, 202 if created else 200)
+
+
+def record_response(record: Record, status: int = 200) -> web.Response:
+    """A record as the API returns it, with its Location (serialised once, by pydantic)."""
+    return web.Response(
+        text=record.public_json(),
+        status=status,
+        content_type="application/json",
+        headers={"Location": f"{BASE}/{record.id}"},
+    )

@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from service.api.middleware import route_template
 from service.core.application_store import ApplicationStore
 from service.core.health import Health
 from service.core.metrics import MetricSet
@@ -91,6 +90,29 @@ class ApiMetrics(MetricSet):
             "provisioner_watch_overdue_seconds",
             "How late the most overdue health-watch check is (0 when none is due).",
         )
+        # (method, route, status) -> its counter and the route's histogram: prometheus'
+        # labels() validates and locks on every call; the label sets are few and fixed.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._intake: dict[tuple[str, bool], Any] = {}  # (source, created): webhook sources
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count and time one answered request (the request middleware calls this)."""
+        method = method if method in _METHODS else "OTHER"
+        children = self._children.get((method, route, status))
+        if children is None:
+            counter = self.http_requests.labels(method=method, route=route, status=str(status))
+            children = (counter, self.http_duration.labels(route=route))
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_intake(self, source: str, *, created: bool) -> None:
+        """Count one request accepted (``created``) or answered with its in-flight twin."""
+        child = self._intake.get((source, created))
+        if child is None:
+            counter = self.requests_accepted if created else self.requests_deduplicated
+            child = self._intake[(source, created)] = counter.labels(source=source)
+        child.inc()
 
     async def refresh(self, store: Store) -> None:
         """Read the shared queue numbers from Redis (called on each scrape)."""
@@ -186,29 +208,6 @@ def _text(key: bytes | str) -> str:
 
 async def _count(store: Store, pattern: str) -> int:
     return len([key async for key in store.redis.scan_iter(match=pattern, count=500)])
-
-
-def metrics_middleware(metrics: ApiMetrics) -> Middleware:
-    """Count and time every answered request by method, route template and status."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        status = 500
-        began = time.perf_counter()
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as e:
-            status = e.status
-            raise
-        finally:
-            route = route_template(request) or "unmatched"
-            method = request.method if request.method in _METHODS else "OTHER"
-            metrics.http_requests.labels(method=method, route=route, status=str(status)).inc()
-            metrics.http_duration.labels(route=route).observe(time.perf_counter() - began)
-
-    return middleware
 
 
 async def metrics_response(metrics: ApiMetrics, store: Store) -> web.Response:

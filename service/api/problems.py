@@ -1,4 +1,4 @@
-"""RFC 9457 ``application/problem+json`` errors and the middleware that produces them.
+"""RFC 9457 ``application/problem+json`` errors and the error answer the request middleware gives.
 
 Every error the API answers has the same shape::
 
@@ -18,7 +18,6 @@ from typing import Any, TypedDict
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -194,7 +193,7 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 
 def problem_for(request: web.Request, exc: Exception) -> Problem:
     """The one mapping of an error to its status, title and detail (an unexpected error is
-    logged here, never sent). The API answers it as problem+json (:func:`problem_middleware`);
+    logged here, never sent). The API answers it as problem+json (:func:`problem_answer`);
     the status page renders it as an HTML page (:mod:`service.api.ui.errors`)."""
     if isinstance(exc, Problem):
         return exc
@@ -219,14 +218,7 @@ def problem_for(request: web.Request, exc: Exception) -> Problem:
     )
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into problem+json (see :func:`problem_for`)."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return problem_for(request, e).response()
-    except Exception as e:
-        return problem_for(request, e).response()
+def problem_answer(request: web.Request, exc: Exception) -> web.Response:
+    """Every error as problem+json (see :func:`problem_for`): the API's error answer, given to
+    :func:`service.api.middleware.request_middleware`."""
+    return problem_for(request, exc).response()

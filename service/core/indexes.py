@@ -51,22 +51,25 @@ class Indexes:
             keys.append(self.keys.caller_principal(scope, record.service_principal_id))
         return keys
 
-    def write(self, pipe: Any, record: Record) -> None:
-        """Add the record's index writes to a transaction (its key is written by the caller)."""
+    def write(self, pipe: Any, record: Record, *, fresh: bool = False) -> None:
+        """Add the record's index writes to a transaction (its key is written by the caller).
+        ``fresh``: the record was never written (a new id is in no index), so no ``ZREM``s."""
         now_ms = time.time() * 1000
-        score = record.created_at.timestamp() * 1000
-        cutoff = now_ms - (self.record_ttl_s + self.retention_s) * 1000
+        entry = {record.id: record.created_at.timestamp() * 1000}
+        older = f"({now_ms - (self.record_ttl_s + self.retention_s) * 1000}"
         for scope in (record.caller, None):
             for key in self._scoped(scope, record):
-                pipe.zadd(key, {record.id: score})
-                pipe.zremrangebyscore(key, "-inf", f"({cutoff}")
+                pipe.zadd(key, entry)
+                pipe.zremrangebyscore(key, "-inf", older)
+            if fresh:
+                continue
             for state in State:
                 if state is not record.state:
                     pipe.zrem(self.keys.caller_state(scope, state.value), record.id)
         for state in IN_FLIGHT:
             if state is record.state:
-                pipe.zadd(self.keys.by_state(state.value), {record.id: score})
-            else:
+                pipe.zadd(self.keys.by_state(state.value), entry)
+            elif not fresh:
                 pipe.zrem(self.keys.by_state(state.value), record.id)
         if record.state.terminal:
             member = json.dumps([record.id, record.caller, record.service_principal_id])

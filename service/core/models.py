@@ -216,6 +216,10 @@ class Record(_Wire):
         """The record as the API returns it (camelCase, JSON types, no internal fields)."""
         return self.model_dump(by_alias=True, mode="json", exclude=set(_INTERNAL))
 
+    def public_json(self) -> str:
+        """:meth:`public` as JSON text, in one pass (the intake's answer)."""
+        return self.model_dump_json(by_alias=True, exclude=set(_INTERNAL))
+
     def to_json(self) -> str:
         """Serialise for Redis."""
         return self.model_dump_json(by_alias=True)

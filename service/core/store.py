@@ -12,10 +12,16 @@ the Idempotency-Key claims in :mod:`service.core.idempotency`.
 from __future__ import annotations
 
 import builtins
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from service.core.errors import StoreUnavailable
-from service.core.idempotency import IdempotencyKeys
+from service.core.idempotency import (
+    IdempotencyClaim,
+    IdempotencyEntry,
+    IdempotencyKeys,
+)
 from service.core.keys import job_key
 from service.core.models import Record, State
 from service.core.queue import JOB_EXPIRES_MS, encoded_job
@@ -33,6 +39,16 @@ _CLAIM = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What :meth:`Store.accept_keyed` did: the record stored now (``created``), the caller's
+    own in-flight one (nothing written), or, with ``replay``, nothing (the key's answer)."""
+
+    record: Record
+    created: bool
+    replay: IdempotencyEntry | None = None
+
+
 class Store(SlotTransitions, IdempotencyKeys):
     """Reads and writes provisioning records; shared by the API and the workers."""
 
@@ -47,47 +63,68 @@ class Store(SlotTransitions, IdempotencyKeys):
         caller's is, the new request is stored as queued *behind* it (no job yet; it starts
         when that one ends, see :meth:`promote_waiter`), so that a caller never learns about
         another's work."""
+        accepted = await self.accept_keyed(record, credentials, None)
+        return accepted.record, accepted.created
+
+    async def accept_keyed(
+        self,
+        record: Record,
+        credentials: list[Credential] | None,
+        idempotency: IdempotencyClaim | None,
+    ) -> Accepted:
+        """:meth:`accept` with an Idempotency-Key read and completed in the same script: when
+        the key already holds an answer nothing is written and :attr:`Accepted.replay` is what
+        it holds; else it is completed with 202 for the new record, or 200 for the caller's own
+        in-flight request when that one has the same body (another body leaves the key free:
+        the caller gets a 409 and may try again)."""
         creds_token = None
         if credentials:
             if self.cipher is None:
                 raise ValueError("credentials given but no encryption key is configured")
             creds_token = self.cipher.encrypt(credentials)
-        return await guarded(lambda: self._accept(record, creds_token))
+        return await guarded(lambda: self._accept(record, creds_token, idempotency))
 
-    async def _accept(self, record: Record, creds_token: bytes | None) -> tuple[Record, bool]:
+    async def _accept(
+        self, record: Record, creds_token: bytes | None, claim: IdempotencyClaim | None
+    ) -> Accepted:
         """One ``EVALSHA`` (:data:`~service.core.store_scripts.ACCEPT`): the same decisions as a
-        ``WATCH`` on the in-flight claim and waiting list would make, atomically."""
+        ``WATCH`` on the key, the in-flight claim and the waiting list would make, atomically."""
         batch = Batch()
-        self.indexes.write(batch, record)
+        self.indexes.write(batch, record, fresh=True)
         job, now_ms = encoded_job(record.id)
         record.queued_behind = HOLDER
         json_text = record.to_json()
         record.queued_behind = None
-        args = [
-            self._inflight_key(record),
-            self._waiting_key(record),
-            self.record_key(""),
-            record.id,
-            record.caller,
-            TERMINAL,
-            json_text,
-            self.indexes.ttl_s(record),
-            self.record_ttl_s,
-            self.keys.credentials(record.id),
-            creds_token or "",
-            job_key(record.id),
-            job,
-            JOB_EXPIRES_MS,
-            self.queue_name,
-            now_ms,
-            *batch.argv,
-        ]
-        written, value = await self._accept_script(args=args)
-        if not written:
-            return Record.from_json(value), False
+        ikey, fp, ittl = ("", "", 0) if claim is None else self.claim_argv(record.caller, claim)
+        small = {
+            "inflight": self._inflight_key(record),
+            "waiting": self._waiting_key(record),
+            "rprefix": self.record_key(""),
+            "id": record.id,
+            "caller": record.caller,
+            "terminal": TERMINAL,
+            "rttl": str(self.indexes.ttl_s(record)),
+            "cttl": str(self.record_ttl_s),
+            "ckey": self.keys.credentials(record.id),
+            "creds": creds_token.decode() if creds_token else "",
+            "jkey": job_key(record.id),
+            "jpx": str(JOB_EXPIRES_MS),
+            "queue": self.queue_name,
+            "score": str(now_ms),
+            "index": batch.argv,
+            "ikey": ikey,
+            "fp": fp,
+            "ittl": str(ittl),
+        }
+        args: list[str | bytes] = [json.dumps(small, separators=(",", ":")), json_text, job]
+        outcome, value = await self._accept_script(args=args)
+        if outcome == 2:
+            return Accepted(record, False, IdempotencyEntry.from_json(value))
+        if outcome == 0:
+            return Accepted(Record.from_json(value), False)
         if value:
             record.queued_behind = value.decode()
-        return record, True
+        return Accepted(record, True)
 
     async def get(self, request_id: str) -> Record | None:
         """The record, or None when unknown or expired."""

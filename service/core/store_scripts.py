@@ -2,9 +2,10 @@
 transaction's plain writes so a script can run them in the same round trip.
 
 :data:`ACCEPT` is the whole intake write as one ``EVALSHA``: where ``WATCH`` + ``GET`` +
-``MULTI``/``EXEC`` took three round trips (and a retry on a conflict), the script reads the
-in-flight claim, decides and writes atomically. The record's and index keys are passed in ARGV
-(this deployment runs one Redis, not a cluster).
+``MULTI``/``EXEC`` took three round trips (and a retry on a conflict), and the Idempotency-Key's
+claim and completion two more, the script reads the key and the in-flight claim, decides and
+writes atomically. The record's and index keys are passed in ARGV (this deployment runs one
+Redis, not a cluster), all but the record in one JSON argument.
 """
 
 from __future__ import annotations
@@ -15,16 +16,30 @@ from typing import Any
 # holder's id there, or null (the holder is only known inside the script).
 HOLDER = "~queued-behind~"
 
-# ARGV: 1 in-flight key, 2 waiting key, 3 record key prefix, 4 request id, 5 caller,
-#       6 terminal states (",succeeded,failed,cancelled,"), 7 record JSON (queuedBehind =
-#       HOLDER), 8 record ttl s, 9 claim ttl s (in-flight, waiting, credentials),
-#       10 credentials key, 11 credentials token ("": none), 12 job key, 13 job, 14 job px,
-#       15 queue key, 16 queue score, 17.. the index writes (Batch.argv).
-# Returns {0, JSON of the same caller's live request (nothing written)} or {1, holder id or
-# false (the new request is queued behind it)}.
+# ARGV[1]: a JSON object of the small arguments (redis-py packs each argument in Python, copying
+# the buffer so far every time: one argument instead of ~40 was most of the API's CPU per POST):
+#   inflight, waiting (keys), rprefix (record key prefix), id, caller, terminal (",succeeded,
+#   failed,cancelled,"), rttl (record ttl s), cttl (claim ttl s: in-flight, waiting,
+#   credentials), ckey, creds (credentials key and token, "": none), jkey, jpx (the arq job's
+#   key and expiry ms), queue, score (arq's queue and the job's score), index (the index
+#   writes, Batch.argv), ikey ("": no Idempotency-Key), fp (the body's fingerprint), ittl.
+# ARGV[2]: the record's JSON, queuedBehind = HOLDER. ARGV[3]: the arq job.
+# Returns {0, JSON of the same caller's live request (nothing written but, when its fingerprint
+# is the body's, the key completed as a 200 for it)}, {1, holder id or false (written; the new
+# request is queued behind the holder)} or {2, what the Idempotency-Key already holds (nothing
+# written)}.
 ACCEPT = """
-local inflight, waiting, rprefix, id, caller, terminal = ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-  ARGV[5], ARGV[6]
+local a = cjson.decode(ARGV[1])
+local id, caller, terminal, rprefix = a.id, a.caller, a.terminal, a.rprefix
+local ikey, fp = a.ikey, a.fp
+if ikey ~= '' then
+  local held = redis.call('GET', ikey)
+  if held then return {2, held} end
+end
+local function complete(status, rid)
+  if ikey == '' then return end
+  redis.call('SET', ikey, cjson.encode({fp = fp, status = status, id = rid}), 'EX', a.ittl)
+end
 local function live(rid)
   if not rid then return nil end
   local raw = redis.call('GET', rprefix .. rid)
@@ -33,38 +48,43 @@ local function live(rid)
   if string.find(terminal, ',' .. tostring(r.state) .. ',', 1, true) then return nil end
   return r, raw
 end
-local hid = redis.call('GET', inflight)
+local function own(r, raw)
+  if r.requestFingerprint == fp then complete(200, r.id) end
+  return {0, raw}
+end
+local hid = redis.call('GET', a.inflight)
 local holder, hraw = live(hid)
 if holder then
-  if holder.caller == caller then return {0, hraw} end
-  for _, m in ipairs(redis.call('LRANGE', waiting, 0, -1)) do
+  if holder.caller == caller then return own(holder, hraw) end
+  for _, m in ipairs(redis.call('LRANGE', a.waiting, 0, -1)) do
     local w, wraw = live(m)
-    if w and w.caller == caller then return {0, wraw} end
+    if w and w.caller == caller then return own(w, wraw) end
   end
 end
-local json = ARGV[7]
+local json = ARGV[2]
 local mark = '"' .. '~queued-behind~' .. '"'
 local s, e = string.find(json, mark, 1, true)
 local value = 'null'
 if holder then value = cjson.encode(hid) end
 json = string.sub(json, 1, s - 1) .. value .. string.sub(json, e + 1)
-local ttl = ARGV[9]
-if ARGV[11] ~= '' then redis.call('SET', ARGV[10], ARGV[11], 'EX', ttl) end
-redis.call('SET', rprefix .. id, json, 'EX', ARGV[8])
-local i = 17
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
+local ttl = a.cttl
+if a.creds ~= '' then redis.call('SET', a.ckey, a.creds, 'EX', ttl) end
+redis.call('SET', rprefix .. id, json, 'EX', a.rttl)
+local index, i = a.index, 1
+while i <= #index do
+  local n = index[i]
+  redis.call(unpack(index, i + 1, i + n))
   i = i + n + 1
 end
+complete(202, id)
 if holder then
-  redis.call('RPUSH', waiting, id)
-  redis.call('EXPIRE', waiting, ttl)
+  redis.call('RPUSH', a.waiting, id)
+  redis.call('EXPIRE', a.waiting, ttl)
   return {1, hid}
 end
-redis.call('SET', inflight, id, 'EX', ttl)
-redis.call('SET', ARGV[12], ARGV[13], 'PX', ARGV[14], 'NX')
-redis.call('ZADD', ARGV[15], 'NX', ARGV[16], id)
+redis.call('SET', a.inflight, id, 'EX', ttl)
+redis.call('SET', a.jkey, ARGV[3], 'PX', a.jpx, 'NX')
+redis.call('ZADD', a.queue, 'NX', a.score, id)
 return {1, false}
 """
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from service.api.middleware import CALLER, logging_middleware, request_id_from
+from service.api.middleware import CALLER, request_id_from, request_middleware
 
 
 async def _hello(request: web.Request) -> web.Response:
@@ -28,7 +28,7 @@ async def _gone(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
-    app = web.Application(middlewares=[logging_middleware])
+    app = web.Application(middlewares=[request_middleware()])
     app.router.add_get("/things/{id}", _hello)
     app.router.add_get("/gone", _gone)
     async with TestClient(TestServer(app)) as c:

@@ -10,11 +10,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
-from service.api.middleware import logging_middleware
+from service.api.middleware import request_middleware
 from service.api.problems import (
     Problem,
     field_path,
-    problem_middleware,
+    problem_answer,
     problem_response,
     validation_problem,
 )
@@ -102,7 +102,7 @@ def test_duplicate_credential_keys_reason() -> None:
 
 
 async def _client(handler: Any) -> TestClient[Any, Any]:
-    app = web.Application(middlewares=[logging_middleware, problem_middleware])
+    app = web.Application(middlewares=[request_middleware(problem_answer)])
     app.router.add_get("/x", handler)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()

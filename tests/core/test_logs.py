@@ -127,7 +127,7 @@ async def test_request_id_is_bound_for_handler_logs(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from service.api.middleware import logging_middleware
+    from service.api.middleware import request_middleware
 
     configure_logging(load_settings(log_format="json"))
 
@@ -135,7 +135,7 @@ async def test_request_id_is_bound_for_handler_logs(
         structlog.get_logger().info("inside")
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[logging_middleware])
+    app = web.Application(middlewares=[request_middleware()])
     app.router.add_get("/x", handler)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()

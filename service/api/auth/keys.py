@@ -1,8 +1,9 @@
 """Caller authentication: ``Authorization: Bearer <api key or Entra ID access token>``.
 
 The middleware asks each :class:`Authenticator` in turn; the first that recognises the request
-names the caller, stored on the request under :data:`CALLER`. API keys are compared by SHA-256
-in constant time against ``PROVISIONER_API_KEYS`` and, when set, ``PROVISIONER_API_KEYS_FILE``
+names the caller, stored on the request under :data:`CALLER`. API keys are looked up by their
+SHA-256 (one dict lookup, whose timing tells nothing about a key's characters) among
+``PROVISIONER_API_KEYS`` and, when set, ``PROVISIONER_API_KEYS_FILE``
 (re-read on SIGHUP and when its mtime changes, checked at most every
 ``PROVISIONER_API_KEYS_RELOAD_S``), so a key is revoked without a restart. Entra ID tokens are
 checked by :mod:`service.api.auth.entra`, which also leaves the token's roles under
@@ -13,7 +14,6 @@ checked by :mod:`service.api.auth.entra`, which also leaves the token's roles un
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -94,14 +94,30 @@ class ApiKeyRing:
         if path is not None:
             self._file_keys = read_api_keys_file(path)
             self._mtime = _mtime(path)
+        self._index()
 
-    def current(self) -> tuple[ApiKey, ...]:
-        """The keys in force (the file's mtime is looked at most every ``check_every_s``)."""
+    def _index(self) -> None:
+        # By SHA-256 hex digest (a later entry wins, as the keys file's order says).
+        self._by_digest = {key.sha256: key.name for key in self._static + self._file_keys}
+
+    def _look(self) -> None:
+        """Re-read the file when its mtime moved (looked at most every ``check_every_s``)."""
         if self.path is not None and self._clock() - self._checked_at >= self.check_every_s:
             self._checked_at = self._clock()
             if _mtime(self.path) != self._mtime:
                 self.reload()
+
+    def current(self) -> tuple[ApiKey, ...]:
+        """The keys in force."""
+        self._look()
         return self._static + self._file_keys
+
+    def name_for(self, digest: str) -> str | None:
+        """The name of the key in force with this SHA-256 hex digest, or None: one dict lookup.
+        Its timing depends on the digest of what was sent, which tells an attacker nothing
+        about how close a guess came to a key (no prefix of a key is ever compared)."""
+        self._look()
+        return self._by_digest.get(digest)
 
     def reload(self) -> None:
         """Re-read the keys file now (the SIGHUP handler calls this)."""
@@ -115,6 +131,7 @@ class ApiKeyRing:
             self._mtime = mtime
             return
         self._file_keys, self._mtime = keys, mtime
+        self._index()
         log.info("api_keys_reloaded", keys=len(keys))
 
 
@@ -143,13 +160,7 @@ class ApiKeyAuthenticator:
 
     def caller_for_key(self, token: str) -> str | None:
         """The name of the API key ``token``, or None (also used by the status page's login)."""
-        digest = hash_api_key(token).encode()
-        caller: str | None = None
-        # Compare against every entry, without stopping early, so timing reveals nothing.
-        for key in self._ring.current():
-            if hmac.compare_digest(digest, key.sha256.encode()):
-                caller = key.name
-        return caller
+        return self._ring.name_for(hash_api_key(token))
 
 
 async def authenticate(authenticators: Sequence[Authenticator], request: web.Request) -> str | None:
