@@ -123,6 +123,7 @@ if adaptive then
     redis.call('HSET', KEYS[1], 'ut', now)
   elseif lim and now - lt > tonumber(ARGV[10]) then
     lim = nil  -- no report for a while although we sent: the limit rose, probe again
+    redis.call('HDEL', KEYS[1], 'tpl')  -- off the plateau
   end
   local e = math.max(0, now - tev) / 1000
   local rate
