@@ -8,15 +8,35 @@ rate, once per congestion event.
 
 State fields: ``tok``/``ts`` the token bucket; ``cur`` the rate in force (calls/s);
 ``wmax``/``tev``/``k``/``ss`` the growth curve (the rate at the last event, when it began, the
-cubic's K, slow start or not); ``bid``/``b0``..``b3`` the calls Graph answered (not 429) in the
-last second, in quarter-second buckets, as the workers report them (the measured rate);
-``s0``..``s3`` the slots reserved in the same buckets (the rate sent); ``vb``/``vt`` the callers
-told to come back (the queue past the horizon) and when that was counted;
-``lim``/``lt`` the limit implied by ``x-ms-throttle-limit-percentage`` (smoothed) and when it
-was last reported; ``tcut`` the last 429 cut.
+cubic's K, slow start or not); ``bid``/``b0``..``b4`` the calls Graph answered (not 429), in
+quarter-second buckets, as the workers report them (the measured rate: the last second's,
+like Graph's window); ``s0``..``s4`` the slots reserved in the same buckets (the rate sent);
+``vb``/``vt`` the callers told to come back (the queue past the horizon) and when that was
+counted; ``lim``/``lt``/``ut`` the limit implied by ``x-ms-throttle-limit-percentage``
+(smoothed) and when it was last confirmed / reported; ``tpl`` when the rate reached the target
+share of it (the plateau); ``mg``/``mt`` the learned margin below that target and when it was
+set; ``tcut`` the last 429 cut; ``q``/``qt`` the 429s of about the last second (decaying).
 """
 
 from __future__ import annotations
+
+LAST_SECOND = """
+-- Calls counted in quarter-second buckets (bucket i in arr[i % 5 + 1], the newest is bid) over
+-- exactly the second before now, the oldest bucket pro rata.
+local function last_second(arr, bid, now)
+  if not bid then return 0 end
+  local id = math.floor(now / 250)
+  local n = 0
+  for i = id - 4, id do
+    if i <= bid and i > bid - 5 then
+      local v = arr[i % 5 + 1]
+      if i == id - 4 then v = v * (1 - (now - id * 250) / 250) end
+      n = n + v
+    end
+  end
+  return n
+end
+"""
 
 # KEYS: state hash, cool-down key.
 # ARGV: 1 adaptive (0/1), 2 ceiling calls/s (0: none), 3 burst, 4 max_wait ms (-1: none),
@@ -31,7 +51,9 @@ from __future__ import annotations
 # reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
 # than the horizon), 2 = slot further than max_wait (nothing reserved); paced 1 once the rate
 # follows a signal from Graph (a 429 or its usage reports), 0 in the slow start.
-TAKE = """
+TAKE = (
+    LAST_SECOND
+    + """
 local cool = redis.call('PTTL', KEYS[2])
 if cool > 0 then return {1, cool, 0, 0, 1} end
 local adaptive = ARGV[1] == '1'
@@ -45,12 +67,14 @@ local usage = tonumber(ARGV[5])
 local start, rmin, rmax = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 if ceiling > 0 then rmax = math.min(rmax, ceiling) end
 local f = redis.call('HMGET', KEYS[1], 'tok', 'ts', 'cur', 'wmax', 'tev', 'k', 'ss', 'lim', 'lt',
-  'bid', 'b0', 'b1', 'b2', 'b3', 'ut', 's0', 's1', 's2', 's3', 'vb', 'vt', 'mg', 'mt')
+  'bid', 'b0', 'b1', 'b2', 'b3', 'ut', 's0', 's1', 's2', 's3', 'vb', 'vt', 'mg', 'mt', 'tpl', 'b4',
+  's4')
 local cur = tonumber(f[3])
 local wmax, tev, k, ss = tonumber(f[4]), tonumber(f[5]), tonumber(f[6]), tonumber(f[7])
 local lim, lt, bid = tonumber(f[8]), tonumber(f[9]), tonumber(f[10])
-local b = {tonumber(f[11]) or 0, tonumber(f[12]) or 0, tonumber(f[13]) or 0, tonumber(f[14]) or 0}
-local s = {tonumber(f[16]) or 0, tonumber(f[17]) or 0, tonumber(f[18]) or 0, tonumber(f[19]) or 0}
+local b, s = {}, {}
+for i, j in ipairs({11, 12, 13, 14, 25}) do b[i] = tonumber(f[j]) or 0 end
+for i, j in ipairs({16, 17, 18, 19, 26}) do s[i] = tonumber(f[j]) or 0 end
 local sent = 0
 if not adaptive then
   cur = ceiling
@@ -63,20 +87,22 @@ local dt = math.max(0, now - ts)
 if adaptive then burst = math.max(1, math.min(burst, math.floor(cur * tonumber(ARGV[13])))) end
 local tokens = math.min(burst, (tonumber(f[1]) or burst) + dt * cur / 1000)
 if adaptive then
-  -- Calls Graph answered (not 429) in the last second, as the workers report them: four
-  -- quarter-second buckets.
+  -- Calls Graph answered (not 429), as the workers report them, in quarter-second buckets.
   local id = math.floor(now / 250)
   -- The same buckets count the slots reserved (the rate sent), which caps the slow start.
-  if not bid or id - bid >= 4 then
-    b, s = {0, 0, 0, 0}, {0, 0, 0, 0}
+  if not bid or id - bid >= 5 then
+    b, s = {0, 0, 0, 0, 0}, {0, 0, 0, 0, 0}
   else
-    for i = bid + 1, id do b[i % 4 + 1], s[i % 4 + 1] = 0, 0 end
+    for i = bid + 1, id do b[i % 5 + 1], s[i % 5 + 1] = 0, 0 end
   end
   bid = id
-  b[id % 4 + 1] = b[id % 4 + 1] + tonumber(ARGV[16])
+  b[id % 5 + 1] = b[id % 5 + 1] + tonumber(ARGV[16])
+  -- answered in exactly the last second, as Graph's window counts them (a shorter span scaled
+  -- up read a rising rate high: the limit estimate overshot in the slow start)
+  local meas = last_second(b, id, now)
   local span = now - (id - 3) * 250
-  local meas = (b[1] + b[2] + b[3] + b[4]) * 1000 / span
-  sent = (s[1] + s[2] + s[3] + s[4]) * 1000 / span
+  sent = (s[id % 5 + 1] + s[(id - 1) % 5 + 1] + s[(id - 2) % 5 + 1] + s[(id - 3) % 5 + 1]) * 1000
+    / span
   -- Grow only while callers queue for slots: an idle tenant teaches nothing about its limit.
   if tokens >= 1 then tev = math.min(now, tev + dt) end
   if usage > 0 and meas > 0 then
@@ -97,6 +123,7 @@ if adaptive then
     redis.call('HSET', KEYS[1], 'ut', now)
   elseif lim and now - lt > tonumber(ARGV[10]) then
     lim = nil  -- no report for a while although we sent: the limit rose, probe again
+    redis.call('HDEL', KEYS[1], 'tpl')  -- off the plateau
   end
   local e = math.max(0, now - tev) / 1000
   local rate
@@ -118,6 +145,8 @@ if adaptive then
     -- at the target share of the reported limit: hold there (the cubic's plateau)
     rate = target * lim
     wmax, tev, k, ss = rate, now, 0, 0
+    -- when the rate reached this plateau: only a 429 for a call sent from it teaches a margin
+    if not f[24] then redis.call('HSET', KEYS[1], 'tpl', now) end
   end
   cur = math.max(rmin, math.min(rate, rmax))
 end
@@ -141,12 +170,12 @@ elseif max_wait >= 0 and wait > max_wait then
   kind = 2
 else
   redis.call('HSET', KEYS[1], 'tok', tostring(tokens), 'ts', now)
-  if adaptive then s[bid % 4 + 1] = s[bid % 4 + 1] + 1 end
+  if adaptive then s[bid % 5 + 1] = s[bid % 5 + 1] + 1 end
 end
 if adaptive then
   redis.call('HSET', KEYS[1], 'cur', tostring(cur), 'wmax', tostring(wmax), 'tev', tostring(tev),
     'k', tostring(k), 'ss', ss, 'lt', lt, 'bid', bid, 'b0', b[1], 'b1', b[2], 'b2', b[3],
-    'b3', b[4], 's0', s[1], 's1', s[2], 's2', s[3], 's3', s[4])
+    'b3', b[4], 'b4', b[5], 's0', s[1], 's1', s[2], 's2', s[3], 's3', s[4], 's4', s[5])
   if lim then
     redis.call('HSET', KEYS[1], 'lim', tostring(lim))
   else
@@ -159,6 +188,7 @@ if adaptive and (ss == 0 or lim) then paced = 1 end
 if kind == 0 then return {0, wait, now, math.floor(cur * 1000), paced} end
 return {kind, wait, 0, math.floor(cur * 1000), paced}
 """
+)
 
 # KEYS: state hash, cool-down key.
 # ARGV: 1 hold ms (the cool-down, from Retry-After; 0: none), 2 ticket of the throttled call
@@ -166,25 +196,36 @@ return {kind, wait, 0, math.floor(cur * 1000), paced}
 #       6 min calls/s, 7 ceiling (0: none), 8 beta when the limit estimate is fresh (Graph
 #       reported its usage within ARGV[10] ms: an isolated 429 at a known limit), 9 cubic K s
 #       for that cut, 10 freshness ms, 11 isolation ms (no other 429 this long before),
-#       12 margin step (a 429 at a known limit lowers the target usage by this), 13 largest
-#       margin, 14 margin half-life ms.
+#       12 margin step calls/s (a 429 at a known limit lowers the target rate by this), 13
+#       largest margin (share of the limit), 14 margin half-life ms, 15 the share of the limit
+#       that 429s in about ARGV[11] ms may reach and still be sparse (the edge, not congestion).
 # Returns {the rate x 1000 after the cut, 0 when not cut (no adaptive state), -1 when the call
 # was sent before the last cut (the same congestion event: cut once); 1 when every worker is
 # held (the cool-down was set), 0 when only the throttled call waits}.
-THROTTLED = """
+THROTTLED = (
+    LAST_SECOND
+    + """
 local hold = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local f = redis.call('HMGET', KEYS[1], 'cur', 'wmax', 'tcut', 'bid', 'b0', 'b1', 'b2', 'b3', 'ut',
-  'mg', 'mt')
+  'mg', 'mt', 'tpl', 'lim', 'q', 'qt', 'b4')
 local cur, tcut, bid = tonumber(f[1]), tonumber(f[3]), tonumber(f[4])
-local ut = tonumber(f[9])
--- An isolated 429 at a known limit: Graph reported its usage a moment ago and no other 429 came
--- in the last ARGV[11] ms. The throttled call waits its Retry-After; the others go on at the
--- slightly cut rate (a 1 s stop of the whole tenant for one call over the edge would cost R
+local ut, known = tonumber(f[9]), tonumber(f[13])
+local ticket = tonumber(ARGV[2])
+-- The same congestion event as the last cut: the call was reserved before it.
+local same = tcut ~= nil and ticket <= tcut
+-- The 429s of about the last ARGV[11] ms (a count decaying with that time constant).
+local iso = tonumber(ARGV[11])
+local q = (tonumber(f[14]) or 0) * math.exp(-math.max(0, now - (tonumber(f[15]) or now)) / iso)
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'q', tostring(q + 1), 'qt', now) end
+-- A sparse 429 at a known limit: Graph reported its usage a moment ago, and the other 429s of
+-- the last moment were at most ARGV[15] of the limit, or one (a pair of calls sent together
+-- passes, a third holds). The throttled call waits its Retry-After; the others go on at the
+-- slightly cut rate (a 1 s stop of the whole tenant for a call over the edge would cost R
 -- calls). Any other 429 holds every worker for its Retry-After.
 local isolated = ARGV[3] == '1' and ut ~= nil and now - ut <= tonumber(ARGV[10])
-  and (not tcut or now - tcut > tonumber(ARGV[11]))
+  and q <= math.max(1, tonumber(ARGV[15]) * (known or 0))
 local held = 0
 if hold > 0 and not isolated then
   held = 1
@@ -192,17 +233,14 @@ if hold > 0 and not isolated then
 end
 if ARGV[3] ~= '1' then return {0, held} end
 if not cur or not tonumber(f[2]) then return {0, held} end
-local ticket = tonumber(ARGV[2])
-if tcut and ticket <= tcut then return {-1, held} end
+if same then return {-1, held} end
 local rmin, ceiling = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- what Graph admitted in the last second is the best guess of the limit just hit
 local sent = cur
-if bid and math.floor(now / 250) - bid < 4 then
-  local n = 0
-  for i = 5, 8 do n = n + (tonumber(f[i]) or 0) end
-  local span = now - (bid - 3) * 250
-  if n > 0 then sent = math.min(cur, n * 1000 / span) end
-end
+local b = {}
+for i, j in ipairs({5, 6, 7, 8, 16}) do b[i] = tonumber(f[j]) or 0 end
+local n = last_second(b, bid, now)
+if n > 0 then sent = math.min(cur, n) end
 if ceiling > 0 then sent = math.min(sent, ceiling) end
 sent = math.max(rmin, sent)
 local beta, k = tonumber(ARGV[4]), ARGV[5]
@@ -212,14 +250,20 @@ if ut and now - ut <= tonumber(ARGV[10]) then
   -- it, not congestion of unknown size. A small cut, a quicker climb back, and the estimate
   -- from the usage reports kept.
   beta, k = tonumber(ARGV[8]), ARGV[9]
-  lim = tonumber(redis.call('HGET', KEYS[1], 'lim')) or sent
-  -- A 429 at the target share of a known limit: that share is too close for this tenant
-  -- (bunched calls, a limit that moved). Aim a step lower from now on (the margin decays).
-  local mg = tonumber(f[10]) or 0
-  if mg > 0 then mg = mg * math.pow(0.5, (now - tonumber(f[11])) / tonumber(ARGV[14])) end
-  mg = math.min(tonumber(ARGV[13]), mg + tonumber(ARGV[12]))
-  redis.call('HSET', KEYS[1], 'mg', tostring(mg), 'mt', now)
+  lim = known or sent
+  -- A 429 for a call sent at the target share of a known limit: that share is too close for
+  -- this tenant (bunched calls, a limit that moved). Aim a step lower from now on (the margin
+  -- decays). Not for a call sent before the rate reached it (the slow start's overshoot, the
+  -- climb back after a cut): those say nothing about the share.
+  local tpl = tonumber(f[12])
+  if tpl and ticket >= tpl then
+    local mg = tonumber(f[10]) or 0
+    if mg > 0 then mg = mg * math.pow(0.5, (now - tonumber(f[11])) / tonumber(ARGV[14])) end
+    mg = math.min(tonumber(ARGV[13]), mg + tonumber(ARGV[12]) / lim)
+    redis.call('HSET', KEYS[1], 'mg', tostring(mg), 'mt', now)
+  end
 end
+redis.call('HDEL', KEYS[1], 'tpl')  -- the cut leaves the plateau
 if held == 0 then hold = 0 end
 local after = math.max(rmin, sent * beta)
 -- The cubic restarts when the cool-down ends, from beta x the rate that was throttled, and
@@ -229,3 +273,4 @@ redis.call('HSET', KEYS[1], 'cur', tostring(after), 'wmax', tostring(sent),
   'lt', now + hold)
 return {math.floor(after * 1000), held}
 """
+)

@@ -11,12 +11,15 @@ applies to all of them, and the workers learn it together:
   :attr:`AdaptiveRate.start` (doubling while calls queue for slots), cubic growth back to and
   then past the last known limit while calls succeed, and a multiplicative cut (``beta``) on a
   429 - once per congestion event: a 429 for a call reserved before the last cut is part of the
-  event that cut already answered. An isolated 429 while Graph's usage reports are fresh is the
-  edge of a known limit: a small cut (``beta_fresh``), and only the throttled call waits its
-  Retry-After (every other 429 holds every worker). Where Graph reports
-  ``x-ms-throttle-limit-percentage`` (sent above 80% of the limit), the rate moves to
-  ``target_usage`` of the limit it implies (averaged over ``estimate_s``), so the limit is
-  found without a 429 at all.
+  event that cut already answered. A sparse 429 while Graph's usage reports are fresh (at most
+  one other, or ``sparse_share`` of the limit, in about ``isolated_s``) is the edge of a known
+  limit: a small cut (``beta_fresh``), and only the throttled call waits its Retry-After;
+  every other 429 holds every worker. Where Graph reports ``x-ms-throttle-limit-percentage``
+  (sent above 80% of the limit), the rate moves to ``target_usage`` of the limit it implies
+  (the calls answered in the last second over that usage, averaged over ``estimate_s``), so
+  the limit is found without a 429 at all; a 429 for a call sent from that plateau lowers the
+  target by a learned margin (``margin_step`` calls/s, so the 429s it allows are a share of the
+  calls at any limit).
 - **Ceiling.** ``PROVISIONER_TENANT_RATE_LIMIT`` caps the adaptive rate; with the adaptive rate
   off it is a fixed token bucket (bursts of ``PROVISIONER_TENANT_RATE_BURST``).
 
@@ -55,15 +58,20 @@ class AdaptiveRate:
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
     beta_fresh: float = 0.9  # ... when Graph reported its usage within ``fresh_s`` (limit known)
     fresh_s: float = 1.0
-    isolated_s: float = 1.0  # a 429 with no other this long before it (and a fresh estimate)
-    # holds only its own call for Retry-After, not every worker
+    # A 429 at a known limit (a fresh estimate) with fewer others in about ``isolated_s`` than
+    # ``sparse_share`` of the limit (at least half a 429) holds only its own call for
+    # Retry-After, not every worker: the edge of the limit, not congestion.
+    isolated_s: float = 1.0
+    sparse_share: float = 0.02
     estimate_s: float = 0.5  # time constant of the limit estimate
     late_s: float = 0.075  # a paced slot woken up later than this is given up (no bunched calls)
     comeback_s: float = 1.0  # a caller in line past the horizon asks again at most this late
-    # A 429 at a known limit lowers the target usage by ``margin_step`` (at most
-    # ``margin_max``), halving every ``margin_half_life_s``: after a drop of the limit, isolated
-    # 429s at the old edge stop instead of recurring every recovery.
-    margin_step: float = 0.03
+    # A 429 for a call sent at the target of a known limit lowers the target rate by
+    # ``margin_step`` calls/s (a share of 0.03 at 20 calls/s, 0.003 at 200; at most
+    # ``margin_max`` of the limit), halving every ``margin_half_life_s``: a tenant whose calls
+    # reach Graph bunched (jitter costs a few calls of a 1 s window at any limit) is given
+    # room, and after a drop of the limit the 429s at the new edge stop instead of recurring.
+    margin_step: float = 0.6
     margin_max: float = 0.10  # the target stays above 0.8, where Graph reports its usage
     margin_half_life_s: float = 10.0
     recover_s: float = 3.0  # the cubic is back at the throttled rate this long after the cool-down
@@ -240,6 +248,7 @@ class Throttle:
             _num(a.margin_step),
             _num(a.margin_max),
             str(int(a.margin_half_life_s * 1000)),
+            _num(a.sparse_share),
         )
         keys = (self._bucket_key, self._cooldown_key)
         reply = await guarded(lambda: self._throttled(keys=keys, args=args))
