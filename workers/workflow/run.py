@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -228,8 +229,8 @@ class Run:
             self._history(step, outcome, message=message)
         self.record.state = state
         self.record.updated_at = utcnow()
-        await register_job(self.deps, self.record)  # the health watch, before the end is saved
-        if await self.deps.store.save_final(self.record, self._cancelled_instead):
+        watch = partial(register_job, self.deps, self.record)  # saved with the end
+        if await self.deps.store.save_final(self.record, self._cancelled_instead, watch):
             state = State.CANCELLED
         self.deps.metrics.finished(
             state.value, self.record.error.code if self.record.error else None

@@ -14,9 +14,7 @@ from typing import Any
 from service.core.errors import (
     CredentialsRejected,
     GraphError,
-    JobFailing,
     JobNotStarted,
-    JobQuarantined,
     TemplateAmbiguous,
     TemplateNotFound,
     WorkflowFailed,
@@ -26,11 +24,11 @@ from service.core.health import Health
 from service.core.models import Outcome, Record, Step
 from workers.graph.health import assess, first_cycle_finished
 from workers.graph.models import SynchronizationJob
-from workers.graph.response import GraphResponse
 from workers.workflow.calls import CallRunner
 from workers.workflow.create import CreateJob
 from workers.workflow.deps import Deps as Deps
 from workers.workflow.deps import StepResult as StepResult
+from workers.workflow.failures import failing, quarantined
 from workers.workflow.retry import CallKind
 from workers.workflow.scope import sync_all_secret
 
@@ -56,7 +54,7 @@ class Steps(CreateJob):
         """Each step's coroutine, by step."""
         return {
             Step.RESOLVE_TEMPLATE: self.resolve_template,
-            Step.CREATE_JOB: self.create_job,
+            Step.CREATE_JOB: self.create_noting_cycle,
             Step.SAVE_SECRETS: self.save_secrets,
             Step.START_JOB: self.start_job,
             Step.VERIFY: self.verify,
@@ -210,9 +208,9 @@ class Steps(CreateJob):
             job = current.value
             verdict = assess(job, since=since, seen=seen)
             if verdict.health is Health.QUARANTINED:
-                raise _quarantined(current, verdict.reason)
+                raise quarantined(current, verdict.reason)
             if verdict.health is Health.FAILING:
-                raise _failing(current, verdict.reason)
+                raise failing(current, verdict.reason)
             schedule, status = job.schedule_state, job.status_code
             if verdict.health is Health.HEALTHY and first_cycle_finished(job, since, seen):
                 last = job.status.last_execution
@@ -243,17 +241,30 @@ class Steps(CreateJob):
                 settings.verify_poll_s, f"job is {schedule}/{status}: {verdict.reason}"
             )
 
+    async def create_noting_cycle(self) -> StepResult:
+        """create_job; for a job it made, also the reading start_job's POST will go by (the
+        create answer's: no cycle), saved with the step's line instead of on its own."""
+        result = await self.create_job()
+        if self.created is not None and self.record.start:
+            self._note(Step.START_JOB, self.created)
+        return result
+
     async def note_cycle(self, step: Step, job: SynchronizationJob) -> None:
         """Right before ``step`` POSTs a start or restart: remember the last cycle the job shows
         (verify takes it and older ones for old news). The first run's reading is kept and
         saved before the POST: a run that repeats the step after a crash would read the cycle
         the lost POST started, which is this request's own."""
+        if self._note(step, job):
+            await self.deps.store.save(self.record)
+
+    def _note(self, step: Step, job: SynchronizationJob) -> bool:
+        """Keep ``job``'s last cycle as ``step``'s reading unless one is kept already."""
         if step.value in self.record.cycles_seen:
-            return
+            return False
         last = job.status.last_execution
         began = last.time_began if last is not None and last.time_began is not None else None
         self.record.cycles_seen[step.value] = began or NO_CYCLE
-        await self.deps.store.save(self.record)
+        return True
 
     def _job_id(self) -> str:
         assert self.record.job_id is not None
@@ -261,36 +272,3 @@ class Steps(CreateJob):
 
 
 _STOPPED = frozenset({Health.PAUSED, Health.DISABLED})
-
-
-def _quarantined(current: GraphResponse[SynchronizationJob], reason: str) -> JobQuarantined:
-    quarantine = current.value.status.quarantine
-    error = quarantine.error if quarantine else None
-    return JobQuarantined(
-        f"the job is {reason} (status.code {current.value.status_code or '?'})",
-        graph_status=current.status,
-        graph_request_id=current.request_id,
-        details={
-            "reason": (quarantine.reason if quarantine else None) or "Unknown",
-            "statusCode": current.value.status_code,
-            "errorCode": error.code if error else None,
-            "tenantActionable": error.tenant_actionable if error else None,
-        },
-    )
-
-
-def _failing(current: GraphResponse[SynchronizationJob], reason: str) -> JobFailing:
-    status = current.value.status
-    last = status.last_execution
-    error = last.error if last else None
-    return JobFailing(
-        f"the job's cycles fail: {reason}",
-        graph_status=current.status,
-        graph_request_id=current.request_id,
-        details={
-            "lastExecutionState": last.state if last else None,
-            "countSuccessiveCompleteFailures": status.count_successive_complete_failures,
-            "errorCode": error.code if error else None,
-            "tenantActionable": error.tenant_actionable if error else None,
-        },
-    )
