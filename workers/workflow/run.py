@@ -251,10 +251,11 @@ class Run:
         record.updated_at = utcnow()
 
 
-async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
-    """Run (or resume) the workflow of one request; raises :class:`Defer` to be re-queued."""
+async def run_request(deps: Deps, request_id: str, job_try: int, raw: bytes | None = None) -> None:
+    """Run (or resume) the workflow of one request; raises :class:`Defer` to be re-queued.
+    ``raw``: the record as read when arq's job was picked up (None: read it now)."""
     store = deps.store
-    record = await store.get(request_id)
+    record = Record.from_json(raw) if raw is not None else await store.get(request_id)
     if record is None or record.state.terminal:
         log.info("workflow_skipped", reason="unknown or finished request")
         return
