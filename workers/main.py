@@ -16,6 +16,11 @@ from typing import Any
 
 import structlog
 from arq.worker import Worker
+
+try:
+    import uvloop
+except ImportError:  # not built for every platform (Windows): asyncio's own loop then
+    uvloop = None  # type: ignore[assignment]
 from redis.exceptions import WatchError
 
 from service.core.keys import Keys
@@ -134,7 +139,12 @@ def run_worker(settings: Settings) -> None:
     stop_metrics = metrics.serve(settings.worker_metrics_port)
     log.info("worker_bounds", run_s=run_bound_s(settings), recovery_s=recovery_bound_s(settings))
     try:
-        asyncio.run(supervise(settings, metrics))
+        # uvloop's event loop (libuv) where it is installed: the same asyncio API at a lower
+        # CPU cost per socket event, which is most of a worker's time (docs/benchmarks.md, (D))
+        if uvloop is not None:
+            uvloop.run(supervise(settings, metrics))
+        else:
+            asyncio.run(supervise(settings, metrics))
     finally:
         stop_metrics()
         shutdown_tracing()

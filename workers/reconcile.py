@@ -19,17 +19,19 @@ The cron job is ``unique``: with many workers, one of them runs each pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
 from service.core.fields import utcnow
 from service.core.keys import in_progress_key, job_key
-from service.core.models import ErrorInfo, HistoryEntry, Outcome, State
+from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State
 from service.core.settings import Settings
 from service.core.store import Store
 
 log = structlog.get_logger("workers.reconcile")
+#: Records read per round trip (MGET), and their jobs' presence checked per pipeline.
+_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,41 +48,60 @@ async def reconcile_once(store: Store, settings: Settings) -> Pass:
     """Re-enqueue orphaned requests and fail stuck ones; safe to run concurrently."""
     checked = requeued = failed = 0
     now = utcnow()
-    grace = timedelta(seconds=settings.stuck_grace_s)
     for state in (State.QUEUED, State.RUNNING):
-        for request_id in await store.ids_in_state(state):
-            checked += 1
-            record = await store.get(request_id)
-            if record is None or record.state.terminal:
-                continue
-            # Only a request that has started has a budget: one still waiting in a backlog is
-            # not stuck, it is queued (and re-enqueued below if its job was lost).
-            if record.retry_until is not None and now > record.retry_until + grace:
-                record.state = State.FAILED
-                record.error = ErrorInfo(
-                    code="RequestStuck",
-                    message="the request did not finish within its retry budget plus "
-                    f"{settings.stuck_grace_s:g}s of grace; POST .../retry re-drives it",
-                )
-                record.add(HistoryEntry(step=record.step, outcome=Outcome.FAILED, at=now,
-                                        message="failed by the reconciler"))  # fmt: skip
-                await store.save(record)
-                failed += 1
-                log.warning("request_stuck", provisioning_request_id=request_id)
-                continue
-            if record.queued_behind is not None:
-                # Waiting behind another caller's request: start it if that one has ended
-                # (its save normally does this; a crash in between is repaired here).
-                promoted = await store.promote_waiter(record)
-                if promoted is not None:
-                    requeued += 1
-                    log.warning("request_promoted", provisioning_request_id=promoted.id)
-                continue
-            alive = await store.redis.exists(job_key(request_id), in_progress_key(request_id))
-            if not alive and await store.enqueue(request_id):
-                requeued += 1
-                log.warning("request_requeued", provisioning_request_id=request_id)
+        ids = await store.ids_in_state(state)
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            checked += len(batch)
+            found = await _check(store, settings, batch, now)
+            requeued, failed = requeued + found[0], failed + found[1]
     trimmed = await store.trim_expired()
     if trimmed:
         log.info("index_trimmed", records=trimmed)
     return Pass(checked, requeued, failed, trimmed)
+
+
+async def _check(
+    store: Store, settings: Settings, ids: list[str], now: datetime
+) -> tuple[int, int]:
+    """One batch of a pass, read in one round trip: whether each request's arq job is there,
+    then the records (in that order: a job that ends after its check has saved its record's
+    end first, so it is not taken for lost); returns (requeued, failed)."""
+    requeued = failed = 0
+    grace = timedelta(seconds=settings.stuck_grace_s)
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for request_id in ids:
+            pipe.exists(job_key(request_id), in_progress_key(request_id))
+        pipe.mget([store.record_key(i) for i in ids])
+        *jobs, raws = await pipe.execute()
+    records = [None if raw is None else Record.from_json(raw) for raw in raws]
+    for request_id, record, alive in zip(ids, records, jobs, strict=True):
+        if record is None or record.state.terminal:
+            continue
+        # Only a request that has started has a budget: one still waiting in a backlog is
+        # not stuck, it is queued (and re-enqueued below if its job was lost).
+        if record.retry_until is not None and now > record.retry_until + grace:
+            record.state = State.FAILED
+            record.error = ErrorInfo(
+                code="RequestStuck",
+                message="the request did not finish within its retry budget plus "
+                f"{settings.stuck_grace_s:g}s of grace; POST .../retry re-drives it",
+            )
+            record.add(HistoryEntry(step=record.step, outcome=Outcome.FAILED, at=now,
+                                    message="failed by the reconciler"))  # fmt: skip
+            await store.save(record)
+            failed += 1
+            log.warning("request_stuck", provisioning_request_id=request_id)
+            continue
+        if record.queued_behind is not None:
+            # Waiting behind another caller's request: start it if that one has ended
+            # (its save normally does this; a crash in between is repaired here).
+            promoted = await store.promote_waiter(record)
+            if promoted is not None:
+                requeued += 1
+                log.warning("request_promoted", provisioning_request_id=promoted.id)
+            continue
+        if not alive and await store.enqueue(request_id):
+            requeued += 1
+            log.warning("request_requeued", provisioning_request_id=request_id)
+    return requeued, failed

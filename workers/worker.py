@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import structlog
 from arq import Retry
 from arq.cron import cron
 from arq.worker import Worker, func
+from redis.commands.core import AsyncScript
 
 from service.core.application_store import HEALTH_CALLBACK_FUNCTION, HEALTH_WRITEBACK_FUNCTION
 from service.core.errors import StoreUnavailable
-from service.core.keys import Keys
+from service.core.keys import Keys, in_progress_key
 from service.core.queue import (
     CALLBACK_FUNCTION,
     FUNCTION,
@@ -48,9 +50,10 @@ async def provision(ctx: dict[str, Any], request_id: str) -> None:
     deps: Deps = ctx["deps"]
     job_try = int(ctx.get("job_try", 1))
     bound = run_bound_s(deps.settings)
+    raw = ctx.get("prefetched", {}).pop(request_id, None)  # read when the job was picked up
     deps.metrics.in_flight.inc()
     try:
-        await asyncio.wait_for(run_request(deps, request_id, job_try), timeout=bound)
+        await asyncio.wait_for(run_request(deps, request_id, job_try, raw), timeout=bound)
     except Defer as d:
         raise Retry(defer=d.seconds) from d
     except StoreUnavailable as e:
@@ -96,19 +99,86 @@ def health_key(settings: Settings, worker_name: str | None = None) -> str:
     return Keys(settings.queue_name).health_check(worker_name or settings.worker_name)
 
 
+# A poll in one round trip: the due ids of queue ARGV[1] (score <= ARGV[2] ms, at most ARGV[5]
+# read), and for each one not in progress (key ARGV[6] .. id), until ARGV[4] are started: the
+# in-progress key set (PX ARGV[3]) and the request's record (key ARGV[7] .. id) read for the
+# run (false for a job that is not a request's). What arq does with a ZRANGEBYSCORE, then per
+# job WATCH and EXISTS on the in-progress key, ZSCORE and MULTI/PSETEX/EXEC, atomically.
+# Returns (id, score, record) of each job started.
+_POLL = """
+local queue, now, px, free = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local started = {}
+local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[5])
+for i = 1, #due, 2 do
+  if #started >= 3 * free then break end
+  local id = due[i]
+  local key = ARGV[6] .. id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('PSETEX', key, px, '1')
+    started[#started + 1] = id
+    started[#started + 1] = due[i + 1]
+    started[#started + 1] = redis.call('GET', ARGV[7] .. id)
+  end
+end
+return started
+"""
+
+
 class LocalAwareWorker(Worker):
-    """arq's Worker, minus the re-checks of jobs it is running itself.
+    """arq's Worker, polling its queue in one round trip.
 
-    arq leaves a job in the queue while it runs, and every poll (every 50 ms here) reads the
-    due ids and, for each, asks Redis whether it is in progress (WATCH, EXISTS, ZSCORE: three
-    round trips). With hundreds of workflows in flight that was most of the worker's Redis
-    traffic (docs/benchmarks.md, (D)); a job this worker runs is known to be in progress
-    without asking."""
+    arq leaves a job in the queue while it runs; every poll (every 50 ms here) it read the due
+    ids, then for each asked Redis whether it was in progress and claimed it (four round trips
+    a job, and every id of the jobs it runs itself decoded and checked again on every poll). A
+    poll here is one script (:data:`_POLL`) with arq's rules (due, not in progress) that also
+    reads the records of the jobs it starts: a run needs no round trip of its own to read the
+    request it works on (``ctx["prefetched"]``, taken by :func:`provision`)."""
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's, for the ids this worker is not running itself."""
-        running = {job_id for job_id, task in self.tasks.items() if not task.done()}
-        await super().start_jobs([i for i in job_ids if i.decode() not in running])
+    _poll: AsyncScript | None = None
+
+    async def _poll_iteration(self) -> None:
+        """arq's, with the read and the start of the due jobs in one script."""
+        count = self.queue_read_limit
+        if self.burst and self.max_burst_jobs >= 0:
+            left = self.max_burst_jobs - self._jobs_started()
+            if left < 1:
+                return
+            count = min(left, count)
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            await self._start_due(count)
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # a crash in run_job surfaces here, as in arq
+        await self.heart_beat()
+
+    async def _start_due(self, count: int) -> None:
+        free = self.max_jobs - self.job_counter
+        if self._poll is None:
+            self._poll = self.pool.register_script(_POLL)
+        now_ms = int(time.time() * 1000)
+        px = int(self.in_progress_timeout_s * 1000)
+        args: list[str | int] = [self.queue_name, now_ms, px, free, count]
+        args += [in_progress_key(""), self._records]
+        picked = await self._poll(args=args)
+        prefetched: dict[str, bytes] = self.ctx.setdefault("prefetched", {})
+        if len(prefetched) > 10 * self.max_jobs:  # runs that never came (an expired job)
+            prefetched.clear()
+        for job_id_b, score, raw in zip(picked[::3], picked[1::3], picked[2::3], strict=True):
+            job_id = job_id_b.decode()
+            if raw is not None:
+                prefetched[job_id] = raw
+            await self.sem.acquire()
+            self.job_counter = self.job_counter + 1
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    @property
+    def _records(self) -> str:
+        return Keys(self.queue_name).record("")
 
 
 def build_worker(
@@ -156,7 +226,9 @@ def build_worker(
         },
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
-        "allow_abort_jobs": True,
+        # Cancels go through the request's own flag (docs/reliability.md), never arq's
+        # Job.abort: no abort set to read on every poll.
+        "allow_abort_jobs": False,
         "health_check_interval": settings.health_check_interval_s,
         "health_check_key": health_key(settings),
         "cron_jobs": [

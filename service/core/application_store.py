@@ -4,9 +4,11 @@ Keys (built in :mod:`service.core.keys`): the application JSON (no expiry: a wat
 watched until Graph says it is gone), lex-sorted sets of principal ids (all, and by health)
 for listing, and the watch's sorted set of ``{sp}:{jobId}`` members scored by the next check
 time in ms. Every change goes through :meth:`ApplicationStore.update`: read, change and
-write back under WATCH/MULTI, so the request hook and the watch never lose each other's
-writes, and a change of health stores its event and queues its notifications (callback,
-ticket note) in the same transaction, as :meth:`Store.save` does for a request's end.
+write back under WATCH/MULTI (or :meth:`ApplicationStore.prepare`: the request hook's change,
+written by the request's final save only while the application is as read), so the request
+hook and the watch never lose each other's writes, and a change of health stores its event
+and queues its notifications (callback, ticket note) in the same transaction, as
+:meth:`Store.save` does for a request's end.
 
 Reads for the API and the status page: :meth:`get`, :meth:`list` (by health, paged),
 :meth:`counts`.
@@ -18,6 +20,7 @@ import builtins
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -28,6 +31,7 @@ from service.core.keys import Keys, job_key
 from service.core.queue import JOB_EXPIRES_MS, encoded_job
 from service.core.redis import guarded
 from service.core.store import Store
+from service.core.store_save import Guarded
 
 HEALTH_CALLBACK_FUNCTION = "deliver_health_callback"
 HEALTH_WRITEBACK_FUNCTION = "write_back_health"
@@ -202,7 +206,31 @@ class ApplicationStore:
 
         return await guarded(run)
 
-    def _write(self, pipe: Redis, app: Application, before: set[Health], result: Update) -> None:
+    async def prepare(
+        self,
+        service_principal_id: str,
+        change: Callable[[Application], Update | None],
+        *,
+        create: bool = False,
+    ) -> Guarded | None:
+        """:meth:`update`'s read and change, with its writes returned instead of run: for a
+        save that runs them only while the application is still as read
+        (:meth:`Store.save_final`); None when there is nothing to write."""
+        key = self.keys.application(service_principal_id)
+        raw = await guarded(lambda: self.redis.get(key))
+        if raw is None and not create:
+            return None
+        app = Application.from_json(raw) if raw is not None else None
+        app = app or Application(service_principal_id=service_principal_id)
+        before = app.healths() if raw is not None else set()
+        result = change(app)
+        if result is None:
+            return None
+        prepared = Guarded(key, raw)
+        self._write(prepared.writes, app, before, result)
+        return prepared
+
+    def _write(self, pipe: Any, app: Application, before: set[Health], result: Update) -> None:
         sp = app.service_principal_id
         pipe.set(self.keys.application(sp), app.to_json())
         pipe.zadd(self.keys.applications, {sp: 0})
@@ -223,7 +251,7 @@ class ApplicationStore:
             if event.caller.startswith("webhook:") and event.external_reference:
                 self._queue(pipe, HEALTH_WRITEBACK_FUNCTION, f"healthwb:{event.id}", event.id)
 
-    def _queue(self, pipe: Redis, function: str, job_id: str, event_id: str) -> None:
+    def _queue(self, pipe: Any, function: str, job_id: str, event_id: str) -> None:
         """An arq job in the transaction, as :meth:`Store._queue_job` writes one."""
         job, now_ms = encoded_job(event_id, function=function)
         pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS, nx=True)

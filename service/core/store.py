@@ -6,7 +6,8 @@ The keys are described and built in :mod:`service.core.keys`.
 one Lua script (:mod:`service.core.store_scripts`), so a 202 never means "stored but not
 queued" or the reverse. The listing indexes (per caller, and their retention) are kept by
 :mod:`service.core.indexes`; the slot's transactions are in :mod:`service.core.store_slots`,
-the Idempotency-Key claims in :mod:`service.core.idempotency`.
+the Idempotency-Key claims in :mod:`service.core.idempotency`, the worker's saves in
+:mod:`service.core.store_save`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from service.core.queue import JOB_EXPIRES_MS, encoded_job
 from service.core.redis import guarded
 from service.core.request import Credential
 from service.core.store_base import RELEASE, TERMINAL, digest
+from service.core.store_save import Saves
 from service.core.store_scripts import HOLDER, Batch
 from service.core.store_slots import SlotTransitions
 
@@ -49,7 +51,7 @@ class Accepted:
     replay: IdempotencyEntry | None = None
 
 
-class Store(SlotTransitions, IdempotencyKeys):
+class Store(Saves, SlotTransitions, IdempotencyKeys):
     """Reads and writes provisioning records; shared by the API and the workers."""
 
     # intake -----------------------------------------------------------------------------
@@ -130,33 +132,6 @@ class Store(SlotTransitions, IdempotencyKeys):
         """The record, or None when unknown or expired."""
         raw = await guarded(lambda: self.redis.get(self.record_key(request_id)))
         return None if raw is None else Record.from_json(raw)
-
-    async def save(self, record: Record, *, notify: bool = True) -> bool:
-        """Write a record back (the worker is its only writer while it runs). A terminal state
-        releases the in-flight claim so a new request for the same app can start (the first
-        request queued behind it starts now), and queues the notifications (callback, ticket
-        write-back) in the same transaction, unless ``notify=False``: a notification job
-        saving its own delivery attempts.
-
-        Returns whether the API asked for the request to stop (:meth:`cancel_requested`), read
-        in the same transaction: a worker that saves at a step boundary needs no second round
-        trip for the flag (always False for a terminal state, which clears the flag)."""
-
-        async def run() -> bool:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                self._write(pipe, record)
-                if record.state.terminal:
-                    self._terminal_writes(pipe, record, notify)
-                else:
-                    pipe.exists(self.keys.cancel(record.id))
-                results = await pipe.execute()
-                return not record.state.terminal and bool(results[-1])
-
-        cancelled = await guarded(run)
-        if record.state.terminal and notify:
-            # A crash here is repaired by the reconciler (it promotes waiters of free slots).
-            await self.promote_waiter(record)
-        return cancelled
 
     async def list(
         self,

@@ -108,7 +108,11 @@ class StoreBase:
         pipe.eval(RELEASE, 1, self._inflight_key(record), record.id)
         pipe.lrem(self._waiting_key(record), 0, record.id)
         pipe.delete(self.keys.credentials(record.id), self.keys.cancel(record.id))
-        # Queued with the terminal state itself: a crash cannot lose them.
+        self._queue_notifications(pipe, record, notify)
+
+    def _queue_notifications(self, pipe: Any, record: Record, notify: bool) -> None:
+        """The notification jobs of a terminal state (callback, ticket write-back), added to
+        the transaction that writes it: a crash cannot lose them."""
         for function, job_id in notification_jobs(
             record.id,
             len(record.history),

@@ -1,5 +1,5 @@
-"""The transactions over a request's in-flight slot: the next waiter promoted, the final save
-against a cancel, a cancel, a redrive and a re-enqueue.
+"""The transactions over a request's in-flight slot: the next waiter promoted, a cancel, a
+redrive and a re-enqueue (the final save is in :mod:`service.core.store_save`).
 
 Each is a ``WATCH``/``MULTI`` loop, so the slot (one live request per principal and template)
 and the record never disagree, whatever runs at the same time.
@@ -54,33 +54,6 @@ class SlotTransitions(StoreBase):
                         continue
 
         return await guarded(run)
-
-    async def save_final(self, record: Record, on_cancel: Callable[[Record], None]) -> bool:
-        """The worker's last save, atomic with the cancel flag (WATCH): when a cancel was
-        accepted before it, ``on_cancel`` turns the record into its cancelled form first, so
-        a 202 to cancel always ends ``cancelled``. Returns True when the cancel won."""
-        assert record.state.terminal
-        flag = self.keys.cancel(record.id)
-
-        async def run() -> bool:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(flag)
-                        won = bool(await pipe.exists(flag)) and record.state is not State.CANCELLED
-                        if won:
-                            on_cancel(record)
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        self._write(pipe, record)
-                        self._terminal_writes(pipe, record, True)
-                        await pipe.execute()
-                        return won
-                    except WatchError:
-                        continue
-
-        won = await guarded(run)
-        await self.promote_waiter(record)  # a crash before this: the reconciler promotes
-        return won
 
     async def cancel(
         self, request_id: str, cancel_queued: Callable[[Record], None]

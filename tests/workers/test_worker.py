@@ -91,3 +91,57 @@ async def test_a_poll_does_not_recheck_the_jobs_this_worker_runs(
 async def _calls(redis: Redis, command: str) -> int:
     stats = await redis.info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_two_workers_pick_up_each_job_once_without_a_watch(
+    redis: Redis, redis_url: str
+) -> None:
+    """A poll claims its due jobs in one script (no WATCH/EXISTS/ZSCORE per job), with arq's
+    rules: two workers polling the same queue never run a job twice."""
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(ctx: dict[str, Any], n: int) -> None:
+        runs.append(ctx["job_id"])
+        await release.wait()
+
+    settings = load_settings(redis_url=redis_url)
+    workers = [
+        build_worker(
+            settings,
+            functions=[func(hold, name="hold")],
+            cron_jobs=[],
+            on_startup=None,
+            on_shutdown=None,
+            handle_signals=False,
+            poll_delay=0.01,
+            max_jobs=40,
+        )
+        for _ in range(2)
+    ]
+    pool = await create_pool(
+        arq_redis_settings(redis_url), job_serializer=job_serializer, default_queue_name=""
+    )
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for n in range(60):
+            await pool.enqueue_job("hold", n, _queue_name=settings.queue_name)
+        watches = await _calls(redis, "watch")  # arq's enqueue_job WATCHes; the polls must not
+        tasks = [asyncio.create_task(w.async_run()) for w in workers]
+        while len(runs) < 60:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # more polls while all 60 run
+        assert sorted(runs) == sorted(set(runs))
+        assert await _calls(redis, "watch") == watches
+        assert sorted(w.job_counter for w in workers) == [20, 40]
+    finally:
+        release.set()
+        for _ in range(500):  # arq's close cancels the jobs still running: let them end first
+            if all(t.done() for w in workers for t in w.tasks.values()):
+                break
+            await asyncio.sleep(0.01)
+        for w in workers:
+            await w.close()
+        for t in tasks:
+            t.cancel()
+        await pool.aclose()

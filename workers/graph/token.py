@@ -4,7 +4,10 @@ msal is synchronous and its constructor already does network I/O (the authority'
 document), so the app is built once at worker start-up in a thread and every call goes through
 ``asyncio.to_thread``. msal caches the token and refreshes it shortly before it expires; a Graph
 401 ``InvalidAuthenticationToken`` makes the Graph client call :meth:`TokenProvider.invalidate`
-so the next call fetches a new one.
+so the next call fetches a new one. Between two asks the token msal gave is reused for a tenth
+of its remaining lifetime, at most a minute: a thread hop and msal's cache search on every
+Graph call were a large part of a worker's CPU (docs/benchmarks.md, (D)), and msal is still
+asked often enough to refresh it on its own schedule.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import binascii
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from service.core.errors import ConfigError, TokenError
 from service.core.settings import Settings
 from workers.graph.tls import PinnedVerifySession
+
+#: The longest a token msal gave is reused before msal is asked again.
+_REUSE_MAX_S = 60.0
 
 
 def token_roles(token: str) -> tuple[str, ...] | None:
@@ -68,6 +75,7 @@ class TokenProvider:
         self._lock = threading.Lock()
         self.acquisitions = 0  # tokens fetched from the network, for metrics and tests
         self.on_acquire: Callable[[], None] | None = None
+        self._reuse: tuple[str, float] | None = None  # (token, monotonic time to ask again)
 
     @classmethod
     async def create(cls, settings: Settings) -> TokenProvider:
@@ -104,8 +112,13 @@ class TokenProvider:
         return cls(app, settings.scope)
 
     def _acquire(self) -> str:
-        with self._lock:
+        with self._lock:  # the reuse is set under the lock too: invalidate() clears both
             cached = self._app.acquire_token_for_client(scopes=self._scopes)
+            self._reuse = None
+            if "access_token" in cached:
+                reuse_s = min(_REUSE_MAX_S, 0.1 * float(cached.get("expires_in") or 0))
+                deadline = time.monotonic() + reuse_s
+                self._reuse = (str(cached["access_token"]), deadline) if reuse_s > 0 else None
         if "access_token" not in cached:
             raise TokenError(
                 str(cached.get("error", "no_token")),
@@ -122,6 +135,9 @@ class TokenProvider:
 
     async def token(self) -> str:
         """A current access token (from msal's cache when still valid)."""
+        reuse = self._reuse
+        if reuse is not None and time.monotonic() < reuse[1]:
+            return reuse[0]
         try:
             return await asyncio.to_thread(self._acquire)
         except OSError as e:
@@ -138,8 +154,11 @@ class TokenProvider:
     async def invalidate(self, token: str) -> None:
         """Drop ``token`` from msal's cache so the next :meth:`token` fetches a fresh one."""
 
+        self._reuse = None
+
         def drop() -> None:
             with self._lock:
+                self._reuse = None
                 cache = self._app.token_cache
                 entries = list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN))
                 for entry in entries:

@@ -39,6 +39,7 @@ from service.core.cycles import LastCycle
 from service.core.errors import GraphError, GraphFailure, TokenError, WorkflowFailed
 from service.core.fields import utcnow
 from service.core.models import Record, State, Step
+from service.core.store_save import Guarded
 from workers.graph.health import assess
 from workers.graph.models import SynchronizationError, SynchronizationJob
 from workers.watch.auto_restart import AutoRestarter
@@ -111,21 +112,20 @@ def reading_of(job: SynchronizationJob, *, expects_users: bool = False) -> Readi
     )
 
 
-async def register_job(deps: Deps, record: Record) -> None:
+async def register_job(deps: Deps, record: Record) -> Guarded | None:
     """The workflow's hook at a request's end: a request that ``succeeded`` with a job (created
-    or adopted) puts the job under watch; a succeeded ``deprovision`` takes it off. Called
-    before the terminal state is saved, so a crash in between re-runs the request's end and
-    registers again (idempotent)."""
+    or adopted) puts the job under watch; a succeeded ``deprovision`` takes it off. Returns the
+    application's writes, which the request's final save runs in the same script (prepared
+    again if the application changed meanwhile): the end and the watch never disagree."""
     if record.state is not State.SUCCEEDED or not record.job_id or not deps.settings.watch_enabled:
-        return
+        return None
     apps = ApplicationStore.of(deps.store)
     if record.action == "deprovision":
-        await apps.update(
+        return await apps.prepare(
             record.service_principal_id, lambda app: deprovisioned(app, record, utcnow()).update
         )
-        return
     schedule = Schedule.of(deps.settings)
-    await apps.update(
+    return await apps.prepare(
         record.service_principal_id,
         lambda app: registered(app, record, utcnow(), schedule).update,
         create=True,

@@ -13,6 +13,11 @@ Two Redis keys per (principal, template), both built in :mod:`service.core.keys`
   (lost answer, 5xx after the job was made, a holder killed mid-POST) and waits for the list
   instead of POSTing again. A run that takes the claim over after a crash therefore never
   creates a second job while the first one may still appear.
+
+Each move is one round trip: the lease is taken and the note read in one script (the note can
+only change under the lease, so it is current for the holder); the note is written, the lease
+renewed and the record saved in one (:meth:`JobClaim.save_noted`, before the POST); the note
+completed and the lease released in one (:meth:`JobClaim.complete`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
+from service.core.models import Record
 from service.core.redis import guarded
+from service.core.store import Store
 
 # Renew or release only while the key still holds our token.
 _RENEW = (
@@ -37,6 +44,17 @@ _RENEW = (
     "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 )
 _DELETE_IF = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+# Take the lease KEYS[1] (token ARGV[1], PX ARGV[2]) if free: {1, the note KEYS[2]}; else
+# {0, the lease's PTTL}.
+_ACQUIRE = (
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "return {1, redis.call('GET', KEYS[2])} end return {0, redis.call('PTTL', KEYS[1])}"
+)
+# Write the note KEYS[2] (ARGV[2], PX ARGV[3]), then release the lease KEYS[1] if ours.
+_COMPLETE = (
+    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) "
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
@@ -79,46 +97,54 @@ class JobClaim:
         self.token = secrets.token_hex(16)
         self._renewer: asyncio.Task[None] | None = None
         self.lost = False
+        self._held = False
+        #: The create note as it stood when the lease was taken (None: no create noted).
+        self.seen_note: CreateNote | None = None
+        self._left_ms = 0
 
     # the lease ------------------------------------------------------------------------------
     async def acquire(self) -> bool:
-        """Take the lease if free; start renewing it."""
-        taken = await guarded(
-            lambda: self._redis.set(self.key, self.token, nx=True, px=self._ttl_ms)
+        """Take the lease if free and read the note (:attr:`seen_note`); start renewing."""
+        taken, value = await self._eval(
+            _ACQUIRE, self.key, self.token, str(self._ttl_ms), keys=(self.note_key,)
         )
         if not taken:
+            self._left_ms = int(value)
             return False
+        self.seen_note = None if value is None else CreateNote.load(value)
         self.lost = False
+        self._held = True
         self._renewer = asyncio.create_task(self._renew_loop())
         return True
 
     async def wait_s(self) -> float:
-        """How long the current holder's lease still runs (a bound on a useful wait)."""
-        left = await guarded(lambda: self._redis.pttl(self.key))
-        return max(0.05, int(left) / 1000) if int(left) > 0 else 0.05
-
-    async def confirm(self) -> None:
-        """Renew now; :class:`LeaseLost` unless we still hold it (checked before a POST)."""
-        if self.lost or not await self._renew():
-            self.lost = True
-            raise LeaseLost(self.key)
+        """How long the holder's lease still ran when :meth:`acquire` failed (a bound on a
+        useful wait)."""
+        return max(0.05, self._left_ms / 1000) if self._left_ms > 0 else 0.05
 
     async def release(self) -> None:
-        """Stop renewing and delete the lease if it is still ours."""
+        """Stop renewing and delete the lease if it is still ours (and not released yet)."""
+        await self._stop_renewing()
+        if not self._held:
+            return
+        self._held = False
+        with contextlib.suppress(Exception):  # an unreleased lease expires by itself
+            await self._eval(_DELETE_IF, self.key, self.token)
+
+    async def _stop_renewing(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._renewer
             self._renewer = None
-        with contextlib.suppress(Exception):  # an unreleased lease expires by itself
-            await self._eval(_DELETE_IF, self.key, self.token)
 
     async def _renew(self) -> bool:
         return bool(await self._eval(_RENEW, self.key, self.token, str(self._ttl_ms)))
 
-    async def _eval(self, script: str, key: str, *args: str) -> Any:
+    async def _eval(self, script: str, key: str, *args: str, keys: tuple[str, ...] = ()) -> Any:
         async def run() -> Any:
-            return await cast(Awaitable[Any], self._redis.eval(script, 1, key, *args))
+            call = self._redis.eval(script, 1 + len(keys), key, *keys, *args)
+            return await cast(Awaitable[Any], call)
 
         return await guarded(run)
 
@@ -134,12 +160,27 @@ class JobClaim:
                 return
 
     # the create note ------------------------------------------------------------------------
-    async def note(self) -> CreateNote | None:
-        raw = await guarded(lambda: self._redis.get(self.note_key))
-        return None if raw is None else CreateNote.load(raw)
+    async def save_noted(self, store: Store, record: Record, note: CreateNote) -> CreateNote:
+        """Right before a POST: write ``note`` and save ``record`` with its ``createSentAt``
+        in one script, which also renews the lease; returns the note. :class:`LeaseLost`
+        (nothing written, the record as it was) unless we still hold the lease."""
+        lease = (self.key, self.token, self._ttl_ms)
+        write = ("SET", self.note_key, note.dump(), "PX", self._note_ttl_ms)
+        before, record.create_sent_at = record.create_sent_at, note.sent_at
+        if self.lost or await store.save_leased(record, lease, [write]) is None:
+            self.lost = True
+            record.create_sent_at = before
+            raise LeaseLost(self.key)
+        return note
 
-    async def write_note(self, note: CreateNote) -> None:
-        await guarded(lambda: self._redis.set(self.note_key, note.dump(), px=self._note_ttl_ms))
+    async def complete(self, note: CreateNote) -> None:
+        """Write the note naming the job Graph's answer made, and release the lease."""
+        await self._stop_renewing()
+        self._held = False
+        await self._eval(
+            _COMPLETE, self.key, self.token, note.dump(), str(self._note_ttl_ms),
+            keys=(self.note_key,),
+        )  # fmt: skip
 
     async def drop_note(self, note: CreateNote) -> None:
         """Forget ``note`` (a create Graph clearly refused), unless another replaced it."""

@@ -96,7 +96,7 @@ class CreateJob:
         if existing is not None:
             rec.job_id, rec.create_sent_at = existing.id, None
             return StepResult(Outcome.ADOPTED, listed, "adopted existing job")
-        note = await claim.note()
+        note = claim.seen_note  # read with the lease: only a holder writes it
         if note is not None and note.job_id:
             rec.job_id, rec.create_sent_at = note.job_id, None
             return StepResult(
@@ -123,11 +123,8 @@ class CreateJob:
             # deferred) leaves no note that would make the next run wait out the settle budget
             # for a create that was never sent.
             nonlocal mine
-            await claim.confirm()
-            mine = CreateNote(utcnow(), rec.id)
-            await claim.write_note(mine)
-            rec.create_sent_at = mine.sent_at
-            await self.deps.store.save(rec)  # before the POST: a crash now is remembered
+            # the note and the record's sentAt saved before the POST: a crash now is remembered
+            mine = await claim.save_noted(self.deps.store, rec, CreateNote(utcnow(), rec.id))
             return await self.graph.create_job(self.sp, template, crid)
 
         try:
@@ -154,7 +151,7 @@ class CreateJob:
         if not created.value.id:
             # an answer without the job: list again rather than guess
             return 0.5, "the create POST's answer names no job"
-        await claim.write_note(CreateNote(mine.sent_at, rec.id, created.value.id))
+        await claim.complete(CreateNote(mine.sent_at, rec.id, created.value.id))
         rec.job_id, rec.create_sent_at = created.value.id, None
         self.created = created.value
         return StepResult(response=created, message="created job")

@@ -1,12 +1,21 @@
-"""How a run's end reads: the failure a Graph or token error becomes (code, message and
-Graph's ids, for the record and the caller) and the cancelled line, which says what stays in
-the tenant. Kept apart from the run loop so the API, the CLI and the tests word an end the
-same way the worker does."""
+"""How a run's end reads: the failure a Graph or token error, or a job that verify finds
+quarantined or failing, becomes (code, message and Graph's ids, for the record and the
+caller) and the cancelled line, which says what stays in the tenant. Kept apart from the run
+loop so the API, the CLI and the tests word an end the same way the worker does."""
 
 from __future__ import annotations
 
-from service.core.errors import GraphFailure, GraphRequestFailed, TokenError, WorkflowFailed
+from service.core.errors import (
+    GraphFailure,
+    GraphRequestFailed,
+    JobFailing,
+    JobQuarantined,
+    TokenError,
+    WorkflowFailed,
+)
 from service.core.models import Outcome, Record, Step
+from workers.graph.models import SynchronizationJob
+from workers.graph.response import GraphResponse
 
 
 def cancel_message(record: Record) -> str:
@@ -43,4 +52,39 @@ def token_failure(error: TokenError) -> WorkflowFailed:
         + (f", {codes}" if codes else "")
         + "): check PROVISIONER_CLIENT_ID and its secret or certificate",
         code="TokenAcquisitionFailed",
+    )
+
+
+def quarantined(current: GraphResponse[SynchronizationJob], reason: str) -> JobQuarantined:
+    """The verify failure for a job Graph shows quarantined."""
+    quarantine = current.value.status.quarantine
+    error = quarantine.error if quarantine else None
+    return JobQuarantined(
+        f"the job is {reason} (status.code {current.value.status_code or '?'})",
+        graph_status=current.status,
+        graph_request_id=current.request_id,
+        details={
+            "reason": (quarantine.reason if quarantine else None) or "Unknown",
+            "statusCode": current.value.status_code,
+            "errorCode": error.code if error else None,
+            "tenantActionable": error.tenant_actionable if error else None,
+        },
+    )
+
+
+def failing(current: GraphResponse[SynchronizationJob], reason: str) -> JobFailing:
+    """The verify failure for a job whose cycles fail."""
+    status = current.value.status
+    last = status.last_execution
+    error = last.error if last else None
+    return JobFailing(
+        f"the job's cycles fail: {reason}",
+        graph_status=current.status,
+        graph_request_id=current.request_id,
+        details={
+            "lastExecutionState": last.state if last else None,
+            "countSuccessiveCompleteFailures": status.count_successive_complete_failures,
+            "errorCode": error.code if error else None,
+            "tenantActionable": error.tenant_actionable if error else None,
+        },
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -228,8 +229,8 @@ class Run:
             self._history(step, outcome, message=message)
         self.record.state = state
         self.record.updated_at = utcnow()
-        await register_job(self.deps, self.record)  # the health watch, before the end is saved
-        if await self.deps.store.save_final(self.record, self._cancelled_instead):
+        watch = partial(register_job, self.deps, self.record)  # saved with the end
+        if await self.deps.store.save_final(self.record, self._cancelled_instead, watch):
             state = State.CANCELLED
         self.deps.metrics.finished(
             state.value, self.record.error.code if self.record.error else None
@@ -250,10 +251,11 @@ class Run:
         record.updated_at = utcnow()
 
 
-async def run_request(deps: Deps, request_id: str, job_try: int) -> None:
-    """Run (or resume) the workflow of one request; raises :class:`Defer` to be re-queued."""
+async def run_request(deps: Deps, request_id: str, job_try: int, raw: bytes | None = None) -> None:
+    """Run (or resume) the workflow of one request; raises :class:`Defer` to be re-queued.
+    ``raw``: the record as read when arq's job was picked up (None: read it now)."""
     store = deps.store
-    record = await store.get(request_id)
+    record = Record.from_json(raw) if raw is not None else await store.get(request_id)
     if record is None or record.state.terminal:
         log.info("workflow_skipped", reason="unknown or finished request")
         return

@@ -45,7 +45,7 @@ class Steps(CreateJob, VerifyJob):
         """Each step's coroutine, by step."""
         return {
             Step.RESOLVE_TEMPLATE: self.resolve_template,
-            Step.CREATE_JOB: self.create_job,
+            Step.CREATE_JOB: self.create_noting_cycle,
             Step.SAVE_SECRETS: self.save_secrets,
             Step.START_JOB: self.start_job,
             Step.VERIFY: self.verify,
@@ -166,17 +166,30 @@ class Steps(CreateJob, VerifyJob):
         )
         return StepResult(response=started, message="started")
 
+    async def create_noting_cycle(self) -> StepResult:
+        """create_job; for a job it made, also the reading start_job's POST will go by (the
+        create answer's: no cycle), saved with the step's line instead of on its own."""
+        result = await self.create_job()
+        if self.created is not None and self.record.start:
+            self._note(Step.START_JOB, self.created)
+        return result
+
     async def note_cycle(self, step: Step, job: SynchronizationJob) -> None:
         """Right before ``step`` POSTs a start or restart: remember the last cycle the job shows
         (verify takes it and older ones for old news). The first run's reading is kept and
         saved before the POST: a run that repeats the step after a crash would read the cycle
         the lost POST started, which is this request's own."""
+        if self._note(step, job):
+            await self.deps.store.save(self.record)
+
+    def _note(self, step: Step, job: SynchronizationJob) -> bool:
+        """Keep ``job``'s last cycle as ``step``'s reading unless one is kept already."""
         if step.value in self.record.cycles_seen:
-            return
+            return False
         last = job.status.last_execution
         began = last.time_began if last is not None and last.time_began is not None else None
         self.record.cycles_seen[step.value] = began or NO_CYCLE
-        await self.deps.store.save(self.record)
+        return True
 
     def _job_id(self) -> str:
         assert self.record.job_id is not None

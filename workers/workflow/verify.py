@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from service.core.errors import JobFailing, JobNotStarted, JobQuarantined
+from service.core.errors import JobNotStarted
 from service.core.fields import utcnow
 from service.core.health import Health
 from service.core.models import Outcome, Record, Step
@@ -27,6 +27,7 @@ from workers.graph.models import SynchronizationJob
 from workers.graph.response import GraphResponse
 from workers.workflow.calls import CallRunner
 from workers.workflow.deps import Deps, StepResult
+from workers.workflow.failures import failing, quarantined
 from workers.workflow.retry import CallKind
 
 #: The steps that (re)start a job: verify times its window from the latest of them.
@@ -61,9 +62,9 @@ class VerifyJob:
             job = current.value
             verdict = assess(job, since=w.since, seen=w.seen)
             if verdict.health is Health.QUARANTINED:
-                raise _quarantined(current, verdict.reason)
+                raise quarantined(current, verdict.reason)
             if verdict.health is Health.FAILING:
-                raise _failing(current, verdict.reason)
+                raise failing(current, verdict.reason)
             schedule, status = job.schedule_state, job.status_code
             if verdict.health is Health.HEALTHY and first_cycle_finished(job, w.since, w.seen):
                 last = job.status.last_execution
@@ -160,37 +161,4 @@ def _not_started(
         graph_status=current.status,
         graph_request_id=current.request_id,
         details={"health": health.value},
-    )
-
-
-def _quarantined(current: GraphResponse[SynchronizationJob], reason: str) -> JobQuarantined:
-    quarantine = current.value.status.quarantine
-    error = quarantine.error if quarantine else None
-    return JobQuarantined(
-        f"the job is {reason} (status.code {current.value.status_code or '?'})",
-        graph_status=current.status,
-        graph_request_id=current.request_id,
-        details={
-            "reason": (quarantine.reason if quarantine else None) or "Unknown",
-            "statusCode": current.value.status_code,
-            "errorCode": error.code if error else None,
-            "tenantActionable": error.tenant_actionable if error else None,
-        },
-    )
-
-
-def _failing(current: GraphResponse[SynchronizationJob], reason: str) -> JobFailing:
-    status = current.value.status
-    last = status.last_execution
-    error = last.error if last else None
-    return JobFailing(
-        f"the job's cycles fail: {reason}",
-        graph_status=current.status,
-        graph_request_id=current.request_id,
-        details={
-            "lastExecutionState": last.state if last else None,
-            "countSuccessiveCompleteFailures": status.count_successive_complete_failures,
-            "errorCode": error.code if error else None,
-            "tenantActionable": error.tenant_actionable if error else None,
-        },
     )

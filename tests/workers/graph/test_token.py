@@ -50,6 +50,30 @@ async def test_invalidate_fetches_a_new_token(sandbox: SandboxProcess) -> None:
     assert provider.acquisitions == 2
 
 
+async def test_a_token_is_reused_without_asking_msal_until_invalidated(
+    sandbox: SandboxProcess,
+) -> None:
+    """Between two asks the token is reused in-process (no thread hop, no cache search); an
+    invalidated one never is."""
+    provider = await TokenProvider.create(_settings(sandbox))
+    asks = 0
+    acquire = provider._app.acquire_token_for_client
+
+    def counting(**kw: object) -> object:
+        nonlocal asks
+        asks += 1
+        return acquire(**kw)
+
+    provider._app.acquire_token_for_client = counting
+    first = await provider.token()
+    assert [await provider.token() for _ in range(20)] == [first] * 20
+    assert asks == 1
+    await provider.invalidate(first)
+    second = await provider.token()
+    assert second != first
+    assert asks == 2
+
+
 async def test_ca_bundle_is_trusted_despite_requests_ca_bundle(
     sandbox: SandboxProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
