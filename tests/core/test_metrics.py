@@ -50,7 +50,10 @@ async def test_the_registry_is_served_over_http() -> None:
     finally:
         await asyncio.to_thread(stop)
     with socket.socket() as again:  # stopped: the port is free for the next listener
+        # (a closed connection's TIME_WAIT may remain; only a live listener refuses this bind)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+        again.listen()
 
 
 def test_a_busy_port_is_not_fatal_and_port_zero_serves_nothing() -> None:
