@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import create_pool
-from arq.worker import func
+from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from service.core.application_store import HEALTH_CALLBACK_FUNCTION, HEALTH_WRITEBACK_FUNCTION
 from service.core.queue import CALLBACK_FUNCTION, FUNCTION, WRITEBACK_FUNCTION, job_serializer
 from service.core.redis import arq_redis_settings
-from service.core.settings import load_settings
+from service.core.settings import Settings, load_settings
 from workers.worker import build_worker, recovery_bound_s, run_bound_s
 
 NOTIFICATIONS = (
@@ -50,6 +51,22 @@ def test_a_run_ends_before_arq_times_it_out() -> None:
     assert recovery_bound_s(long) == 70
 
 
+def _holding_worker(
+    settings: Settings, hold: Callable[..., Awaitable[None]], **extra: Any
+) -> Worker:
+    """Our worker class running only ``hold``, polling fast, without crons or start-up."""
+    return build_worker(
+        settings,
+        functions=[func(hold, name="hold")],
+        cron_jobs=[],
+        on_startup=None,
+        on_shutdown=None,
+        handle_signals=False,
+        poll_delay=0.01,
+        **extra,
+    )
+
+
 async def test_a_poll_does_not_recheck_the_jobs_this_worker_runs(
     redis: Redis, redis_url: str
 ) -> None:
@@ -61,15 +78,7 @@ async def test_a_poll_does_not_recheck_the_jobs_this_worker_runs(
         await release.wait()
 
     settings = load_settings(redis_url=redis_url)
-    worker = build_worker(
-        settings,
-        functions=[func(hold, name="hold")],
-        cron_jobs=[],
-        on_startup=None,
-        on_shutdown=None,
-        handle_signals=False,
-        poll_delay=0.01,
-    )
+    worker = _holding_worker(settings, hold)
     pool = await create_pool(
         arq_redis_settings(redis_url), job_serializer=job_serializer, default_queue_name=""
     )
@@ -106,19 +115,7 @@ async def test_two_workers_pick_up_each_job_once_without_a_watch(
         await release.wait()
 
     settings = load_settings(redis_url=redis_url)
-    workers = [
-        build_worker(
-            settings,
-            functions=[func(hold, name="hold")],
-            cron_jobs=[],
-            on_startup=None,
-            on_shutdown=None,
-            handle_signals=False,
-            poll_delay=0.01,
-            max_jobs=40,
-        )
-        for _ in range(2)
-    ]
+    workers = [_holding_worker(settings, hold, max_jobs=40) for _ in range(2)]
     pool = await create_pool(
         arq_redis_settings(redis_url), job_serializer=job_serializer, default_queue_name=""
     )
@@ -128,8 +125,12 @@ async def test_two_workers_pick_up_each_job_once_without_a_watch(
             await pool.enqueue_job("hold", n, _queue_name=settings.queue_name)
         watches = await _calls(redis, "watch")  # arq's enqueue_job WATCHes; the polls must not
         tasks = [asyncio.create_task(w.async_run()) for w in workers]
-        while len(runs) < 60:
-            await asyncio.sleep(0.01)
+
+        async def all_running() -> None:
+            while len(runs) < 60:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(all_running(), 60)
         await asyncio.sleep(0.2)  # more polls while all 60 run
         assert sorted(runs) == sorted(set(runs))
         assert await _calls(redis, "watch") == watches
