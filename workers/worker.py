@@ -9,6 +9,7 @@ failed by arq. The resources the jobs share are in :mod:`workers.resources`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -17,7 +18,9 @@ import structlog
 from arq import Retry
 from arq.cron import cron
 from arq.worker import Worker, func
+from redis.asyncio.client import PubSub
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
 from service.core.application_store import HEALTH_CALLBACK_FUNCTION, HEALTH_WRITEBACK_FUNCTION
 from service.core.errors import StoreUnavailable
@@ -43,6 +46,8 @@ from workers.workflow.run import Deps, run_request
 
 log = structlog.get_logger("workers.main")
 MAX_TRIES = 1_000_000  # never the reason a request fails: its retry budget is
+IDLE_POLL_S = 0.05  # between polls of the queue when no new job is announced
+WAKE_GAP_S = 0.005  # polls woken by announcements start at least this far apart
 
 
 async def provision(ctx: dict[str, Any], request_id: str) -> None:
@@ -125,19 +130,33 @@ return started
 
 
 class LocalAwareWorker(Worker):
-    """arq's Worker, polling its queue in one round trip.
+    """arq's Worker, polling its queue in one round trip, and at once when a job is announced.
 
     arq leaves a job in the queue while it runs; every poll (every 50 ms here) it read the due
     ids, then for each asked Redis whether it was in progress and claimed it (four round trips
     a job, and every id of the jobs it runs itself decoded and checked again on every poll). A
     poll here is one script (:data:`_POLL`) with arq's rules (due, not in progress) that also
     reads the records of the jobs it starts: a run needs no round trip of its own to read the
-    request it works on (``ctx["prefetched"]``, taken by :func:`provision`)."""
+    request it works on (``ctx["prefetched"]``, taken by :func:`provision`).
+
+    Between polls a worker with room for a job listens on the queue's wake channel
+    (:attr:`~service.core.keys.Keys.wake`, published by the API with every job due now), so a
+    new request is picked up within a round trip, not after half a poll interval on average
+    (issue 14.5), and an idle worker still sends one script per ``idle_poll_s``. Jobs that
+    become due later (retries, deferrals) are found by the regular poll, as in arq."""
 
     _poll: AsyncScript | None = None
+    _wake: PubSub | None = None
+    idle_poll_s: float = IDLE_POLL_S
 
     async def _poll_iteration(self) -> None:
-        """arq's, with the read and the start of the due jobs in one script."""
+        """arq's, with the read and the start of the due jobs in one script, then the wait for
+        the next poll (arq's own ``poll_delay`` is 0 here: see :meth:`_wait_for_work`)."""
+        began = self.loop.time()
+        await self._poll_once()
+        await self._wait_for_work(began)
+
+    async def _poll_once(self) -> None:
         count = self.queue_read_limit
         if self.burst and self.max_burst_jobs >= 0:
             left = self.max_burst_jobs - self._jobs_started()
@@ -153,6 +172,40 @@ class LocalAwareWorker(Worker):
                 del self.tasks[job_id]
                 task.result()  # a crash in run_job surfaces here, as in arq
         await self.heart_beat()
+
+    async def _wait_for_work(self, began: float) -> None:
+        """Until ``idle_poll_s`` after the poll began, or sooner when a job is announced and
+        this worker has room for one (at most one poll per ``WAKE_GAP_S``: a burst of POSTs
+        is one poll). Without the channel (Redis lost) it only sleeps; the poll reports."""
+        left = self.idle_poll_s - (self.loop.time() - began)
+        if left <= 0:
+            return
+        if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
+            await asyncio.sleep(left)
+            return
+        try:
+            if self._wake is None:
+                self._wake = self.pool.pubsub(ignore_subscribe_messages=True)
+                await self._wake.subscribe(Keys(self.queue_name).wake)
+            if await self._wake.get_message(timeout=left) is not None:
+                for _ in range(10_000):  # the announcements already read: one poll for all
+                    if await self._wake.get_message(timeout=0) is None:
+                        break
+        except (RedisError, OSError):
+            await self._close_wake()
+            await asyncio.sleep(max(0.0, self.idle_poll_s - (self.loop.time() - began)))
+            return
+        await asyncio.sleep(max(0.0, WAKE_GAP_S - (self.loop.time() - began)))
+
+    async def _close_wake(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            with contextlib.suppress(RedisError, OSError):  # the connection is gone already
+                await wake.aclose()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        await self._close_wake()
+        await super().close()
 
     async def _start_due(self, count: int) -> None:
         free = self.max_jobs - self.job_counter
@@ -247,12 +300,14 @@ def build_worker(
         ],
         "handle_signals": True,
         "job_completion_wait": settings.step_timeout_s,
-        # arq polls the queue (no blocking pop): a new request waits half of this on average
-        # before a worker picks it up (issue 14.5); an idle poll is one ZRANGEBYSCORE.
-        "poll_delay": 0.05,
+        # arq's loop does not wait between polls: LocalAwareWorker._wait_for_work does
+        # (IDLE_POLL_S, or until a new job is announced; ``poll_delay`` overrides it).
+        "poll_delay": 0,
     }
+    idle_poll_s = float(overrides.pop("poll_delay", IDLE_POLL_S))
     options.update(overrides)
     worker = LocalAwareWorker(**options)
+    worker.idle_poll_s = idle_poll_s
     # Runs stop at their next step boundary once arq stops picking jobs on SIGTERM/SIGINT.
     worker.ctx["stopping"] = lambda: not worker.allow_pick_jobs
     return worker

@@ -17,6 +17,7 @@ Reads for the API and the status page: :meth:`get`, :meth:`list` (by health, pag
 from __future__ import annotations
 
 import builtins
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ from service.core.redis import guarded
 from service.core.store import Store
 from service.core.store_save import Guarded
 
+
+class Unread(enum.Enum):
+    """Stands for "not read yet" where None means "does not exist"."""
+
+    UNREAD = "unread"
+
+
+UNREAD = Unread.UNREAD
 HEALTH_CALLBACK_FUNCTION = "deliver_health_callback"
 HEALTH_WRITEBACK_FUNCTION = "write_back_health"
 EVENT_TTL_S = 2 * 24 * 3600  # longer than the callback window (24 h by default)
@@ -212,12 +221,15 @@ class ApplicationStore:
         change: Callable[[Application], Update | None],
         *,
         create: bool = False,
+        current: bytes | Unread | None = UNREAD,
     ) -> Guarded | None:
         """:meth:`update`'s read and change, with its writes returned instead of run: for a
         save that runs them only while the application is still as read
-        (:meth:`Store.save_final`); None when there is nothing to write."""
+        (:meth:`Store.save_final`); None when there is nothing to write. ``current``: the
+        application's JSON (None: it does not exist) when the caller knows or guesses it, so
+        no read is made; the guarded save tells a wrong guess."""
         key = self.keys.application(service_principal_id)
-        raw = await guarded(lambda: self.redis.get(key))
+        raw = await guarded(lambda: self.redis.get(key)) if current is UNREAD else current
         if raw is None and not create:
             return None
         app = Application.from_json(raw) if raw is not None else None

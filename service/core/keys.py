@@ -21,6 +21,7 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:expiring                 finished records by expiry ms; the reconciler trims their entries
     {p}:waiting:{sp}:{t}         ids queued behind another caller's in-flight request (a list)
     {p}:health-check:{worker}    arq's health-check key of a worker
+    {p}:wake                     a pub/sub channel, not a key: the API announces a new job on it
     {p}:cooldown:{tenant}        the tenant's throttle cool-down (its TTL is the cool-down)
     {p}:throttle:{tenant}        the tenant's shared token bucket (hash)
     {p}:intake:{caller}          a caller's intake rate-limit counter
@@ -121,6 +122,11 @@ class Keys:
     def expiring(self) -> str:
         """Finished records scored by the time they expire (member: JSON [id, caller, sp])."""
         return f"{self.prefix}:expiring"
+
+    @property
+    def wake(self) -> str:
+        """The channel a new job is announced on, so an idle worker polls at once."""
+        return f"{self.prefix}:wake"
 
     def health_check(self, worker_name: str) -> str:
         """A worker's arq health-check key (``*``: a pattern for all), fresh while it lives."""

@@ -113,6 +113,7 @@ class Store(Saves, SlotTransitions, IdempotencyKeys):
             "jpx": str(JOB_EXPIRES_MS),
             "queue": self.queue_name,
             "score": str(now_ms),
+            "wake": self.keys.wake,
             "index": batch.argv,
             "ikey": ikey,
             "fp": fp,

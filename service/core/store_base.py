@@ -96,6 +96,8 @@ class StoreBase:
         job_id = job_id or request_id
         pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS + defer_ms, nx=True)
         pipe.zadd(self.queue_name, {job_id: now_ms + defer_ms}, nx=True)
+        if not defer_ms:
+            pipe.publish(self.keys.wake, "")  # an idle worker polls now, not at its next poll
 
     def _write(self, pipe: Any, record: Record) -> None:
         ttl = self.indexes.ttl_s(record)

@@ -9,7 +9,8 @@ terminal save also releases the in-flight slot, deletes the credentials and the 
 queues the notifications, atomically; the final save first checks the cancel flag, as a
 ``WATCH`` on it did, and the next request waiting for the slot is promoted only when one is
 waiting. A save under a lease (the create claim's note before a POST) writes nothing unless the
-lease is still held.
+lease is still held; a save can also release a lease (the create claim, completed with the
+step that created the job).
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from service.core.store_slots import SlotTransitions
 
 # ARGV: 1 record key, 2 record JSON, 3 ttl s, 4 state, 5 principal, 6 cancel key, 7 mode
 #       ("step", "final" or "check": final unless the cancel flag is set), 8 in-flight key,
-#       9 waiting key, 10 request id, 11 lease key ("": none), 12 lease token, 13 lease px,
+#       9 waiting key, 10 request id, 11 lease key ("": none), 12 lease token, 13 lease px
+#       (0: release the lease if still held, after the writes, instead of requiring it),
 #       14 guarded key ("": none), 15 "1" when it must hold 16, "0" when it must not exist,
 #       17 n = ARGV length of the index writes, 18..17+n the index writes, then the other
 #       writes (both as Batch.argv).
 # Returns {0, cancel flag (step) or waiters' count (final)}, {1, 0}: the cancel flag is set
 # (check: nothing written), {2, 0}: the lease is not held, {3, 0}: the indexes must be
-# rewritten and were not sent, {4, 0}: the guarded key changed (nothing written in each case).
+# rewritten and were not sent, {4, what the guarded key holds}: it is not as expected (nothing
+# written in each case).
 SAVE = """
 local function run(from, to)
   local i = from
@@ -43,7 +46,7 @@ local function run(from, to)
     i = i + n + 1
   end
 end
-if ARGV[11] ~= '' then
+if ARGV[11] ~= '' and ARGV[13] ~= '0' then
   if redis.call('GET', ARGV[11]) ~= ARGV[12] then return {2, 0} end
   redis.call('PEXPIRE', ARGV[11], ARGV[13])
 end
@@ -51,7 +54,7 @@ local mode = ARGV[7]
 if mode == 'check' and redis.call('EXISTS', ARGV[6]) == 1 then return {1, 0} end
 if ARGV[14] ~= '' then
   local now = redis.call('GET', ARGV[14])
-  if (ARGV[15] == '1' and now ~= ARGV[16]) or (ARGV[15] == '0' and now) then return {4, 0} end
+  if (ARGV[15] == '1' and now ~= ARGV[16]) or (ARGV[15] == '0' and now) then return {4, now} end
 end
 local n = tonumber(ARGV[17])
 local old = redis.call('GET', ARGV[1])
@@ -66,6 +69,9 @@ if not same then
 end
 redis.call('SET', ARGV[1], ARGV[2], 'EX', ARGV[3])
 run(18 + n, #ARGV)
+if ARGV[11] ~= '' and ARGV[13] == '0' and redis.call('GET', ARGV[11]) == ARGV[12] then
+  redis.call('DEL', ARGV[11])
+end
 if mode == 'step' then return {0, redis.call('EXISTS', ARGV[6])} end
 if redis.call('GET', ARGV[8]) == ARGV[10] then redis.call('DEL', ARGV[8]) end
 redis.call('LREM', ARGV[9], 0, ARGV[10])
@@ -98,6 +104,18 @@ class Writes(Batch):
     def delete(self, *names: str) -> None:
         self._add("DEL", *names)
 
+    def publish(self, channel: str, message: str) -> None:
+        self._add("PUBLISH", channel, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Writes to run with a step's save, then the lease ``(key, token)`` to delete if it is
+    still ours: a claim's last move in the same round trip as the step's record."""
+
+    lease: tuple[str, str]
+    writes: Writes = field(default_factory=Writes)
+
 
 @dataclass(frozen=True, slots=True)
 class Guarded:
@@ -117,7 +135,9 @@ class Saves(SlotTransitions):
         self._save_script = redis.register_script(SAVE)
         self._hints: dict[str, tuple[str, str]] = {}
 
-    async def save(self, record: Record, *, notify: bool = True) -> bool:
+    async def save(
+        self, record: Record, *, notify: bool = True, release: Release | None = None
+    ) -> bool:
         """Write a record back (the worker is its only writer while it runs). A terminal state
         releases the in-flight claim so a new request for the same app can start (the first
         request queued behind it starts now), and queues the notifications (callback, ticket
@@ -126,9 +146,13 @@ class Saves(SlotTransitions):
 
         Returns whether the API asked for the request to stop (:meth:`cancel_requested`), read
         in the same round trip: a worker that saves at a step boundary needs no second one for
-        the flag (always False for a terminal state, which clears the flag)."""
+        the flag (always False for a terminal state, which clears the flag). ``release``:
+        writes and a lease release that go with this save (:class:`Release`)."""
         mode = "final" if record.state.terminal else "step"
-        _, value = await self._save(record, mode, notify=notify)
+        lease = writes = None
+        if release is not None:
+            lease, writes = (*release.lease, 0), release.writes
+        _, value = await self._save(record, mode, notify=notify, lease=lease, extra=writes)
         if mode == "final":
             if value and notify:
                 # A crash before this is repaired by the reconciler (it promotes waiters).
@@ -140,28 +164,30 @@ class Saves(SlotTransitions):
         self,
         record: Record,
         on_cancel: Callable[[Record], None],
-        with_writes: Callable[[], Awaitable[Guarded | None]] | None = None,
+        with_writes: Callable[..., Awaitable[Guarded | None]] | None = None,
     ) -> bool:
         """The worker's last save, atomic with the cancel flag: when a cancel was accepted
         before it, nothing is written, ``on_cancel`` turns the record into its cancelled form
         and that is saved, so a 202 to cancel always ends ``cancelled``. ``with_writes``
         prepares writes of another record saved in the same script (the health watch's
-        application), prepared again when that record changed meanwhile. Returns True when
+        application): called without arguments first (it may read that record, or guess it),
+        then with the value the script found whenever that differed from what it expected
+        (the writes are prepared again from it, with no read of their own). Returns True when
         the cancel won."""
         assert record.state.terminal
         won = False
         mode = "final" if record.state is State.CANCELLED else "check"
         guard = None if with_writes is None else await with_writes()
         while True:
-            status, waiters = await self._save(record, mode, guard=guard)
+            status, value = await self._save(record, mode, guard=guard)
             if status == 1:  # the writes prepared for the outcome reached are kept
                 won, mode = True, "final"
                 on_cancel(record)
-            elif status == 4:
-                guard = None if with_writes is None else await with_writes()
+            elif status == 4:  # value: what the guarded record holds now
+                guard = None if with_writes is None else await with_writes(value)
             else:
                 break
-        if waiters:
+        if value:  # the waiters' count
             await self.promote_waiter(record)  # a crash before this: the reconciler promotes
         return won
 
@@ -183,16 +209,17 @@ class Saves(SlotTransitions):
         lease: tuple[str, str, int] | None = None,
         writes: Sequence[Sequence[Any]] = (),
         guard: Guarded | None = None,
-    ) -> tuple[int, int]:
+        extra: Writes | None = None,
+    ) -> tuple[int, Any]:
         hints = self._hints
         marker = (record.state.value, record.service_principal_id)
         send_indexes = hints.get(record.id) != marker
         status, value = await guarded(
-            lambda: self._run_save(record, mode, notify, lease, writes, guard, send_indexes)
+            lambda: self._run_save(record, mode, notify, lease, writes, guard, send_indexes, extra)
         )
         if status == 3:  # the stored record was not as this store last wrote it
             status, value = await guarded(
-                lambda: self._run_save(record, mode, notify, lease, writes, guard, True)
+                lambda: self._run_save(record, mode, notify, lease, writes, guard, True, extra)
             )
         if status == 0:
             if len(hints) > _HINTS_MAX:
@@ -212,12 +239,17 @@ class Saves(SlotTransitions):
         writes: Sequence[Sequence[Any]],
         guard: Guarded | None,
         send_indexes: bool,
-    ) -> tuple[int, int]:
+        extra: Writes | None = None,
+    ) -> tuple[int, Any]:
+        """The script's answer: (status, the cancel flag or waiters' count as an int, or
+        for status 4 what the guarded key holds)."""
         indexes, other = Writes(), Writes()
         if send_indexes:
             self.indexes.write(indexes, record)
         for command in writes:
             other._add(*command)
+        if extra is not None:
+            other.argv.extend(extra.argv)
         if record.state.terminal:
             other.delete(self.keys.credentials(record.id))
             self._queue_notifications(other, record, notify)
@@ -247,4 +279,4 @@ class Saves(SlotTransitions):
             *other.argv,
         ]
         status, value = await self._save_script(args=args)
-        return int(status), int(value)
+        return int(status), value if int(status) == 4 else int(value)

@@ -21,7 +21,8 @@ HOLDER = "~queued-behind~"
 #   inflight, waiting (keys), rprefix (record key prefix), id, caller, terminal (",succeeded,
 #   failed,cancelled,"), rttl (record ttl s), cttl (claim ttl s: in-flight, waiting,
 #   credentials), ckey, creds (credentials key and token, "": none), jkey, jpx (the arq job's
-#   key and expiry ms), queue, score (arq's queue and the job's score), index (the index
+#   key and expiry ms), queue, score (arq's queue and the job's score), wake (the channel a
+#   new job is announced on: idle workers wait on it between polls), index (the index
 #   writes, Batch.argv), ikey ("": no Idempotency-Key), fp (the body's fingerprint), ittl.
 # ARGV[2]: the record's JSON, queuedBehind = HOLDER. ARGV[3]: the arq job.
 # Returns {0, JSON of the same caller's live request (nothing written but, when its fingerprint
@@ -85,6 +86,7 @@ end
 redis.call('SET', a.inflight, id, 'EX', ttl)
 redis.call('SET', a.jkey, ARGV[3], 'PX', a.jpx, 'NX')
 redis.call('ZADD', a.queue, 'NX', a.score, id)
+redis.call('PUBLISH', a.wake, '')
 return {1, false}
 """
 

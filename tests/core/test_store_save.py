@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from service.core.models import State
 from service.core.store import Store
-from service.core.store_save import Guarded
+from service.core.store_save import Guarded, Release
 from tests.helpers.records import SP, K, new_store, rec
 
 
@@ -116,18 +116,46 @@ async def test_a_leased_save_writes_nothing_once_the_lease_is_gone(
     assert stored.attempts == 7
 
 
+async def test_a_save_with_a_release_writes_and_frees_only_its_own_lease(
+    store: Store, redis: Redis
+) -> None:
+    """The create claim's end rides on the step's save: the note is written and the lease
+    deleted in the same script, a lease another run holds now is left alone."""
+    record, _ = await store.accept(rec())
+    record.state = State.RUNNING
+    await store.save(record)
+    await redis.set("lease", "mine", px=10_000)
+    release = Release(("lease", "mine"))
+    release.writes.set("note", "job-1", px=60_000)
+    record.attempts = 3
+    assert await store.save(record, release=release) is False
+    assert await redis.get("note") == b"job-1"
+    assert not await redis.exists("lease")
+    await redis.set("lease", "theirs", px=10_000)
+    release = Release(("lease", "mine"))
+    release.writes.set("note", "job-2", px=60_000)
+    record.attempts = 4
+    await store.save(record, release=release)
+    assert await redis.get("note") == b"job-2"  # written: the job exists whoever holds it
+    assert await redis.get("lease") == b"theirs"
+    stored = await store.get(record.id)
+    assert stored is not None
+    assert stored.attempts == 4
+
+
 async def test_the_final_save_runs_guarded_writes_only_over_what_was_read(
     store: Store, redis: Redis
 ) -> None:
     """The health watch's application is written with the request's end, without a WATCH:
-    when it changed after it was read, the change is prepared again from the new value."""
+    when it changed after it was read, the change is prepared again from the new value, which
+    the script hands back (no second read)."""
     record, _ = await store.accept(rec(template="t"))
     record.state = State.SUCCEEDED
     await redis.set("app", "v1")
     prepared: list[bytes] = []
 
-    async def writes() -> Guarded:
-        raw = await redis.get("app")
+    async def writes(*found: bytes | None) -> Guarded:
+        raw = found[0] if found else await redis.get("app")
         assert raw is not None
         prepared.append(raw)
         if len(prepared) == 1:

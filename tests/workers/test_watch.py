@@ -84,6 +84,19 @@ async def test_a_succeeded_request_puts_its_job_under_watch(harness: Harness, re
     assert app.request_ids == [again, request_id]
 
 
+async def test_a_second_job_for_a_principal_joins_its_application(harness: Harness) -> None:
+    """A request that created its job saves the watch without reading the application first
+    (it guesses there is none): for a principal that has one, the final save finds it and the
+    job is added to it, not written over it."""
+    first, first_job = await _succeeded(harness, SCIM, template="scimV2")
+    second, second_job = await _succeeded(harness, SCIM, template="scim")
+    app = await ApplicationStore.of(harness.store).get(SCIM)
+    assert app is not None
+    assert sorted(j.job_id for j in app.jobs) == sorted([first_job, second_job])
+    assert sorted(j.template_id for j in app.jobs) == ["scim", "scimV2"]
+    assert app.request_ids == [second, first]
+
+
 async def test_checks_follow_the_job_through_pause_quarantine_and_deletion(
     harness: Harness, redis: Redis, redis_url: str
 ) -> None:

@@ -14,6 +14,8 @@ from service.core.application_store import HEALTH_CALLBACK_FUNCTION, HEALTH_WRIT
 from service.core.queue import CALLBACK_FUNCTION, FUNCTION, WRITEBACK_FUNCTION, job_serializer
 from service.core.redis import arq_redis_settings
 from service.core.settings import Settings, load_settings
+from service.core.store import Store
+from tests.helpers.records import QUEUE, K, rec
 from workers.worker import build_worker, recovery_bound_s, run_bound_s
 
 NOTIFICATIONS = (
@@ -146,3 +148,36 @@ async def test_two_workers_pick_up_each_job_once_without_a_watch(
         for t in tasks:
             t.cancel()
         await pool.aclose()
+
+
+async def test_a_new_request_is_picked_up_when_announced_not_at_the_next_poll(
+    store: Store, redis: Redis, redis_url: str
+) -> None:
+    """The accept announces a job due now on the queue's wake channel: a worker that polls
+    only every 60 s starts it at once (issue 14.5: no half poll interval of pick-up)."""
+    started = asyncio.Event()
+
+    async def hold(ctx: dict[str, Any], request_id: str) -> None:
+        started.set()
+
+    settings = load_settings(redis_url=redis_url, queue_name=QUEUE)
+    worker = build_worker(
+        settings,
+        functions=[func(hold, name=FUNCTION)],
+        cron_jobs=[],
+        on_startup=None,
+        on_shutdown=None,
+        handle_signals=False,
+        poll_delay=60,
+    )
+    task = asyncio.create_task(worker.async_run())
+    try:
+        while not (await redis.pubsub_numsub(K.wake))[0][1]:  # its first poll found nothing
+            await asyncio.sleep(0.01)
+        await store.accept(rec())
+        await asyncio.wait_for(started.wait(), 20)  # well inside the 60 s poll
+        while worker.job_counter:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await worker.close()

@@ -17,7 +17,7 @@ Two Redis keys per (principal, template), both built in :mod:`service.core.keys`
 Each move is one round trip: the lease is taken and the note read in one script (the note can
 only change under the lease, so it is current for the holder); the note is written, the lease
 renewed and the record saved in one (:meth:`JobClaim.save_noted`, before the POST); the note
-completed and the lease released in one (:meth:`JobClaim.complete`).
+completed and the lease released with the create step's own save (:meth:`JobClaim.complete`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from service.core.keys import Keys
 from service.core.models import Record
 from service.core.redis import guarded
 from service.core.store import Store
+from service.core.store_save import Release
 
 # Renew or release only while the key still holds our token.
 _RENEW = (
@@ -51,11 +52,6 @@ _DELETE_IF = (
 _ACQUIRE = (
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
     "return {1, redis.call('GET', KEYS[2])} end return {0, redis.call('PTTL', KEYS[1])}"
-)
-# Write the note KEYS[2] (ARGV[2], PX ARGV[3]), then release the lease KEYS[1] if ours.
-_COMPLETE = (
-    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) "
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 )
 
 
@@ -173,14 +169,16 @@ class JobClaim:
             raise LeaseLost(self.key)
         return note
 
-    async def complete(self, note: CreateNote) -> None:
-        """Write the note naming the job Graph's answer made, and release the lease."""
+    async def complete(self, note: CreateNote) -> Release:
+        """The note naming the job Graph's answer made, and the lease's release, for the
+        create step's own save to write (one round trip for both): renewing stops now. A
+        crash before that save leaves the note as it was before the POST and the lease to
+        expire, as a crash just before the answer would."""
         await self._stop_renewing()
         self._held = False
-        await self._eval(
-            _COMPLETE, self.key, self.token, note.dump(), str(self._note_ttl_ms),
-            keys=(self.note_key,),
-        )  # fmt: skip
+        release = Release((self.key, self.token))
+        release.writes.set(self.note_key, note.dump(), px=self._note_ttl_ms)
+        return release
 
     async def drop_note(self, note: CreateNote) -> None:
         """Forget ``note`` (a create Graph clearly refused), unless another replaced it."""

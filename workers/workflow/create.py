@@ -151,10 +151,10 @@ class CreateJob:
         if not created.value.id:
             # an answer without the job: list again rather than guess
             return 0.5, "the create POST's answer names no job"
-        await claim.complete(CreateNote(mine.sent_at, rec.id, created.value.id))
+        release = await claim.complete(CreateNote(mine.sent_at, rec.id, created.value.id))
         rec.job_id, rec.create_sent_at = created.value.id, None
         self.created = created.value
-        return StepResult(response=created, message="created job")
+        return StepResult(response=created, message="created job", release=release)
 
 
 def _settling(sent_at: datetime, settle_s: float) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from service.core.models import Outcome
 from service.core.settings import Settings
 from service.core.store import Store
+from service.core.store_save import Release
 from workers.graph.client import GraphClient
 from workers.graph.response import GraphResponse
 from workers.metrics import WorkerMetrics
@@ -35,3 +36,4 @@ class StepResult:
     response: GraphResponse[Any] | None = None
     message: str | None = None
     silent: bool = False  # a step the request does not use: no history line (onboarding)
+    release: Release | None = None  # written with the step's save (the create claim's end)

@@ -129,7 +129,7 @@ class Run:
         last = self.record.smoke_test is None  # verify is followed by the smoke test only
         if (step in _READS and last) or result.outcome is Outcome.SKIPPED:
             return cancelled  # nothing changed outside: the next save carries the line
-        cancelled = await self.deps.store.save(self.record)
+        cancelled = await self.deps.store.save(self.record, release=result.release)
         if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
             await self.deps.store.forget_credentials(self.record.id)
         return cancelled
