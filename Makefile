@@ -50,33 +50,38 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $@
 
-.PHONY: bench bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-profile bench-listing bench-latency
+# What every benchmark runs on besides Python: a redis-server, and wrk for the intake load.
+bench-tools: $(VENV)/.installed-bench
+	@scripts/ensure-redis-server $(BIN)/python
+	@scripts/ensure-wrk
+
+.PHONY: bench bench-tools bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-profile bench-listing bench-latency
 
 bench: bench-throttle bench-intake bench-e2e bench-worker bench-scale bench-soak bench-listing bench-latency
 
-bench-throttle: $(VENV)/.installed-bench
+bench-throttle: bench-tools
 	$(BIN)/python -m benchmarks.throttle $(BENCH_ARGS)
 
-bench-intake: $(VENV)/.installed-bench
+bench-intake: bench-tools
 	$(BIN)/python -m benchmarks.intake $(BENCH_ARGS)
 
-bench-e2e: $(VENV)/.installed-bench
+bench-e2e: bench-tools
 	$(BIN)/python -m benchmarks.e2e $(BENCH_ARGS)
 
-bench-worker: $(VENV)/.installed-bench
+bench-worker: bench-tools
 	$(BIN)/python -m benchmarks.worker_cost $(BENCH_ARGS)
 
-bench-scale: $(VENV)/.installed-bench
+bench-scale: bench-tools
 	$(BIN)/python -m benchmarks.scaleout $(BENCH_ARGS)
 
-bench-soak: $(VENV)/.installed-bench
+bench-soak: bench-tools
 	$(BIN)/python -m benchmarks.soak $(BENCH_ARGS)
 
-bench-listing: $(VENV)/.installed-bench
+bench-listing: bench-tools
 	$(BIN)/python -m benchmarks.listing $(BENCH_ARGS)
 
-bench-latency: $(VENV)/.installed-bench
+bench-latency: bench-tools
 	$(BIN)/python -m benchmarks.latency $(BENCH_ARGS)
 
-bench-profile: $(VENV)/.installed-bench
+bench-profile: bench-tools
 	$(BIN)/python -m benchmarks.profile $(BENCH_ARGS)
