@@ -26,6 +26,7 @@ from redis.exceptions import WatchError
 from service.core.keys import Keys
 from service.core.logs import configure_logging
 from service.core.redis import redis_client
+from service.core.runtime import tune_gc
 from service.core.settings import Settings
 from service.core.tracing import setup_tracing, shutdown_tracing
 from workers.metrics import WorkerMetrics
@@ -138,6 +139,7 @@ def run_worker(settings: Settings) -> None:
     metrics = WorkerMetrics()
     stop_metrics = metrics.serve(settings.worker_metrics_port)
     log.info("worker_bounds", run_s=run_bound_s(settings), recovery_s=recovery_bound_s(settings))
+    tune_gc()
     try:
         # uvloop's event loop (libuv) where it is installed: the same asyncio API at a lower
         # CPU cost per socket event, which is most of a worker's time (docs/benchmarks.md, (D))

@@ -51,6 +51,7 @@ from service.core import redis as redis_conn
 from service.core.crypto import CredentialCipher
 from service.core.files import configured
 from service.core.logs import configure_logging
+from service.core.runtime import tune_gc
 from service.core.settings import Settings
 from service.core.ssrf import CallbackAllowlist
 from service.core.store import Store
@@ -205,4 +206,5 @@ def run_api(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> No
         webhook_sources=sorted(app[WEBHOOKS].sources),
     )
     warn_unsigned_callbacks(app)
+    tune_gc()
     serve(app, host=host, port=port, shutdown_timeout=30.0)  # run_app, minus echoing bad input
