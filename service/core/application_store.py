@@ -28,8 +28,8 @@ from redis.exceptions import WatchError
 
 from service.core.applications import Application, HealthEvent
 from service.core.health import Health
-from service.core.keys import Keys, job_key
-from service.core.queue import JOB_EXPIRES_MS, encoded_job
+from service.core.keys import Keys
+from service.core.queue import add_job
 from service.core.redis import guarded
 from service.core.store import Store
 from service.core.store_save import Guarded
@@ -259,12 +259,18 @@ class ApplicationStore:
         for event in result.events:
             pipe.set(self.keys.application_event(event.id), event.model_dump_json(), ex=EVENT_TTL_S)
             if event.callback_url:
-                self._queue(pipe, HEALTH_CALLBACK_FUNCTION, f"healthcb:{event.id}", event.id)
+                add_job(
+                    pipe,
+                    self.keys,
+                    event.id,
+                    function=HEALTH_CALLBACK_FUNCTION,
+                    job_id=f"healthcb:{event.id}",
+                )
             if event.caller.startswith("webhook:") and event.external_reference:
-                self._queue(pipe, HEALTH_WRITEBACK_FUNCTION, f"healthwb:{event.id}", event.id)
-
-    def _queue(self, pipe: Any, function: str, job_id: str, event_id: str) -> None:
-        """An arq job in the transaction, as :meth:`Store._queue_job` writes one."""
-        job, now_ms = encoded_job(event_id, function=function)
-        pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS, nx=True)
-        pipe.zadd(self.keys.queue, {job_id: now_ms}, nx=True)
+                add_job(
+                    pipe,
+                    self.keys,
+                    event.id,
+                    function=HEALTH_WRITEBACK_FUNCTION,
+                    job_id=f"healthwb:{event.id}",
+                )

@@ -15,6 +15,8 @@ from typing import Any
 
 from arq.jobs import serialize_job
 
+from service.core.keys import Keys, job_key
+
 FUNCTION = "provision"
 CALLBACK_FUNCTION = "deliver_callback"
 WRITEBACK_FUNCTION = "write_back"
@@ -41,6 +43,26 @@ def encoded_job(
     now_ms = enqueue_time_ms if enqueue_time_ms is not None else int(time.time() * 1000)
     job = serialize_job(function, (request_id,), {}, None, now_ms, serializer=job_serializer)
     return job, now_ms
+
+
+def add_job(
+    pipe: Any,
+    keys: Keys,
+    arg: str,
+    *,
+    function: str = FUNCTION,
+    job_id: str | None = None,
+    defer_ms: int = 0,
+) -> None:
+    """Add an arq job to a transaction, as arq's enqueue_job writes it (the key holding the job,
+    then its queue entry), unless a job with that id is already there; one due now is announced
+    on the wake channel, so an idle worker polls at once instead of at its next poll."""
+    job, now_ms = encoded_job(arg, function=function)
+    job_id = job_id or arg
+    pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS + defer_ms, nx=True)
+    pipe.zadd(keys.queue, {job_id: now_ms + defer_ms}, nx=True)
+    if not defer_ms:
+        pipe.publish(keys.wake, "")
 
 
 def notification_jobs(

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from service.core.crypto import CredentialCipher
 from service.core.indexes import Indexes
-from service.core.keys import Keys, job_key
+from service.core.keys import Keys
 from service.core.models import Record, State
-from service.core.queue import FUNCTION, JOB_EXPIRES_MS, encoded_job, notification_jobs
+from service.core.queue import add_job, notification_jobs
 from service.core.store_scripts import ACCEPT
 
 TERMINAL = "," + ",".join(state.value for state in State if state.terminal) + ","
@@ -81,24 +81,6 @@ class StoreBase:
         existing = Record.from_json(raw) if raw is not None else None
         return existing if existing is not None and not existing.state.terminal else None
 
-    def _queue_job(
-        self,
-        pipe: Any,
-        request_id: str,
-        *,
-        function: str = FUNCTION,
-        job_id: str | None = None,
-        defer_ms: int = 0,
-    ) -> None:
-        """Add an arq job to a transaction, as arq's enqueue_job writes it (the key holding
-        the job, then its queue entry), unless a job with that id is already there."""
-        job, now_ms = encoded_job(request_id, function=function)
-        job_id = job_id or request_id
-        pipe.set(job_key(job_id), job, px=JOB_EXPIRES_MS + defer_ms, nx=True)
-        pipe.zadd(self.queue_name, {job_id: now_ms + defer_ms}, nx=True)
-        if not defer_ms:
-            pipe.publish(self.keys.wake, "")  # an idle worker polls now, not at its next poll
-
     def _write(self, pipe: Any, record: Record) -> None:
         ttl = self.indexes.ttl_s(record)
         pipe.set(self.record_key(record.id), record.to_json(), ex=ttl)
@@ -123,7 +105,7 @@ class StoreBase:
             and record.caller.startswith("webhook:")
             and bool(record.external_reference),
         ):
-            self._queue_job(pipe, record.id, function=function, job_id=job_id)
+            add_job(pipe, self.keys, record.id, function=function, job_id=job_id)
 
 
 def digest(text: str) -> str:

@@ -86,8 +86,8 @@ _HINTS_MAX = 50_000
 
 class Writes(Batch):
     """:class:`~service.core.store_scripts.Batch` plus the writes a save's script runs besides
-    the indexes (the pipeline methods :meth:`StoreBase._queue_job`, the create note and an
-    application's write use)."""
+    the indexes (what :func:`~service.core.queue.add_job`, the create note and an application's
+    write use)."""
 
     def set(
         self,

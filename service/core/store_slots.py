@@ -14,6 +14,7 @@ from redis.exceptions import WatchError
 
 from service.core.keys import job_key
 from service.core.models import Record, State
+from service.core.queue import add_job
 from service.core.redis import guarded
 from service.core.store_base import StoreBase
 
@@ -46,7 +47,7 @@ class SlotTransitions(StoreBase):
                             waiter.queued_behind = None
                             self._write(pipe, waiter)
                             pipe.set(inflight, waiter.id, ex=self.record_ttl_s)
-                            self._queue_job(pipe, waiter.id)
+                            add_job(pipe, self.keys, waiter.id)
                         await pipe.execute()
                         if waiter is not None:
                             return waiter
@@ -123,7 +124,7 @@ class SlotTransitions(StoreBase):
                         if holder is None:
                             pipe.set(inflight, record.id, ex=self.record_ttl_s)
                             if not job_exists:
-                                self._queue_job(pipe, record.id)
+                                add_job(pipe, self.keys, record.id)
                         else:
                             pipe.rpush(waiting, record.id)
                             pipe.expire(waiting, self.record_ttl_s)
@@ -145,7 +146,7 @@ class SlotTransitions(StoreBase):
                     await pipe.reset()  # type: ignore[no-untyped-call]
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
-                self._queue_job(pipe, request_id, defer_ms=defer_ms)
+                add_job(pipe, self.keys, request_id, defer_ms=defer_ms)
                 try:
                     await pipe.execute()
                 except WatchError:

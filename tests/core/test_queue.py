@@ -3,13 +3,18 @@ script and read by a real arq worker's deserializer, and the notification job id
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from arq.jobs import deserialize_job
+from redis.asyncio import Redis
 
+from service.core.keys import Keys, job_key
 from service.core.queue import (
     CALLBACK_FUNCTION,
     FUNCTION,
     WRITEBACK_FUNCTION,
+    add_job,
     encoded_job,
     job_deserializer,
     job_serializer,
@@ -24,6 +29,33 @@ def test_an_encoded_job_is_what_arq_reads() -> None:
     assert job.enqueue_time.timestamp() == 1.234
     assert at == 1234
     assert raw.startswith(b"{")  # JSON, never pickle
+
+
+async def test_a_job_due_now_is_announced_on_the_wake_channel_and_added_once(redis: Redis) -> None:
+    keys = Keys("q")
+    async with redis.pubsub() as sub:
+        await sub.subscribe(keys.wake)
+        await sub.get_message(timeout=1)  # the subscribe confirmation
+        async with redis.pipeline(transaction=True) as pipe:
+            add_job(pipe, keys, "due")
+            add_job(pipe, keys, "later", defer_ms=60_000)
+            add_job(pipe, keys, "ev", function=CALLBACK_FUNCTION, job_id="cb:ev")
+            await pipe.execute()
+        announced = []
+        while (message := await sub.get_message(timeout=0.2)) is not None:
+            announced.append(message["channel"])
+    assert announced == [keys.wake.encode()] * 2  # "due" and "cb:ev", not the deferred one
+    queued = dict(await redis.zrange(keys.queue, 0, -1, withscores=True))
+    assert queued[b"later"] - queued[b"due"] >= 59_000
+    job = deserialize_job(await redis.get(job_key("cb:ev")), deserializer=job_deserializer)
+    assert (job.function, list(job.args)) == (CALLBACK_FUNCTION, ["ev"])
+    before = await redis.get(job_key("due"))
+    await asyncio.sleep(0.002)
+    async with redis.pipeline(transaction=True) as pipe:
+        add_job(pipe, keys, "due")  # a second enqueue of the same id changes nothing
+        await pipe.execute()
+    assert await redis.get(job_key("due")) == before
+    assert (await redis.zscore(keys.queue, "due")) == queued[b"due"]
 
 
 def test_results_that_are_not_json_become_their_repr_and_non_objects_are_refused() -> None:
