@@ -46,7 +46,8 @@ end
 #       12 cubic C (scale-free), 13 burst seconds, 14 idle ttl ms, 15 horizon s,
 #       16 calls this worker saw answered (not 429) since its last take,
 #       17 estimate time constant ms, 18 longest come-back wait ms (queue past the horizon),
-#       19 half-life ms of the learned margin below the target usage.
+#       19 half-life ms of the learned margin below the target usage, 20 the bucket's burst in
+#       the slow start (calls).
 # Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000, paced}; kind 0 = slot
 # reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
 # than the horizon), 2 = slot further than max_wait (nothing reserved); paced 1 once the rate
@@ -84,7 +85,14 @@ elseif not cur or not wmax then
 end
 local ts = tonumber(f[2]) or now
 local dt = math.max(0, now - ts)
-if adaptive then burst = math.max(1, math.min(burst, math.floor(cur * tonumber(ARGV[13])))) end
+if adaptive then
+  -- In the slow start a few calls may go together: one request's calls in a row never wait
+  -- for a slot there (nothing is known to protect yet; the rate grows only while calls queue).
+  -- Not under a configured ceiling: that is a limit someone knows, a burst over it is a 429.
+  local least = 1
+  if ss == 1 and ceiling <= 0 then least = tonumber(ARGV[20]) end
+  burst = math.max(least, math.min(burst, math.floor(cur * tonumber(ARGV[13]))))
+end
 local tokens = math.min(burst, (tonumber(f[1]) or burst) + dt * cur / 1000)
 if adaptive then
   -- Calls Graph answered (not 429), as the workers report them, in quarter-second buckets.

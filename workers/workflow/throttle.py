@@ -78,6 +78,10 @@ class AdaptiveRate:
     slow_start_doubling_s: float = 0.5  # before the first signal the rate doubles this often
     release_s: float = 2.0  # a limit estimate not confirmed for this long is dropped (probe)
     burst_s: float = 0.05  # bucket burst = this many seconds of the rate (>= 1 call)
+    # ... and at least this many calls in the slow start with no ceiling configured: at 10
+    # calls/s and a burst of 1, a lone request's calls in a row waited for their slots (+60 ms
+    # from POST to started)
+    slow_start_burst: int = 3
     idle_ttl_s: float = 600.0  # a tenant's state is forgotten after this long unused
     horizon_s: float = 0.5  # slots are reserved at most this far ahead (a new rate applies)
 
@@ -189,6 +193,7 @@ class Throttle:
             str(int(a.estimate_s * 1000)),
             str(int(a.comeback_s * 1000)),
             str(int(a.margin_half_life_s * 1000)),
+            str(a.slow_start_burst),
         )
         keys = (self._bucket_key, self._cooldown_key)
         reply = await guarded(lambda: self._take(keys=keys, args=args))

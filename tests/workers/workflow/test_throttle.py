@@ -132,6 +132,22 @@ async def test_adaptive_starts_at_the_start_rate_and_grows_only_while_callers_qu
     assert used < 1.5 * t.rate
 
 
+async def test_a_few_calls_in_a_row_go_at_once_in_the_slow_start_only(redis: Redis) -> None:
+    """One request's calls in a row do not wait for slots at 10 calls/s while nothing is known
+    (a burst of ``slow_start_burst``); once the rate follows Graph, the burst is 1 at that rate."""
+    t = _adaptive(redis)
+    waits = [(await t.acquire()).wait_s for _ in range(ADAPTIVE.slow_start_burst + 1)]
+    assert waits[: ADAPTIVE.slow_start_burst] == [0.0] * ADAPTIVE.slow_start_burst
+    assert waits[-1] > 0.05  # the next one waits for the rate
+    await asyncio.sleep(0.5)  # the bucket fills again
+    slot = await t.acquire()
+    await t.throttled(0.0, slot)  # a 429 without Retry-After: out of the slow start
+    await asyncio.sleep(0.5)
+    waits = [(await t.acquire()).wait_s for _ in range(2)]
+    assert waits[0] == 0.0, waits
+    assert waits[1] > 0.05, waits
+
+
 async def test_callers_in_a_long_line_ask_about_once_per_turn(redis: Redis) -> None:
     t = _adaptive(redis, ceiling=20)  # 200 callers for 20 calls/s: 10 s of line
     asks = used = 0

@@ -64,6 +64,7 @@ async def test_without_usage_reports_every_429_holds_every_worker(redis: Redis) 
 async def test_only_a_429_sent_from_the_plateau_teaches_a_margin(redis: Redis) -> None:
     t = _adaptive(redis)
     early = await t.acquire()  # the slow start: nothing known yet
+    await asyncio.sleep(0.005)  # the plateau begins a server millisecond later at the earliest
     plateau: Slot | None = None
     for _ in range(20):  # Graph says 150% of its limit: the rate is held at the target share
         slots = await _report(t, 1.5, calls=10)
