@@ -15,7 +15,7 @@ step that created the job).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +152,7 @@ class Saves(SlotTransitions):
         lease = writes = None
         if release is not None:
             lease, writes = (*release.lease, 0), release.writes
-        _, value = await self._save(record, mode, notify=notify, lease=lease, extra=writes)
+        _, value = await self._save(record, mode, notify=notify, lease=lease, writes=writes)
         if mode == "final":
             if value and notify:
                 # A crash before this is repaired by the reconciler (it promotes waiters).
@@ -192,9 +192,9 @@ class Saves(SlotTransitions):
         return won
 
     async def save_leased(
-        self, record: Record, lease: tuple[str, str, int], writes: Sequence[Sequence[Any]]
+        self, record: Record, lease: tuple[str, str, int], writes: Writes
     ) -> bool | None:
-        """Save a running record and run ``writes`` (commands) with it, only while the lease
+        """Save a running record and run ``writes`` with it, only while the lease
         ``(key, token, ttl ms)`` is held (renewed by the same script): None when it is not
         (nothing written), else the cancel flag."""
         status, value = await self._save(record, "step", lease=lease, writes=writes)
@@ -207,19 +207,18 @@ class Saves(SlotTransitions):
         *,
         notify: bool = True,
         lease: tuple[str, str, int] | None = None,
-        writes: Sequence[Sequence[Any]] = (),
+        writes: Writes | None = None,
         guard: Guarded | None = None,
-        extra: Writes | None = None,
     ) -> tuple[int, Any]:
         hints = self._hints
         marker = (record.state.value, record.service_principal_id)
         send_indexes = hints.get(record.id) != marker
         status, value = await guarded(
-            lambda: self._run_save(record, mode, notify, lease, writes, guard, send_indexes, extra)
+            lambda: self._run_save(record, mode, notify, lease, writes, guard, send_indexes)
         )
         if status == 3:  # the stored record was not as this store last wrote it
             status, value = await guarded(
-                lambda: self._run_save(record, mode, notify, lease, writes, guard, True, extra)
+                lambda: self._run_save(record, mode, notify, lease, writes, guard, True)
             )
         if status == 0:
             if len(hints) > _HINTS_MAX:
@@ -236,20 +235,17 @@ class Saves(SlotTransitions):
         mode: str,
         notify: bool,
         lease: tuple[str, str, int] | None,
-        writes: Sequence[Sequence[Any]],
+        writes: Writes | None,
         guard: Guarded | None,
         send_indexes: bool,
-        extra: Writes | None = None,
     ) -> tuple[int, Any]:
         """The script's answer: (status, the cancel flag or waiters' count as an int, or
         for status 4 what the guarded key holds)."""
         indexes, other = Writes(), Writes()
         if send_indexes:
             self.indexes.write(indexes, record)
-        for command in writes:
-            other._add(*command)
-        if extra is not None:
-            other.argv.extend(extra.argv)
+        if writes is not None:
+            other.argv.extend(writes.argv)
         if record.state.terminal:
             other.delete(self.keys.credentials(record.id))
             self._queue_notifications(other, record, notify)

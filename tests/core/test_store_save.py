@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from service.core.models import State
 from service.core.store import Store
-from service.core.store_save import Guarded, Release
+from service.core.store_save import Guarded, Release, Writes
 from tests.helpers.records import SP, K, new_store, rec
 
 
@@ -98,9 +98,10 @@ async def test_a_leased_save_writes_nothing_once_the_lease_is_gone(
     record.step = None
     await store.save(record)
     await redis.set("lease", "mine", px=10_000)
-    note = ("SET", "note", "sent", "PX", 60_000)
+    note = Writes()
+    note.set("note", "sent", px=60_000)
     record.attempts = 7
-    assert await store.save_leased(record, ("lease", "mine", 30_000), [note]) is False
+    assert await store.save_leased(record, ("lease", "mine", 30_000), note) is False
     assert await redis.get("note") == b"sent"
     assert int(await redis.pttl("lease")) > 10_000  # renewed by the same script
     stored = await store.get(record.id)
@@ -109,7 +110,7 @@ async def test_a_leased_save_writes_nothing_once_the_lease_is_gone(
     await redis.set("lease", "theirs")
     await redis.delete("note")
     record.attempts = 8
-    assert await store.save_leased(record, ("lease", "mine", 30_000), [note]) is None
+    assert await store.save_leased(record, ("lease", "mine", 30_000), note) is None
     assert not await redis.exists("note")
     stored = await store.get(record.id)
     assert stored is not None

@@ -37,7 +37,7 @@ from service.core.keys import Keys
 from service.core.models import Record
 from service.core.redis import guarded
 from service.core.store import Store
-from service.core.store_save import Release
+from service.core.store_save import Release, Writes
 
 # Renew or release only while the key still holds our token.
 _RENEW = (
@@ -161,9 +161,10 @@ class JobClaim:
         in one script, which also renews the lease; returns the note. :class:`LeaseLost`
         (nothing written, the record as it was) unless we still hold the lease."""
         lease = (self.key, self.token, self._ttl_ms)
-        write = ("SET", self.note_key, note.dump(), "PX", self._note_ttl_ms)
+        writes = Writes()
+        writes.set(self.note_key, note.dump(), px=self._note_ttl_ms)
         before, record.create_sent_at = record.create_sent_at, note.sent_at
-        if self.lost or await store.save_leased(record, lease, [write]) is None:
+        if self.lost or await store.save_leased(record, lease, writes) is None:
             self.lost = True
             record.create_sent_at = before
             raise LeaseLost(self.key)
