@@ -47,7 +47,7 @@ end
 #       16 calls this worker saw answered (not 429) since its last take,
 #       17 estimate time constant ms, 18 longest come-back wait ms (queue past the horizon),
 #       19 half-life ms of the learned margin below the target usage, 20 the bucket's burst in
-#       the slow start (calls).
+#       the slow start (calls), 21 the least room below the reported limit (calls/s).
 # Returns {kind, wait ms, ticket (server ms when reserved), rate x 1000, paced}; kind 0 = slot
 # reserved, 1 = nothing reserved, ask again after the wait (cool-down, or the queue is longer
 # than the horizon), 2 = slot further than max_wait (nothing reserved); paced 1 once the rate
@@ -149,9 +149,13 @@ if adaptive then
   local target = tonumber(ARGV[9])
   local mg = tonumber(f[22])
   if mg then target = target - mg * math.pow(0.5, (now - tonumber(f[23])) / tonumber(ARGV[19])) end
-  if lim and rate > target * lim then
+  -- and at least ARGV[21] calls/s below the limit: calls reach Graph a few tens of ms early or
+  -- late, which costs about the same number of calls of a 1 s window at any limit (a share
+  -- alone left a 20 calls/s tenant one call of room)
+  local plateau = lim and math.min(target * lim, lim - tonumber(ARGV[21]))
+  if lim and rate > plateau then
     -- at the target share of the reported limit: hold there (the cubic's plateau)
-    rate = target * lim
+    rate = plateau
     wmax, tev, k, ss = rate, now, 0, 0
     -- when the rate reached this plateau: only a 429 for a call sent from it teaches a margin
     if not f[24] then redis.call('HSET', KEYS[1], 'tpl', now) end

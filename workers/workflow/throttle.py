@@ -16,10 +16,10 @@ applies to all of them, and the workers learn it together:
   limit: a small cut (``beta_fresh``), and only the throttled call waits its Retry-After;
   every other 429 holds every worker. Where Graph reports ``x-ms-throttle-limit-percentage``
   (sent above 80% of the limit), the rate moves to ``target_usage`` of the limit it implies
-  (the calls answered in the last second over that usage, averaged over ``estimate_s``), so
-  the limit is found without a 429 at all; a 429 for a call sent from that plateau lowers the
-  target by a learned margin (``margin_step`` calls/s, so the 429s it allows are a share of the
-  calls at any limit).
+  (the calls answered in the last second over that usage, averaged over ``estimate_s``), and
+  at least ``headroom`` calls/s below it, so the limit is found without a 429 at all; a 429
+  for a call sent from that plateau lowers the target by a learned margin (``margin_step``
+  calls/s, so the 429s it allows are a share of the calls at any limit).
 - **Ceiling.** ``PROVISIONER_TENANT_RATE_LIMIT`` caps the adaptive rate; with the adaptive rate
   off it is a fixed token bucket (bursts of ``PROVISIONER_TENANT_RATE_BURST``).
 
@@ -55,6 +55,11 @@ class AdaptiveRate:
     min_rate: float = 5.0
     max_rate: float = 5000.0  # never faster without a configured ceiling (Graph: 2000/s per app)
     target_usage: float = 0.95  # the share of the reported limit to aim at
+    # ... and at least this many calls/s below it: calls reach Graph some tens of ms early or
+    # late, which costs a similar number of calls of its 1 s window at any limit. At 20
+    # calls/s the share alone left one call of room, and after a drop of the limit to 20 the
+    # edge's 429s came back every few seconds (docs/benchmarks.md, A).
+    headroom: float = 2.0
     beta: float = 0.7  # on a 429: the rate becomes beta x the rate that was throttled
     beta_fresh: float = 0.9  # ... when Graph reported its usage within ``fresh_s`` (limit known)
     fresh_s: float = 1.0
@@ -194,6 +199,7 @@ class Throttle:
             str(int(a.comeback_s * 1000)),
             str(int(a.margin_half_life_s * 1000)),
             str(a.slow_start_burst),
+            _num(a.headroom),
         )
         keys = (self._bucket_key, self._cooldown_key)
         reply = await guarded(lambda: self._take(keys=keys, args=args))

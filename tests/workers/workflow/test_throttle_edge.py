@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio import Redis
 
 from service.core.keys import Keys
@@ -88,3 +89,34 @@ async def test_only_a_429_sent_from_the_plateau_teaches_a_margin(redis: Redis) -
     state = await _state(redis)
     # one step of margin_step calls/s, as a share of the limit estimate
     assert 0 < state["mg"] <= ADAPTIVE.margin_step / state["lim"] + 1e-9
+
+
+async def _known_limit(redis: Redis, limit: float) -> None:
+    """The tenant's state as after a while of Graph reporting a limit of ``limit`` calls/s: out
+    of the slow start, the cubic well past its last event, the estimate fresh."""
+    seconds, micros = await redis.time()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    await redis.hset(
+        Keys("t").tenant_bucket("tenant"),
+        mapping={
+            "cur": limit,
+            "wmax": limit,
+            "tev": now - 10_000,
+            "k": 0,
+            "ss": 0,
+            "lim": limit,
+            "lt": now,
+            "ut": now,
+        },
+    )
+
+
+async def test_the_plateau_keeps_a_few_calls_of_room_below_a_low_limit(redis: Redis) -> None:
+    """Calls reach Graph a little early or late whatever the limit: at 20 calls/s the target
+    share alone (0.95) left one call of room, and the edge's 429s recurred after a drop to it."""
+    t = _adaptive(redis)
+    await _known_limit(redis, 20)
+    assert (await t.acquire()).rate == pytest.approx(20 - ADAPTIVE.headroom)
+    await redis.flushdb()
+    await _known_limit(redis, 200)
+    assert (await t.acquire()).rate == pytest.approx(200 * ADAPTIVE.target_usage)
