@@ -282,18 +282,17 @@ class Stack:
         last_tick = 0.0
         while time.monotonic() < deadline:
             done = await asyncio.to_thread(self.finished)
-            now = time.monotonic()
-            if on_tick is not None and (now - last_tick >= tick_s or sum(done.values()) >= n):
+            now, left = time.monotonic(), n - sum(done.values())
+            if on_tick is not None and (now - last_tick >= tick_s or left <= 0):
                 on_tick(now, done)
                 last_tick = now
-            if sum(done.values()) >= n:
+            if left <= 0:
                 break
             for w in self.workers:
                 if not w.alive():
                     raise RuntimeError(f"{w.name} died: {w.log()[-3000:]}")
             # The last requests are awaited closely: a run's wall time ends within 50 ms of
             # its last request, not up to a whole tick later; scrapes stay rare before that.
-            left = n - sum(done.values())
             await asyncio.sleep(tick_s if left > max(2, 0.02 * n) else min(tick_s, 0.05))
         return done
 

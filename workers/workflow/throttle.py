@@ -149,9 +149,26 @@ class Throttle:
         self._cooldown_key = keys.cooldown(tenant)
         self._bucket_key = keys.tenant_bucket(tenant)
         self._rate = rate_per_s  # the ceiling (adaptive) or the fixed rate; 0: none
-        self._burst = burst
         self._coordinate = coordinate
         self._adaptive = adaptive
+        a = adaptive or AdaptiveRate()
+        # TAKE's arguments that never change, formatted once (TAKE runs before every call)
+        self._take_head = ("1" if adaptive else "0", _num(rate_per_s), str(burst))
+        self._take_constants = (
+            *(_num(v) for v in (a.start, a.min_rate, a.max_rate, a.target_usage)),
+            *(str(int(v * 1000)) for v in (a.release_s, a.slow_start_doubling_s)),
+            _num(a.cubic_c),
+            _num(a.burst_s),
+            str(int(a.idle_ttl_s * 1000)),
+            _num(a.horizon_s),
+        )
+        self._take_tail = (
+            str(int(a.estimate_s * 1000)),
+            str(int(a.comeback_s * 1000)),
+            str(int(a.margin_half_life_s * 1000)),
+            str(a.slow_start_burst),
+            _num(a.headroom),
+        )
         self._usage: float | None = None  # reported by Graph since the last take
         self._answered = 0  # calls answered (not 429) since the last take
         self.cuts = 0  # 429s this worker reported
@@ -178,28 +195,16 @@ class Throttle:
         wait for it but end its run): the wait is still returned, so the caller can defer."""
         if not self._coordinate:
             return Slot(0.0, False)
-        a = self._adaptive or AdaptiveRate()
         usage, self._usage = self._usage, None
         answered, self._answered = self._answered, 0
         max_wait = "-1" if max_wait_s is None else str(int(max_wait_s * 1000))
         args = (
-            "1" if self._adaptive else "0",
-            _num(self._rate),
-            str(self._burst),
+            *self._take_head,
             max_wait,
             _num(usage or -1),
-            *(_num(v) for v in (a.start, a.min_rate, a.max_rate, a.target_usage)),
-            *(str(int(v * 1000)) for v in (a.release_s, a.slow_start_doubling_s)),
-            _num(a.cubic_c),
-            _num(a.burst_s),
-            str(int(a.idle_ttl_s * 1000)),
-            _num(a.horizon_s),
+            *self._take_constants,
             str(answered),
-            str(int(a.estimate_s * 1000)),
-            str(int(a.comeback_s * 1000)),
-            str(int(a.margin_half_life_s * 1000)),
-            str(a.slow_start_burst),
-            _num(a.headroom),
+            *self._take_tail,
         )
         keys = (self._bucket_key, self._cooldown_key)
         reply = await guarded(lambda: self._take(keys=keys, args=args))
