@@ -6,7 +6,8 @@ here pins ``verify`` after requests has merged the environment, so the extra CA 
 whatever the environment says, while proxies (``HTTPS_PROXY``, ``NO_PROXY``) are still read
 from it. The extra CAs are trusted through an ``ssl.SSLContext`` given to urllib3, so no
 combined CA file is ever written. The Graph client's ``aiohttp`` session (:func:`new_session`)
-gets an ``ssl.SSLContext`` with the same trust.
+gets an ``ssl.SSLContext`` with the same trust, and the environment's proxy for Graph's host
+read once when it is built.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 import aiohttp
 import certifi
 import requests
+from aiohttp.helpers import get_env_proxy_for_url
 from requests.adapters import HTTPAdapter
+from yarl import URL
 
 from service.core.settings import Settings
 
@@ -84,9 +87,24 @@ def ssl_context(extra: Path | None) -> ssl.SSLContext:
     return ctx
 
 
+def env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy (and its credentials) the environment names for ``url``'s host, as aiohttp's
+    ``trust_env`` would pick it (``HTTPS_PROXY``, ``NO_PROXY``, the proxy's ``.netrc`` entry),
+    or ``(None, None)`` when the host is to be reached directly."""
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
+
+
 def new_session(settings: Settings) -> aiohttp.ClientSession:
-    """The Graph session: explicit timeouts, the configured CA trust, proxies from the
-    environment (``HTTPS_PROXY`` / ``NO_PROXY``)."""
+    """The Graph session: explicit timeouts, the configured CA trust, the proxy the environment
+    names for Graph's host (``HTTPS_PROXY`` / ``NO_PROXY``).
+
+    The proxy is looked up here, once, rather than with ``trust_env``: that makes aiohttp look
+    up the proxy and ``.netrc`` again in a thread of its pool before every request, two thread
+    hops per Graph call (docs/benchmarks.md, D). Graph answers with a bearer token, so no
+    ``.netrc`` login is ever wanted for it; aiohttp refuses one beside an Authorization header."""
     timeout = aiohttp.ClientTimeout(
         total=settings.graph_timeout_s,
         connect=settings.graph_connect_timeout_s,
@@ -97,8 +115,13 @@ def new_session(settings: Settings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         ssl=ssl_context(settings.ca_bundle), limit=max(100, settings.worker_concurrency)
     )
+    proxy, proxy_auth = env_proxy(settings.graph_url)
     return aiohttp.ClientSession(
-        timeout=timeout, connector=connector, trust_env=True, raise_for_status=False
+        timeout=timeout,
+        connector=connector,
+        proxy=proxy,
+        proxy_auth=proxy_auth,
+        raise_for_status=False,
     )
 
 
