@@ -73,23 +73,23 @@ class WorkerMetrics(MetricSet):
 
     def finished(self, state: str, code: str | None) -> None:
         """A request ended."""
-        self._finished.labels(state=state, code=code or "").inc()
+        self.child(self._finished, state, code or "").inc()
 
     def action_finished(self, action: str, state: str) -> None:
         """A request of ``action`` ended in ``state``."""
-        self._actions.labels(action=action, state=state).inc()
+        self.child(self._actions, action, state).inc()
 
     def step(self, step: str, outcome: str, seconds: float) -> None:
         """A step run ended with an outcome."""
-        self._steps.labels(step=step, outcome=outcome).observe(seconds)
+        self.child(self._steps, step, outcome).observe(seconds)
 
     def graph_call(self, method: str, route: str, status: int) -> None:
         """A Graph call was answered (status 0: it was not)."""
-        self._graph.labels(route=route or method, status=str(status)).inc()
+        self.child(self._graph, route or method, str(status)).inc()
 
     def retry(self, disposition: str, wait_s: float) -> None:
         """A failed call will be tried again after ``wait_s``."""
-        self._retries.labels(disposition=disposition).inc()
+        self.child(self._retries, disposition).inc()
         self._throttle_seconds.inc(wait_s if disposition == "throttled" else 0)
 
     def throttle_wait(self, seconds: float) -> None:
@@ -103,8 +103,8 @@ class WorkerMetrics(MetricSet):
 
     def health_changed(self, previous: str, health: str) -> None:
         """The watch saw a job's health change."""
-        self._health_changes.labels(from_health=previous, to_health=health).inc()
+        self.child(self._health_changes, previous, health).inc()
 
     def watch_check(self, result: str) -> None:
         """The watch checked a job (one Graph GET, retries aside)."""
-        self._watch_checks.labels(result=result).inc()
+        self.child(self._watch_checks, result).inc()

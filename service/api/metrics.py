@@ -90,29 +90,25 @@ class ApiMetrics(MetricSet):
             "provisioner_watch_overdue_seconds",
             "How late the most overdue health-watch check is (0 when none is due).",
         )
-        # (method, route, status) -> its counter and the route's histogram: prometheus'
-        # labels() validates and locks on every call; the label sets are few and fixed.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._intake: dict[tuple[str, bool], Any] = {}  # (source, created): webhook sources
+        # (method, route, status) -> its counter and the route's histogram, both in one
+        # lookup on every request (MetricSet.child keeps one child per lookup).
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count and time one answered request (the request middleware calls this)."""
         method = method if method in _METHODS else "OTHER"
-        children = self._children.get((method, route, status))
+        children = self._request_children.get((method, route, status))
         if children is None:
             counter = self.http_requests.labels(method=method, route=route, status=str(status))
             children = (counter, self.http_duration.labels(route=route))
-            self._children[(method, route, status)] = children
+            self._request_children[(method, route, status)] = children
         children[0].inc()
         children[1].observe(seconds)
 
     def count_intake(self, source: str, *, created: bool) -> None:
         """Count one request accepted (``created``) or answered with its in-flight twin."""
-        child = self._intake.get((source, created))
-        if child is None:
-            counter = self.requests_accepted if created else self.requests_deduplicated
-            child = self._intake[(source, created)] = counter.labels(source=source)
-        child.inc()
+        counter = self.requests_accepted if created else self.requests_deduplicated
+        self.child(counter, source).inc()
 
     async def refresh(self, store: Store) -> None:
         """Read the shared queue numbers from Redis (called on each scrape)."""

@@ -9,6 +9,7 @@ one line, name, help and labels, and tests never share counts across registries.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import (
@@ -21,6 +22,7 @@ from prometheus_client import (
 )
 
 log = structlog.get_logger("service.core.metrics")
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 
 class MetricSet:
@@ -28,6 +30,17 @@ class MetricSet:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: M, *values: str) -> M:
+        """``metric.labels(*values)``, kept: prometheus-client validates the values and takes
+        a lock on every ``labels()`` call, and a process uses few, fixed label sets (values
+        in the order the labels were declared)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def counter(self, name: str, doc: str, *labels: str) -> Counter:
         """A counter (exposed with ``_total``) by ``labels``."""

@@ -10,7 +10,8 @@ queues the notifications, atomically; the final save first checks the cancel fla
 ``WATCH`` on it did, and the next request waiting for the slot is promoted only when one is
 waiting. A save under a lease (the create claim's note before a POST) writes nothing unless the
 lease is still held; a save can also release a lease (the create claim, completed with the
-step that created the job).
+step that created the job). A step's save can carry another part's script to run after it in
+the same round trip (:class:`Then`: the throttle's take of the slot for the call that follows).
 """
 
 from __future__ import annotations
@@ -127,16 +128,53 @@ class Guarded:
     writes: Writes = field(default_factory=Writes)
 
 
+@dataclass(slots=True)
+class Then:
+    """A script of another part, run right after a step's save in the same round trip, only
+    when the save wrote and found no cancel: the tenant throttle's take of the slot for the
+    call that follows (:meth:`workers.workflow.throttle.Throttle.take_ahead`). ``script``
+    reads ``KEYS`` and ``ARGV`` as a script of its own would; its answer lands in ``reply``
+    (None: it did not run)."""
+
+    script: str
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    reply: Any = None
+
+
+#: SAVE, then a Then's script, in one script: ARGV[1] = n, ARGV[2..n+1] SAVE's ARGV, the rest
+#: the other script's ARGV; KEYS are the other script's. Returns SAVE's answer, plus the other
+#: script's as a third element when it ran.
+_SAVE_THEN = """
+local function save(ARGV)
+%s
+end
+local function after(KEYS, ARGV)
+%s
+end
+local n = tonumber(ARGV[1])
+local r = save({unpack(ARGV, 2, n + 1)})
+if r[1] ~= 0 or r[2] ~= 0 then return r end
+return {r[1], r[2], after(KEYS, {unpack(ARGV, n + 2, #ARGV)})}
+"""
+
+
 class Saves(SlotTransitions):
     """The saves of a record, a part of :class:`~service.core.store.Store`."""
 
     def __init__(self, redis: Redis, **options: Any) -> None:
         super().__init__(redis, **options)
         self._save_script = redis.register_script(SAVE)
+        self._save_then: dict[str, Any] = {}  # a Then's script -> SAVE then it, registered
         self._hints: dict[str, tuple[str, str]] = {}
 
     async def save(
-        self, record: Record, *, notify: bool = True, release: Release | None = None
+        self,
+        record: Record,
+        *,
+        notify: bool = True,
+        release: Release | None = None,
+        then: Then | None = None,
     ) -> bool:
         """Write a record back (the worker is its only writer while it runs). A terminal state
         releases the in-flight claim so a new request for the same app can start (the first
@@ -147,12 +185,17 @@ class Saves(SlotTransitions):
         Returns whether the API asked for the request to stop (:meth:`cancel_requested`), read
         in the same round trip: a worker that saves at a step boundary needs no second one for
         the flag (always False for a terminal state, which clears the flag). ``release``:
-        writes and a lease release that go with this save (:class:`Release`)."""
+        writes and a lease release that go with this save (:class:`Release`). ``then``: a
+        script to run after a step's save that wrote and found no cancel (:class:`Then`)."""
         mode = "final" if record.state.terminal else "step"
         lease = writes = None
         if release is not None:
             lease, writes = (*release.lease, 0), release.writes
-        _, value = await self._save(record, mode, notify=notify, lease=lease, writes=writes)
+        if mode == "final":
+            then = None
+        _, value = await self._save(
+            record, mode, notify=notify, lease=lease, writes=writes, then=then
+        )
         if mode == "final":
             if value and notify:
                 # A crash before this is repaired by the reconciler (it promotes waiters).
@@ -209,16 +252,17 @@ class Saves(SlotTransitions):
         lease: tuple[str, str, int] | None = None,
         writes: Writes | None = None,
         guard: Guarded | None = None,
+        then: Then | None = None,
     ) -> tuple[int, Any]:
         hints = self._hints
         marker = (record.state.value, record.service_principal_id)
         send_indexes = hints.get(record.id) != marker
         status, value = await guarded(
-            lambda: self._run_save(record, mode, notify, lease, writes, guard, send_indexes)
+            lambda: self._run_save(record, mode, notify, lease, writes, guard, send_indexes, then)
         )
         if status == 3:  # the stored record was not as this store last wrote it
             status, value = await guarded(
-                lambda: self._run_save(record, mode, notify, lease, writes, guard, True)
+                lambda: self._run_save(record, mode, notify, lease, writes, guard, True, then)
             )
         if status == 0:
             if len(hints) > _HINTS_MAX:
@@ -238,6 +282,7 @@ class Saves(SlotTransitions):
         writes: Writes | None,
         guard: Guarded | None,
         send_indexes: bool,
+        then: Then | None = None,
     ) -> tuple[int, Any]:
         """The script's answer: (status, the cancel flag or waiters' count as an int, or
         for status 4 what the guarded key holds)."""
@@ -274,5 +319,15 @@ class Saves(SlotTransitions):
             *indexes.argv,
             *other.argv,
         ]
-        status, value = await self._save_script(args=args)
+        if then is None:
+            status, value = await self._save_script(args=args)
+        else:
+            script = self._save_then.get(then.script)
+            if script is None:
+                script = self.redis.register_script(_SAVE_THEN % (SAVE, then.script))
+                self._save_then[then.script] = script
+            status, value, *after = await script(
+                keys=then.keys, args=[len(args), *args, *then.args]
+            )
+            then.reply = after[0] if after else None
         return int(status), value if int(status) == 4 else int(value)

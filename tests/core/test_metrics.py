@@ -30,6 +30,21 @@ def test_declared_metrics_are_rendered_with_their_labels() -> None:
     assert 'probe_seconds_bucket{le="0.1",step="s"} 0.0' in text
 
 
+def test_child_is_kept_per_metric_and_label_values() -> None:
+    metrics = MetricSet()
+    calls = metrics.counter("probe_calls", "Calls, by route and status.", "route", "status")
+    other = metrics.counter("probe_other", "Others, by route and status.", "route", "status")
+    first = metrics.child(calls, "a", "200")
+    assert metrics.child(calls, "a", "200") is first
+    assert metrics.child(calls, "a", "429") is not first
+    assert metrics.child(other, "a", "200") is not first
+    first.inc()
+    metrics.child(calls, "a", "200").inc()
+    text = metrics.render().decode()
+    assert 'probe_calls_total{route="a",status="200"} 2.0' in text
+    assert 'probe_other_total{route="a",status="200"} 0.0' in text
+
+
 def test_each_set_has_its_own_registry() -> None:
     one, two = _set(), _set()  # the same names twice: no "duplicated timeseries" error
     one.counter("only_here", "Only in one.").inc()

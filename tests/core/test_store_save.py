@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from service.core.models import State
 from service.core.store import Store
-from service.core.store_save import Guarded, Release, Writes
+from service.core.store_save import Guarded, Release, Then, Writes
 from tests.helpers.records import SP, K, new_store, rec
 
 
@@ -171,3 +171,60 @@ async def test_the_final_save_runs_guarded_writes_only_over_what_was_read(
     stored = await store.get(record.id)
     assert stored is not None
     assert stored.state is State.SUCCEEDED
+
+
+#: A stand-in for another part's script (the throttle's take): it sees its own KEYS and ARGV.
+_COUNT = "redis.call('INCRBY', KEYS[1], ARGV[1]) return {ARGV[2], #ARGV}"
+
+
+async def test_a_step_save_runs_its_then_script_in_the_same_round_trip(
+    store: Store, redis: Redis
+) -> None:
+    record, _ = await store.accept(rec())
+    record.state = State.RUNNING
+    await store.save(record, then=Then(_COUNT, ("counted",), ("1", "x")))  # script loaded
+    scripts = await calls(redis, "evalsha")
+    then = Then(_COUNT, ("counted",), ("5", "seen"))
+    assert await store.save(record, then=then) is False
+    assert then.reply == [b"seen", 2]
+    assert await redis.get("counted") == b"6"
+    assert await calls(redis, "evalsha") == scripts + 1  # one round trip for both
+    stored = await store.get(record.id)
+    assert stored is not None
+    assert stored.state is State.RUNNING
+    assert record.id in await index_ids(redis, State.RUNNING)
+
+
+async def test_the_then_script_runs_once_when_the_save_resends_its_indexes(
+    store: Store, redis: Redis
+) -> None:
+    record, _ = await store.accept(rec())
+    record.state = State.RUNNING
+    await store.save(record)
+    other = new_store(redis)  # another process changed the state: the first try writes nothing
+    failed = await other.get(record.id)
+    assert failed is not None
+    failed.state = State.FAILED
+    await other.save(failed)
+    then = Then(_COUNT, ("counted",), ("1", "x"))
+    await store.save(record, then=then)
+    assert await redis.get("counted") == b"1"
+    assert then.reply == [b"x", 2]
+    assert record.id in await index_ids(redis, State.RUNNING)
+
+
+async def test_no_then_script_after_a_cancel_or_with_the_final_save(
+    store: Store, redis: Redis
+) -> None:
+    record, _ = await store.accept(rec(template="t"))
+    record.state = State.RUNNING
+    await redis.set(K.cancel(record.id), "1")
+    then = Then(_COUNT, ("counted",), ("1", "x"))
+    assert await store.save(record, then=then) is True  # saved, and the cancel flag read
+    assert then.reply is None
+    assert not await redis.exists("counted")
+    record.state = State.SUCCEEDED
+    last = Then(_COUNT, ("counted",), ("1", "x"))
+    await store.save(record, then=last)
+    assert last.reply is None
+    assert not await redis.exists("counted")

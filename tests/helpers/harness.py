@@ -64,6 +64,7 @@ class Harness:
             record_ttl_s=settings.record_ttl_s,
             cipher=CredentialCipher(settings.encryption_keys),
         )
+        self.last_deps: Any = None
 
     async def submit(
         self,
@@ -101,6 +102,7 @@ class Harness:
         )
         try:
             await worker.main()
+            self.last_deps = worker.ctx["deps"]  # what the run used (its throttle's counts)
         finally:
             await worker.close()
 

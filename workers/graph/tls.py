@@ -103,12 +103,12 @@ def new_session(settings: Settings) -> aiohttp.ClientSession:
 
     The proxy is looked up here, once, rather than with ``trust_env``: that makes aiohttp look
     up the proxy and ``.netrc`` again in a thread of its pool before every request, two thread
-    hops per Graph call (docs/benchmarks.md, D). Graph answers with a bearer token, so no
+    hops per Graph call (docs/benchmarks.md, sixth round). Graph answers with a bearer token, so no
     ``.netrc`` login is ever wanted for it; aiohttp refuses one beside an Authorization header."""
+    # No sock_read: as long as total it never fires first, and it re-arms a timer on every
+    # chunk received (3% of a worker's CPU, docs/benchmarks.md, seventh round).
     timeout = aiohttp.ClientTimeout(
-        total=settings.graph_timeout_s,
-        connect=settings.graph_connect_timeout_s,
-        sock_read=settings.graph_timeout_s,
+        total=settings.graph_timeout_s, connect=settings.graph_connect_timeout_s
     )
     # One connection per concurrent workflow (each makes one call at a time): a fixed pool of
     # 100 made workflows beyond the 100th queue for a connection (benchmarks/worker_cost.py).

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from hashlib import sha1
 from typing import TypeVar
 
 import structlog
@@ -26,11 +27,21 @@ from service.core.settings import Settings
 from workers.graph.response import GraphResponse
 from workers.metrics import WorkerMetrics
 from workers.workflow.retry import Backoff, CallKind, Disposition, classify
-from workers.workflow.throttle import Throttle, parse_usage
+from workers.workflow.throttle import Ahead, Slot, Throttle, parse_usage
 
 T = TypeVar("T")
 log = structlog.get_logger("workers.workflow.calls")
 _CRID_NAMESPACE = uuid.UUID("6f1c8a52-3f0e-4a55-9d0f-0c7a3b6e2d11")
+
+
+def uuid5_text(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))``, the same GUID, about three times faster: built
+    from the SHA-1 bytes without the :class:`uuid.UUID` object (five per request)."""
+    digest = bytearray(sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 class Defer(Exception):
@@ -81,6 +92,7 @@ class CallRunner:
         )
         self._waited_s = 0.0  # in-process waiting so far in this run
         self._seq = 0
+        self._ahead: Slot | None = None  # the next call's slot, taken with the save before it
         self.retries = 0
 
     def client_request_id(self, step: Step) -> str:
@@ -88,7 +100,16 @@ class CallRunner:
         ``client-request-id`` so one request's calls can be found in Graph's logs."""
         self._seq += 1
         name = f"{self._record.id}/{step.value}/{self._record.attempts}/{self._seq}"
-        return str(uuid.uuid5(_CRID_NAMESPACE, name))
+        return uuid5_text(_CRID_NAMESPACE, name)
+
+    def take_ahead(self) -> Ahead | None:
+        """The throttle's take for the next call, to run in the round trip of the save just
+        before it (pass its ``then`` to the save, then :meth:`took_ahead`)."""
+        return self._throttle.take_ahead(max_wait_s=self._pacing_left_s())
+
+    def took_ahead(self, ahead: Ahead | None) -> None:
+        """Keep the slot the save's take reserved for the next :meth:`call`."""
+        self._ahead = None if ahead is None else self._throttle.taken(ahead)
 
     def checkpoint(self) -> None:
         """End the run (:class:`Defer` 0) at a step boundary when the worker is shutting down
@@ -136,7 +157,9 @@ class CallRunner:
         while True:
             cooling = True
             while cooling:  # after a cool-down, take a bucket slot like everyone else
-                slot = await self._throttle.acquire(max_wait_s=self._pacing_left_s())
+                slot, self._ahead = self._ahead, None
+                if slot is None or self._throttle.stale(slot):
+                    slot = await self._throttle.acquire(max_wait_s=self._pacing_left_s())
                 hold, cooling = slot.wait_s, slot.cooling
                 if hold <= 0:
                     break

@@ -28,6 +28,7 @@ from service.core.errors import (
 )
 from service.core.fields import utcnow
 from service.core.models import ErrorInfo, HistoryEntry, Outcome, Record, State, Step
+from service.core.store_save import Release
 from service.core.tracing import span
 from workers.graph.permissions import token_lacks, unknown_error_hint
 from workers.graph.response import GraphResponse
@@ -129,10 +130,32 @@ class Run:
         last = self.record.smoke_test is None  # verify is followed by the smoke test only
         if (step in _READS and last) or result.outcome is Outcome.SKIPPED:
             return cancelled  # nothing changed outside: the next save carries the line
-        cancelled = await self.deps.store.save(self.record, release=result.release)
+        cancelled = await self.save_taking_ahead(step, release=result.release)
         if step is Step.SAVE_SECRETS and result.outcome is Outcome.SUCCEEDED:
             await self.deps.store.forget_credentials(self.record.id)
         return cancelled
+
+    async def save_taking_ahead(self, after: Step | None, release: Release | None = None) -> bool:
+        """Save the record at the boundary after ``after`` (None: before the first step) and,
+        when a step that calls Graph follows, take the throttle's slot for its first call in
+        the same round trip (docs/benchmarks.md, seventh round); the cancel flag.
+
+        Only a provisioning run that starts its job takes ahead: each of its steps that runs
+        begins with a Graph call, so the slot is used (one taken for a step that then waits,
+        say for the create claim, is stale by then and given up for a new one)."""
+        rec = self.record
+        ahead = None
+        if rec.action == "provision" and rec.start and self._steps_left(after):
+            ahead = self.calls.take_ahead()
+        then = None if ahead is None else ahead.then
+        cancelled = await self.deps.store.save(rec, release=release, then=then)
+        self.calls.took_ahead(ahead)
+        return cancelled
+
+    def _steps_left(self, after: Step | None) -> bool:
+        steps = steps_for(self.record.action)
+        rest = steps if after is None else steps[steps.index(after) + 1 :]
+        return any(not self.record.done(step) for step in rest)
 
     async def _retrying(self, step: Step, began: float, reason: str) -> None:
         """Record and save a deferred step's "retrying" line: one per step, kept current."""
@@ -279,4 +302,4 @@ async def run_request(deps: Deps, request_id: str, job_try: int, raw: bytes | No
         )
         return
     record.state = State.RUNNING
-    await run.execute(await store.save(record))
+    await run.execute(await run.save_taking_ahead(None))

@@ -25,7 +25,8 @@ applies to all of them, and the workers learn it together:
 
 A call costs one Redis round trip (:data:`~workers.workflow.rate_scripts.TAKE` checks the
 cool-down, updates the rate and reserves a slot), plus about one per turn it waits in a line
-longer than the horizon; a 429 costs one more.
+longer than the horizon; a 429 costs one more. A call that follows a step's save takes its
+slot in the save's round trip (:meth:`Throttle.take_ahead`).
 ``PROVISIONER_THROTTLE_COORDINATION=false`` turns all of it off (each worker then only honours
 the Retry-After of its own calls), which is how the benchmark measures what coordination buys.
 """
@@ -41,6 +42,7 @@ from redis.asyncio import Redis
 
 from service.core.keys import Keys
 from service.core.redis import guarded
+from service.core.store_save import Then
 from workers.workflow.rate_scripts import TAKE, THROTTLED
 
 
@@ -114,6 +116,17 @@ class Slot:
     paced: bool = False  # the rate follows Graph's signals (not the slow start's probe)
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """A take prepared to run with a save (:meth:`Throttle.take_ahead`): the script and what
+    it reports (calls answered, Graph's usage), to be reported by the next take if it did not
+    run."""
+
+    then: Then
+    answered: int
+    usage: float | None
+
+
 def parse_usage(value: str | None) -> float | None:
     """``x-ms-throttle-limit-percentage`` as a fraction of the limit (Graph sends 0.8-1.8;
     a value above 5 is read as a percentage)."""
@@ -148,6 +161,7 @@ class Throttle:
         keys = Keys(prefix)
         self._cooldown_key = keys.cooldown(tenant)
         self._bucket_key = keys.tenant_bucket(tenant)
+        self._take_keys = (self._bucket_key, self._cooldown_key)
         self._rate = rate_per_s  # the ceiling (adaptive) or the fixed rate; 0: none
         self._coordinate = coordinate
         self._adaptive = adaptive
@@ -172,6 +186,8 @@ class Throttle:
         self._usage: float | None = None  # reported by Graph since the last take
         self._answered = 0  # calls answered (not 429) since the last take
         self.cuts = 0  # 429s this worker reported
+        self.takes = 0  # slots asked for in a round trip of their own, and with a save
+        self.takes_ahead = 0
         self.rate = 0.0  # the tenant's rate at this worker's last take
         self.waits = 0  # how often a call had to wait, and for how long in total
         self.waited_s = 0.0
@@ -195,6 +211,41 @@ class Throttle:
         wait for it but end its run): the wait is still returned, so the caller can defer."""
         if not self._coordinate:
             return Slot(0.0, False)
+        args, _, _ = self._take_args(max_wait_s)
+        keys = self._take_keys
+        self.takes += 1
+        return self._slot(await guarded(lambda: self._take(keys=keys, args=args)))
+
+    def take_ahead(self, max_wait_s: float | None = None) -> Ahead | None:
+        """:meth:`acquire`'s take, as a script for the save just before the call to run in its
+        own round trip (:class:`~service.core.store_save.Then`); :meth:`taken` reads its
+        answer. None when workers do not coordinate (no take at all)."""
+        if not self._coordinate:
+            return None
+        args, answered, usage = self._take_args(max_wait_s)
+        return Ahead(Then(TAKE, self._take_keys, args), answered, usage)
+
+    def taken(self, ahead: Ahead) -> Slot | None:
+        """The slot a save's :meth:`take_ahead` reserved, or None when the save did not run it
+        (cancelled): then the next take reports what it would have."""
+        if ahead.then.reply is None:
+            self._answered += ahead.answered
+            if self._usage is None:
+                self._usage = ahead.usage
+            return None
+        self.takes_ahead += 1
+        return self._slot(ahead.then.reply)
+
+    def stale(self, slot: Slot) -> bool:
+        """Whether a slot taken ahead (:meth:`take_ahead`) is too old to call on: its time
+        passed more than ``late_s`` ago (the step did something else first, e.g. waited for
+        the create claim); the caller takes a new one."""
+        late_s = (self._adaptive or AdaptiveRate()).late_s
+        return time.monotonic() - slot.due > late_s
+
+    def _take_args(self, max_wait_s: float | None) -> tuple[tuple[str, ...], int, float | None]:
+        """TAKE's ARGV, with the calls answered and the usage reported since the last take
+        (handed over: the next take starts counting afresh)."""
         usage, self._usage = self._usage, None
         answered, self._answered = self._answered, 0
         max_wait = "-1" if max_wait_s is None else str(int(max_wait_s * 1000))
@@ -206,8 +257,9 @@ class Throttle:
             str(answered),
             *self._take_tail,
         )
-        keys = (self._bucket_key, self._cooldown_key)
-        reply = await guarded(lambda: self._take(keys=keys, args=args))
+        return args, answered, usage
+
+    def _slot(self, reply: object) -> Slot:
         kind, wait_ms, ticket, rate_milli, paced = cast(list[int], reply)
         if int(rate_milli):
             self.rate = int(rate_milli) / 1000

@@ -58,6 +58,13 @@ async def test_happy_path_takes_five_graph_calls_including_verify(harness: Harne
         "jobs.get": 1,
     }
     assert done.cycles_seen == {"start_job": NO_CYCLE}
+    # Each save before a call took that call's throttle slot in its own round trip (the run's
+    # start, resolve_template's, create_job's, start_job's); the create POST, after the note
+    # written under the claim, asks alone (and a slot gone stale on a busy machine is asked
+    # for again).
+    throttle = harness.last_deps.throttle
+    assert throttle.takes_ahead == 4
+    assert 1 <= throttle.takes <= 5
 
 
 async def test_an_adopted_running_job_is_read_and_not_started_again(harness: Harness) -> None:

@@ -13,6 +13,8 @@ from redis.asyncio import Redis
 
 from sandbox.faults import FaultEngine, FaultProfile
 from service.core.keys import Keys
+from service.core.models import State
+from tests.helpers.records import K, new_store, rec
 from workers.workflow.throttle import AdaptiveRate, Slot, Throttle, parse_usage
 
 
@@ -300,3 +302,48 @@ def test_usage_header_values() -> None:
     assert parse_usage(None) is None
     assert parse_usage("n/a") is None
     assert parse_usage("0") is None
+
+
+async def test_a_slot_taken_with_a_save_comes_from_the_same_bucket(redis: Redis) -> None:
+    a, b = _pair(redis, rate=10, burst=1)
+    store = new_store(redis)
+    record, _ = await store.accept(rec())
+    record.state = State.RUNNING
+    ahead = a.take_ahead()
+    assert ahead is not None
+    began = time.monotonic()
+    await store.save(record, then=ahead.then)
+    slot = a.taken(ahead)
+    assert slot is not None
+    assert slot.wait_s == 0.0
+    assert not slot.cooling
+    assert not a.stale(slot)
+    seconds, _ = await b.pace()  # the burst of one went to the save's take
+    assert seconds >= 0.1 - (time.monotonic() - began) - 0.01
+    await asyncio.sleep(AdaptiveRate().late_s + 0.05)
+    assert a.stale(slot)  # too late to call on: the caller takes a new one
+
+
+async def test_a_take_that_did_not_run_hands_its_reports_to_the_next(redis: Redis) -> None:
+    throttle = Throttle(redis, "t", "tenant", adaptive=AdaptiveRate())
+    store = new_store(redis)
+    record, _ = await store.accept(rec())
+    record.state = State.RUNNING
+    throttle.observe(0.9)
+    throttle.observe(None)
+    ahead = throttle.take_ahead()
+    assert ahead is not None
+    assert ahead.answered == 2
+    assert ahead.usage == 0.9
+    await redis.set(K.cancel(record.id), "1")
+    assert await store.save(record, then=ahead.then) is True
+    assert throttle.taken(ahead) is None  # the save found the cancel: no take ran
+    again = throttle.take_ahead()
+    assert again is not None
+    assert again.answered == 2
+    assert again.usage == 0.9
+
+
+def test_no_take_ahead_without_coordination(redis: Redis) -> None:
+    off = Throttle(redis, "t", "tenant", rate_per_s=1, burst=1, coordinate=False)
+    assert off.take_ahead() is None
