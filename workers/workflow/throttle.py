@@ -161,11 +161,12 @@ class Throttle:
         keys = Keys(prefix)
         self._cooldown_key = keys.cooldown(tenant)
         self._bucket_key = keys.tenant_bucket(tenant)
-        self._take_keys = (self._bucket_key, self._cooldown_key)
+        self._keys = (self._bucket_key, self._cooldown_key)
         self._rate = rate_per_s  # the ceiling (adaptive) or the fixed rate; 0: none
         self._coordinate = coordinate
         self._adaptive = adaptive
         a = adaptive or AdaptiveRate()
+        self._late_s = a.late_s
         # TAKE's arguments that never change, formatted once (TAKE runs before every call)
         self._take_head = ("1" if adaptive else "0", _num(rate_per_s), str(burst))
         self._take_constants = (
@@ -212,7 +213,7 @@ class Throttle:
         if not self._coordinate:
             return Slot(0.0, False)
         args, _, _ = self._take_args(max_wait_s)
-        keys = self._take_keys
+        keys = self._keys
         self.takes += 1
         return self._slot(await guarded(lambda: self._take(keys=keys, args=args)))
 
@@ -223,7 +224,7 @@ class Throttle:
         if not self._coordinate:
             return None
         args, answered, usage = self._take_args(max_wait_s)
-        return Ahead(Then(TAKE, self._take_keys, args), answered, usage)
+        return Ahead(Then(TAKE, self._keys, args), answered, usage)
 
     def taken(self, ahead: Ahead) -> Slot | None:
         """The slot a save's :meth:`take_ahead` reserved, or None when the save did not run it
@@ -240,8 +241,7 @@ class Throttle:
         """Whether a slot taken ahead (:meth:`take_ahead`) is too old to call on: its time
         passed more than ``late_s`` ago (the step did something else first, e.g. waited for
         the create claim); the caller takes a new one."""
-        late_s = (self._adaptive or AdaptiveRate()).late_s
-        return time.monotonic() - slot.due > late_s
+        return time.monotonic() - slot.due > self._late_s
 
     def _take_args(self, max_wait_s: float | None) -> tuple[tuple[str, ...], int, float | None]:
         """TAKE's ARGV, with the calls answered and the usage reported since the last take
@@ -288,8 +288,7 @@ class Throttle:
             return True
         if self._adaptive is not None and self.rate < 0.9 * slot.rate:
             return True  # the rate was lowered since (Graph's usage): the spacing is too tight
-        late_s = (self._adaptive or AdaptiveRate()).late_s
-        return slot.paced and time.monotonic() - slot.due > late_s
+        return slot.paced and time.monotonic() - slot.due > self._late_s
 
     async def throttled(self, retry_after_s: float, slot: Slot | None, *, cut: bool = True) -> None:
         """A call reserved as ``slot`` was answered 429 (``cut``) or 503 with ``retry_after_s``:
@@ -318,7 +317,7 @@ class Throttle:
             str(int(a.margin_half_life_s * 1000)),
             _num(a.sparse_share),
         )
-        keys = (self._bucket_key, self._cooldown_key)
+        keys = self._keys
         reply = await guarded(lambda: self._throttled(keys=keys, args=args))
         _, held = cast(list[int], reply)
         if cut and (int(held) or ms <= 0):
