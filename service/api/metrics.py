@@ -2,9 +2,9 @@
 
 Each app owns an :class:`ApiMetrics` with its own registry (tests do not share counts). Request
 counters are updated as requests are answered; the queue gauges (depth, oldest queued request,
-requests by state, callbacks pending, live workers, active throttle cool-downs) are read from
-Redis when scraped,
-so every API replica reports the same, shared numbers. Label values stay bounded: route
+requests by state, callbacks pending, live workers, active throttle cool-downs, each tenant's
+shared call rate) are read from Redis when scraped, so every API replica reports the same,
+shared numbers. Label values stay bounded: route
 templates, not raw paths. The workers expose their own metrics (workers/metrics.py).
 """
 
@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from service.core.application_store import ApplicationStore
 from service.core.health import Health
+from service.core.keys import TENANT_RATE_FIELDS
 from service.core.metrics import MetricSet
 from service.core.models import State
 from service.core.store import Store
@@ -79,6 +80,18 @@ class ApiMetrics(MetricSet):
             "provisioner_throttle_cooldowns_active",
             "Tenants whose tenant-wide throttle cool-down is running.",
         )
+        self.tenant_rate = self.gauge(
+            "provisioner_tenant_rate",
+            "Calls/s the workers pace a tenant's Graph calls at, as of its last call (the "
+            "adaptive rate, under any configured ceiling).",
+            "tenant",
+        )
+        self.tenant_limit = self.gauge(
+            "provisioner_tenant_limit_estimate",
+            "Calls/s a tenant's limit is, as Graph's x-ms-throttle-limit-percentage reports "
+            "imply it (no series while none is known).",
+            "tenant",
+        )
         self.applications = self.gauge(
             "provisioner_applications",
             "Watched applications with a job in each health (an application with jobs in two "
@@ -120,6 +133,12 @@ class ApiMetrics(MetricSet):
         self.oldest_queued_age.set(counters.oldest_queued_age_s)
         self.workers_alive.set(counters.workers_alive)
         self.throttle_cooldowns.set(counters.throttle_cooldowns)
+        self.tenant_rate.clear()
+        self.tenant_limit.clear()
+        for rate in await tenant_rates(store):
+            self.tenant_rate.labels(tenant=rate.tenant).set(rate.rate)
+            if rate.limit is not None:
+                self.tenant_limit.labels(tenant=rate.tenant).set(rate.limit)
         watch = await ApplicationStore.of(store).counts()
         for health in Health:
             self.applications.labels(health=health.value).set(watch.by_health[health])
@@ -196,6 +215,36 @@ async def throttle_cooldowns(store: Store) -> tuple[tuple[str, float], ...]:
         if int(ms) > 0
     ]
     return tuple(sorted(found, key=lambda item: (-item[1], item[0])))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRate:
+    """A tenant's shared pacing state, as the workers' throttle last wrote it."""
+
+    tenant: str
+    rate: float  # calls/s in force
+    limit: float | None  # the limit Graph's usage reports imply (None: not known)
+
+
+async def tenant_rates(store: Store) -> tuple[TenantRate, ...]:
+    """The adaptive rate of every tenant the workers pace now (its state hash, kept until
+    ``AdaptiveRate.idle_ttl_s`` after the tenant's last call), by tenant. A tenant paced at a
+    fixed configured rate (the adaptive rate off) keeps no rate in the hash and is left out."""
+    pattern = store.keys.tenant_bucket("*")
+    prefix = pattern.removesuffix("*")
+    keys = [key async for key in store.redis.scan_iter(match=pattern, count=500)]
+    if not keys:
+        return ()
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, list(TENANT_RATE_FIELDS))
+        states = await pipe.execute()
+    found = [
+        TenantRate(_text(key).removeprefix(prefix), float(cur), float(lim) if lim else None)
+        for key, (cur, lim) in zip(keys, states, strict=True)
+        if cur
+    ]
+    return tuple(sorted(found, key=lambda r: r.tenant))
 
 
 def _text(key: bytes | str) -> str:

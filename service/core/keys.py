@@ -23,7 +23,8 @@ sorted set ``{p}``, ``arq:job:{id}``, ``arq:in-progress:{id}``) keep arq's names
     {p}:health-check:{worker}    arq's health-check key of a worker
     {p}:wake                     a pub/sub channel, not a key: the API announces a new job on it
     {p}:cooldown:{tenant}        the tenant's throttle cool-down (its TTL is the cool-down)
-    {p}:throttle:{tenant}        the tenant's shared token bucket (hash)
+    {p}:throttle:{tenant}        the tenant's shared token bucket and adaptive rate (hash;
+                                 the API reads its TENANT_RATE_FIELDS for /metrics)
     {p}:intake:{caller}          a caller's intake rate-limit counter
     {p}:ui-session:{sha256}      a status-page session
     {p}:callback-body:{msg id}   a callback's body, built once, sent by every retry
@@ -41,6 +42,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
+
+#: The fields of a tenant's throttle hash (``Keys.tenant_bucket``) read outside the throttle's
+#: scripts (workers/workflow/rate_scripts.py): the rate in force and the limit estimate, calls/s.
+TENANT_RATE_FIELDS = ("cur", "lim")
 
 
 def job_key(request_id: str) -> str:

@@ -1,5 +1,6 @@
 """The API's metrics against a real Redis: the queue numbers every replica reads alike (queued,
-running, oldest age, callbacks pending, live workers, cool-downs) and the scrape that sets them."""
+running, oldest age, callbacks pending, live workers, cool-downs, tenant rates) and the scrape that
+sets them."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from datetime import timedelta
 
 from redis.asyncio import Redis
 
-from service.api.metrics import ApiMetrics, queue_counters, throttle_cooldowns
+from service.api.metrics import ApiMetrics, queue_counters, tenant_rates, throttle_cooldowns
 from service.core.fields import utcnow
 from service.core.models import State
 from service.core.store import Store
 from tests.helpers.records import QUEUE, K, rec
+from workers.workflow.throttle import AdaptiveRate, Throttle
 
 
 async def test_the_queue_numbers_come_from_redis(store: Store, redis: Redis) -> None:
@@ -51,3 +53,34 @@ async def test_a_scrape_sets_the_gauges(store: Store) -> None:
     assert "provisioner_queue_depth 1.0" in text
     assert 'provisioner_requests_in_state{state="queued"} 1.0' in text
     assert "provisioner_oldest_queued_age_seconds" in text
+
+
+async def test_a_scrape_reports_each_tenants_rate_as_the_throttle_wrote_it(
+    store: Store, redis: Redis
+) -> None:
+    paced = Throttle(redis, QUEUE, "tenant-a", adaptive=AdaptiveRate(start=12.0))
+    await paced.acquire()  # the slow start's first slot: a rate, no limit known yet
+    fixed = Throttle(redis, QUEUE, "tenant-b", rate_per_s=30.0, adaptive=None)
+    await fixed.acquire()  # a configured rate, adaptive off: nothing learned to report
+
+    metrics = ApiMetrics()
+    await metrics.refresh(store)
+    assert _sample(metrics, "provisioner_tenant_rate", tenant="tenant-a") == 12.0
+    assert _sample(metrics, "provisioner_tenant_limit_estimate", tenant="tenant-a") is None
+    assert _sample(metrics, "provisioner_tenant_rate", tenant="tenant-b") is None
+
+    for _ in range(20):  # Graph answered 20 calls and said the window is at 80% of its limit
+        paced.observe(0.8)
+    await paced.acquire()
+    await metrics.refresh(store)
+    limit = _sample(metrics, "provisioner_tenant_limit_estimate", tenant="tenant-a")
+    assert limit == 25.0
+
+    await redis.delete(K.tenant_bucket("tenant-a"))  # forgotten (idle): its series go too
+    await metrics.refresh(store)
+    assert _sample(metrics, "provisioner_tenant_rate", tenant="tenant-a") is None
+    assert await tenant_rates(store) == ()
+
+
+def _sample(metrics: ApiMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
