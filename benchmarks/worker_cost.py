@@ -10,6 +10,9 @@ in-flight gauge and the event-loop lag (a probe inside the worker, enabled by
 ``PROVISIONER_BENCH_LOOP_LAG_FILE``: how late a 50 ms sleep wakes up). The sandbox answers
 without a rate limit, slowly enough that the worker holds the level in flight. Targets (issue
 14.3): <= 5 ms CPU and <= 15 Redis round trips per request at both levels, lag p99 < 50 ms.
+After each drain, :mod:`benchmarks.bare_worker` makes the same Graph calls and Redis round trips
+per request (and as many bytes per round trip), at the same level, from aiohttp and redis-py
+alone: the floor those two libraries set on this machine, read beside the worker's figure.
 
 ``--profile`` runs the worker under pyinstrument instead (at the last level) and writes the text
 report to ``benchmarks/profiles/worker-profile.txt`` (the doc section is not rewritten then).
@@ -22,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +44,9 @@ from tests.helpers.redis_server import free_port
 #: Long calls at 1,000 so that the worker keeps 1,000 in flight without running out of CPU
 #: (with 1-2 s it peaked near 800: slots freed faster than the worker refilled them).
 LEVELS = {50: (1000, 250, 500), 1000: (3000, 2500, 1000)}
+
+#: Requests the bare loop makes per level (at least this many rounds of the level).
+BARE_REQUESTS, BARE_ROUNDS = 500, 1
 
 #: Commands the earlier estimate counted as a round trip of their own (plus one per EXEC). It
 #: errs high (a GET or EXISTS inside a MULTI block or a script counts too) and is kept beside the
@@ -59,15 +67,27 @@ STANDALONE = (
 )
 
 
-def redis_counts(url: str) -> tuple[dict[str, int], int]:
-    """``INFO commandstats`` calls per command, and ``total_reads_processed``."""
+def redis_counts(url: str) -> tuple[dict[str, int], int, int]:
+    """``INFO commandstats`` calls per command, ``total_reads_processed`` and
+    ``total_net_input_bytes``."""
     client = redis_sync.Redis.from_url(url)
     try:
         info = client.info("commandstats")
-        reads = int(client.info("stats")["total_reads_processed"])
+        stats = client.info("stats")
     finally:
         client.close()
-    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}, reads
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+    return calls, int(stats["total_reads_processed"]), int(stats["total_net_input_bytes"])
+
+
+def bare_cpu_ms(stack: Stack, n: int, concurrency: int, calls: int, trips: int, size: int) -> float:
+    """CPU ms per request of :mod:`benchmarks.bare_worker` on ``stack`` (its own process)."""
+    argv = [sys.executable, "-m", "benchmarks.bare_worker"]
+    argv += [str(v) for v in (n, concurrency, calls, trips, size)]
+    ids = json.dumps(stack.principal_ids()[:n])
+    env = {**os.environ, **stack.env}
+    done = subprocess.run(argv, input=ids, capture_output=True, text=True, env=env, check=True)
+    return 1000 * float(json.loads(done.stdout.splitlines()[-1])["cpu_s"]) / n
 
 
 def gauge(text: str, name: str) -> float:
@@ -113,7 +133,7 @@ async def drain(n: int, concurrency: int, latency_ms: int, spread_ms: int, profi
         if profile:
             out = str(PROFILES / "worker-profile.txt")
             argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", out, "-m", *argv[2:]]
-        before_cmds, before_reads = redis_counts(stack.redis.url)
+        before_cmds, before_reads, before_bytes = redis_counts(stack.redis.url)
         worker = Child("worker-0", argv, worker_env, stack.dir)
         worker.metrics_port = int(worker_env["PROVISIONER_WORKER_METRICS_PORT"])
         stack.workers.append(worker)
@@ -133,24 +153,34 @@ async def drain(n: int, concurrency: int, latency_ms: int, spread_ms: int, profi
         done = await stack.wait_finished(n, timeout_s=900, on_tick=tick, tick_s=2.0)
         wall = time.monotonic() - began
         cpu1 = proc.cpu_times()
-        after_cmds, after_reads = redis_counts(stack.redis.url)
+        after_cmds, after_reads, after_bytes = redis_counts(stack.redis.url)
         stats = stack.sandbox.stats() if stack.sandbox else {}
         worker.stop(timeout_s=60)  # pyinstrument writes its report at exit
         stack.workers.remove(worker)
+        # the two INFO calls of redis_counts after the drain are reads of their own
+        reads = after_reads - before_reads - 2
+        finished = max(1.0, sum(done.values()))
+        graph_calls = sum(
+            sum(v.values()) for route, v in stats.get("calls", {}).items() if route != "token"
+        )
+        bare = float("nan")
+        if not profile:
+            bare = bare_cpu_ms(
+                stack,
+                min(n, max(BARE_REQUESTS, BARE_ROUNDS * concurrency)),
+                concurrency,
+                round(graph_calls / finished),
+                round(reads / finished),
+                (after_bytes - before_bytes) // max(1, reads),
+            )
         lags: list[float] = []
         if lag_file.exists():
             for line in lag_file.read_text().splitlines():
                 lags.extend(json.loads(line))
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    finished = max(1.0, sum(done.values()))
     deltas = {k: after_cmds.get(k, 0) - before_cmds.get(k, 0) for k in after_cmds}
     deltas = {k: v for k, v in deltas.items() if v > 0}
-    # the two INFO calls of redis_counts after the drain are reads of their own
-    reads = after_reads - before_reads - 2
     estimate = deltas.get("exec", 0) + sum(deltas.get(c, 0) for c in STANDALONE)
-    graph_calls = sum(
-        sum(v.values()) for route, v in stats.get("calls", {}).items() if route != "token"
-    )
     summary = {
         "requests": n,
         "Graph latency per call s": f"{latency_ms / 1000:g}-{(latency_ms + spread_ms) / 1000:g}",
@@ -162,6 +192,8 @@ async def drain(n: int, concurrency: int, latency_ms: int, spread_ms: int, profi
         "median in flight (2 s samples)": int(percentile([f for _, f, _ in in_flight], 0.5)),
         "worker CPU s": round(cpu_s, 1),
         "CPU ms/request": round(1000 * cpu_s / finished, 2),
+        "bare aiohttp + redis-py, same calls and round trips: CPU ms/request": round(bare, 2),
+        "worker CPU / bare": round(1000 * cpu_s / finished / bare, 2),
         "Redis round trips/request": round(reads / finished, 1),
         "Redis round trips/request (earlier estimate)": round(estimate / finished, 1),
         "Redis commands/request": round(sum(deltas.values()) / finished, 1),
@@ -211,7 +243,8 @@ def body(results: dict[int, Level]) -> str:
         verdicts.append(
             f"{level} in flight: {s['CPU ms/request']} ms CPU, "
             f"{s['Redis round trips/request']} round trips, lag p99 {s['loop lag p99 ms']} ms: "
-            f"**{'met' if ok else 'MISSED'}**"
+            f"**{'met' if ok else 'MISSED'}** (aiohttp + redis-py alone: "
+            f"{s['bare aiohttp + redis-py, same calls and round trips: CPU ms/request']} ms)"
         )
     cmds = sorted(
         {c for lv in levels for c in results[lv].commands},
@@ -245,7 +278,11 @@ every 2 s and the lag probe. Round trips = Redis's `total_reads_processed` over 
 read event per request sent: a pipeline, a `MULTI ... EXEC` block or a script counts once; the
 worker's connections carry one request at a time). The earlier estimate (one per `EXEC` plus
 every `GET`, `EXISTS`, `EVAL`..., even inside a block or script) is kept for comparison with the
-figures published before. Lag = how late a 50 ms sleep in the worker's event loop woke up
+figures published before. "Bare" = `benchmarks/bare_worker.py` after the drain, on the same
+stack and level: the same number of Graph calls (GETs whose JSON is parsed, over the same TLS
+session and msal token) and Redis round trips per request (a script storing as many bytes as
+the worker sent per round trip), with nothing else: what aiohttp and redis-py alone cost here.
+Lag = how late a 50 ms sleep in the worker's event loop woke up
 (`PROVISIONER_BENCH_LOOP_LAG_FILE`, `workers/main.py`).
 Measured {machine()}.
 
