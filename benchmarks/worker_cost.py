@@ -46,7 +46,7 @@ from tests.helpers.redis_server import free_port
 LEVELS = {50: (1000, 250, 500), 1000: (3000, 2500, 1000)}
 
 #: Requests the bare loop makes per level (at least this many rounds of the level).
-BARE_REQUESTS, BARE_ROUNDS = 500, 1
+BARE_REQUESTS, BARE_ROUNDS = 300, 1
 
 #: Commands the earlier estimate counted as a round trip of their own (plus one per EXEC). It
 #: errs high (a GET or EXISTS inside a MULTI block or a script counts too) and is kept beside the
