@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import tempfile
 import time
 import urllib.request
@@ -194,9 +195,10 @@ class Stack:
             "PROVISIONER_API_KEYS": f"bench:{hash_api_key(API_KEY)}",
             **self.extra_env,
         }
+        # Workers first: they start while start_api waits for the API to answer.
+        self.workers = [self.add_worker(i) for i in range(self.n_workers)]
         if self.with_api:
             self.api, self.base = start_api(self.env, self.dir)
-        self.workers = [self.add_worker(i) for i in range(self.n_workers)]
         self.wait_workers_ready()
 
     def wait_workers_ready(self, timeout_s: float = 30) -> None:
@@ -225,9 +227,12 @@ class Stack:
         return start_worker({**self.env, **extra}, self.dir, name=f"worker-{i}")
 
     def stop(self) -> None:
-        for child in [*self.workers, *([self.api] if self.api else [])]:
+        children = [*self.workers, *([self.api] if self.api else [])]
+        for child in children:  # all at once: they shut down side by side
+            child.signal(signal.SIGTERM)
+        for child in children:
             with contextlib.suppress(Exception):
-                child.stop()
+                child.stop(signalled=True)
         if self.sandbox is not None:
             self.sandbox.stop()
         if self.redis is not None:

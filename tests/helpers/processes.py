@@ -43,9 +43,11 @@ class Child:
         if self.alive():
             os.kill(self.proc.pid, signum)
 
-    def stop(self, timeout_s: float = 20) -> int:
+    def stop(self, timeout_s: float = 20, *, signalled: bool = False) -> int:
+        """SIGTERM (unless the caller already sent it), then wait; SIGKILL after ``timeout_s``."""
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            if not signalled:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
