@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.core.application_store import ApplicationStore
@@ -200,20 +202,8 @@ async def callbacks_pending(store: Store) -> int:
 async def throttle_cooldowns(store: Store) -> tuple[tuple[str, float], ...]:
     """``(tenant, seconds left)`` of every tenant cool-down the workers honour now (a key with a
     positive TTL, as ``workers.workflow.throttle.Throttle`` reads it), the longest first."""
-    pattern = store.keys.cooldown("*")
-    prefix = pattern.removesuffix("*")
-    keys = [key async for key in store.redis.scan_iter(match=pattern, count=500)]
-    if not keys:
-        return ()
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.pttl(key)
-        ttls = await pipe.execute()
-    found = [
-        (_text(key).removeprefix(prefix), int(ms) / 1000)
-        for key, ms in zip(keys, ttls, strict=True)
-        if int(ms) > 0
-    ]
+    ttls = await _each_tenant(store, store.keys.cooldown("*"), lambda pipe, key: pipe.pttl(key))
+    found = [(tenant, int(ms) / 1000) for tenant, ms in ttls if int(ms) > 0]
     return tuple(sorted(found, key=lambda item: (-item[1], item[0])))
 
 
@@ -230,21 +220,34 @@ async def tenant_rates(store: Store) -> tuple[TenantRate, ...]:
     """The adaptive rate of every tenant the workers pace now (its state hash, kept until
     ``AdaptiveRate.idle_ttl_s`` after the tenant's last call), by tenant. A tenant paced at a
     fixed configured rate (the adaptive rate off) keeps no rate in the hash and is left out."""
-    pattern = store.keys.tenant_bucket("*")
-    prefix = pattern.removesuffix("*")
-    keys = [key async for key in store.redis.scan_iter(match=pattern, count=500)]
-    if not keys:
-        return ()
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hmget(key, list(TENANT_RATE_FIELDS))
-        states = await pipe.execute()
+    states = await _each_tenant(
+        store,
+        store.keys.tenant_bucket("*"),
+        lambda pipe, key: pipe.hmget(key, list(TENANT_RATE_FIELDS)),
+    )
     found = [
-        TenantRate(_text(key).removeprefix(prefix), float(cur), float(lim) if lim else None)
-        for key, (cur, lim) in zip(keys, states, strict=True)
+        TenantRate(tenant, float(cur), float(lim) if lim else None)
+        for tenant, (cur, lim) in states
         if cur
     ]
     return tuple(sorted(found, key=lambda r: r.tenant))
+
+
+async def _each_tenant(
+    store: Store, pattern: str, ask: Callable[[Pipeline, str], object]
+) -> list[tuple[str, Any]]:
+    """``(tenant, answer)`` for every key matching ``pattern`` (a per-tenant key built with
+    ``"*"`` for the tenant): one ``SCAN`` pass, then ``ask``'s command for each key in one
+    pipeline."""
+    prefix = pattern.removesuffix("*")
+    keys = [key async for key in store.redis.scan_iter(match=pattern, count=500)]
+    if not keys:
+        return []
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            ask(pipe, key)
+        answers = await pipe.execute()
+    return [(_text(key).removeprefix(prefix), a) for key, a in zip(keys, answers, strict=True)]
 
 
 def _text(key: bytes | str) -> str:
