@@ -249,7 +249,7 @@ async def _until_rate(
     drive = asyncio.create_task(_drive(throttles, tenant, 15, seconds))
     try:
         while not drive.done():
-            if float((await _state(redis))["cur"]) >= rate:
+            if (await _state(redis))["cur"] >= rate:
                 return time.monotonic() - began
             await asyncio.sleep(0.1)
         return None
